@@ -1,0 +1,97 @@
+//! Stateless access tokens: HS256 JWTs, algorithm pinned, verified without the database.
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AuthError;
+
+/// Issuer claim of every access token.
+pub const ISSUER: &str = "latchkey";
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// Owner key (`user:<uuid>`, `apikey:<uuid>`, `anon:<uuid>`).
+    pub sub: String,
+    /// Session id.
+    pub sid: Uuid,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time, seconds since the epoch.
+    pub iat: i64,
+    /// Always [`ISSUER`].
+    pub iss: String,
+}
+
+/// Signing and verification keys with a pinned algorithm.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl_secs: u64,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeys")
+            .field("keys", &"[redacted]")
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
+impl JwtKeys {
+    /// HS256 keys from a shared secret; every instance behind one load balancer needs the same.
+    pub fn hs256(secret: &SecretString, ttl_secs: u64) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            ttl_secs,
+        }
+    }
+
+    /// Lifetime of an access token in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    /// Signs an access token for a session.
+    ///
+    /// # Errors
+    /// [`AuthError::Internal`] if signing fails.
+    pub fn sign(&self, owner_key: &str, sid: Uuid) -> Result<String, AuthError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = AccessClaims {
+            sub: owner_key.to_owned(),
+            sid,
+            iat: now,
+            exp: now + i64::try_from(self.ttl_secs).unwrap_or(i64::MAX / 2),
+            iss: ISSUER.to_owned(),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Internal(format!("jwt signing failed: {e}")))
+    }
+
+    /// Verifies signature, algorithm, issuer and expiry.
+    ///
+    /// # Errors
+    /// [`AuthError::TokenExpired`] for an expired token, [`AuthError::InvalidToken`] for
+    /// anything else.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+                _ => AuthError::InvalidToken,
+            })
+    }
+}

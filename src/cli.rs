@@ -1,0 +1,200 @@
+//! The subcommands: `serve`, `migrate`, `user`, `sessions`.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use secrecy::SecretString;
+
+use crate::app::{Application, Settings};
+use crate::auth::password::{owasp_params, PasswordHasher};
+use crate::auth::AuthConfig;
+use crate::config::{Cli, Command, ServeArgs, SessionsCommand, UserCommand};
+use crate::http::HttpConfig;
+use crate::rng::{random_array, OsSecretSource};
+use crate::store::{RevokeReason, Store, EMAIL_UNIQUE};
+
+/// Runs one command; the exit code is what the process returns.
+///
+/// # Errors
+/// Any failure, printed by `main` as `error: …` with exit status 1.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(&cli.database_url, args).await,
+        Command::Migrate => {
+            let pool = open(&cli.database_url, 2, true).await?;
+            crate::db::migrate(&pool)
+                .await
+                .context("applying migrations")?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(cmd) => user(&cli.database_url, cmd).await,
+        Command::Sessions(cmd) => sessions(&cli.database_url, cmd).await,
+    }
+}
+
+async fn open(url: &str, max: u32, create: bool) -> anyhow::Result<sqlx::PgPool> {
+    if create {
+        crate::db::ensure_database(url)
+            .await
+            .context("connecting to PostgreSQL")?;
+    }
+    let pool = crate::db::pool_options(max)
+        .connect(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    Ok(pool)
+}
+
+async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let pool = open(url, args.max_connections, true).await?;
+    if !args.no_migrate {
+        crate::db::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    let jwt_secret = match args.jwt_secret {
+        Some(s) if s.0.len() >= 32 => SecretString::from(s.0),
+        Some(_) => bail!("LATCHKEY_JWT_SECRET must be at least 32 bytes"),
+        None => {
+            tracing::warn!("LATCHKEY_JWT_SECRET is not set: using a random key; access tokens will not survive a restart nor work across instances");
+            let bytes: [u8; 32] = random_array(&OsSecretSource)?;
+            SecretString::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+    };
+    let settings = Settings {
+        bind: args.bind,
+        auth: AuthConfig {
+            grace_secs: args.grace_secs,
+            access_ttl_secs: args.access_ttl_secs,
+            idle_ttl_secs: args.idle_ttl_secs,
+            absolute_ttl_secs: args.absolute_ttl_secs,
+            anon_ttl_secs: args.anon_ttl_secs,
+            touch_interval_secs: args.touch_interval_secs,
+        },
+        http: HttpConfig {
+            allowed_origins: args.allowed_origins,
+            cookie_secure: args.cookie_secure,
+        },
+        jwt_secret,
+        argon2: owasp_params(),
+        hash_concurrency: args
+            .hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+    };
+    let app = Application::build(settings, pool).await?;
+    tracing::info!(addr = %app.local_addr()?, "latchkey listening");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: draining in-flight requests");
+}
+
+async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let pool = open(url, 2, false).await?;
+    let store = Store::new(pool);
+    match cmd {
+        UserCommand::Add { email, .. } => {
+            let mut line = String::new();
+            if std::io::stdin().is_terminal() {
+                eprint!("password: ");
+            }
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            if password.is_empty() || password.len() > 1024 {
+                bail!("the password must be 1 to 1024 bytes");
+            }
+            let hasher = PasswordHasher::new(owasp_params(), 1, Arc::new(OsSecretSource))?;
+            let hash = hasher.hash(SecretString::from(password)).await?;
+            match store.insert_user(&email, &hash).await {
+                Ok(id) => {
+                    println!("user:{id}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) if e.is_conflict_on(EMAIL_UNIQUE) => {
+                    bail!("an account with this email already exists")
+                }
+                Err(e) => Err(e).context("creating the account"),
+            }
+        }
+        UserCommand::Disable { email } => match store.disable_user(&email).await? {
+            Some(n) => {
+                println!("disabled {email}; revoked {n} session(s)");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => bail!("no account with this email"),
+        },
+    }
+}
+
+async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let pool = open(url, 2, false).await?;
+    let store = Store::new(pool);
+    match cmd {
+        SessionsCommand::List { owner, json } => {
+            let rows = store.list_sessions(owner.as_deref()).await?;
+            if json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<9}  {:<8}  {:<44}  {:<20}  {:<20}",
+                    "SESSION", "KIND", "STATE", "OWNER", "CREATED", "EXPIRES"
+                );
+                let fmt = time::macros::format_description!(
+                    "[year]-[month]-[day] [hour]:[minute]:[second]"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<36}  {:<9}  {:<8}  {:<44}  {:<20}  {:<20}",
+                        r.session_id,
+                        r.kind.as_str(),
+                        r.state,
+                        r.owner_key,
+                        r.created_at.format(&fmt).unwrap_or_default(),
+                        r.expires_at.format(&fmt).unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionsCommand::Revoke { id, owner } => {
+            let n = match (id, owner) {
+                (Some(id), _) => usize::from(store.revoke(id, RevokeReason::Admin).await?),
+                (None, Some(owner)) => store.revoke_owner(&owner, RevokeReason::Admin).await?.len(),
+                (None, None) => bail!("give a session id or --owner"),
+            };
+            println!("revoked={n}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Command-line flags with environment fallbacks. Their doc comments are the `--help` text.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+/// Local default database: created on first `serve` or `migrate` if missing.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/latchkey";
+
+/// latchkey: PostgreSQL-backed sessions with race-free refresh.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about)]
+pub struct Cli {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
+    pub database_url: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations (unless --no-migrate) and serve the /auth API until SIGTERM.
+    Serve(ServeArgs),
+    /// Apply migrations and exit.
+    Migrate,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect and revoke sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+/// A value that must never be printed: its `Debug` is redacted.
+#[derive(Clone)]
+pub struct Sensitive(pub String);
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Sensitive {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Flags of `latchkey serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LATCHKEY_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// HS256 secret for access tokens (at least 32 bytes); every instance needs the same one.
+    /// Without it a random one is generated and tokens die with the process.
+    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Sensitive>,
+    /// Grace window in seconds for the previous refresh token (0 disables it).
+    #[arg(long, env = "LATCHKEY_GRACE_SECS", default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Lifetime of a JWT access token in seconds.
+    #[arg(long, env = "LATCHKEY_ACCESS_TTL_SECS", default_value_t = 300)]
+    pub access_ttl_secs: u64,
+    /// Idle lifetime of a session in seconds (slides on use).
+    #[arg(long, env = "LATCHKEY_IDLE_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub idle_ttl_secs: u64,
+    /// Absolute lifetime of a session in seconds.
+    #[arg(long, env = "LATCHKEY_ABSOLUTE_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub absolute_ttl_secs: u64,
+    /// Lifetime of an anonymous session in seconds.
+    #[arg(long, env = "LATCHKEY_ANON_TTL_SECS", default_value_t = 600)]
+    pub anon_ttl_secs: u64,
+    /// A stateful check writes last_used_at at most this often per session (seconds).
+    #[arg(long, env = "LATCHKEY_TOUCH_INTERVAL_SECS", default_value_t = 60)]
+    pub touch_interval_secs: u64,
+    /// Comma-separated origins allowed on cookie-authenticated requests.
+    #[arg(
+        long,
+        env = "LATCHKEY_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:8080,http://127.0.0.1:8080"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Mark the cookie Secure and name it __Host-latchkey. Set to false only for local http.
+    #[arg(long, env = "LATCHKEY_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+    /// Do not apply migrations at startup.
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Maximum database connections of this instance.
+    #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+    /// Password hashes computed at once (default: number of cores).
+    #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+}
+
+/// `latchkey user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is read from standard input.
+    Add {
+        /// Login address.
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (the only way to pass it).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable an account and revoke its sessions.
+    Disable {
+        /// Login address.
+        email: String,
+    },
+}
+
+/// `latchkey sessions …`
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions (newest first, at most 1000), without any secret.
+    List {
+        /// Only this owner (user:<uuid>, apikey:<uuid>, anon:<uuid>).
+        #[arg(long)]
+        owner: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one session by id, or every session of an owner.
+    Revoke {
+        /// Session id.
+        #[arg(required_unless_present = "owner", conflicts_with = "owner")]
+        id: Option<Uuid>,
+        /// Revoke all sessions of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}

@@ -1,0 +1,243 @@
+//! `/auth/*` handlers.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::extract::{check_origin, credential, ApiJson, Authenticated, Credential, Meta};
+use super::{ApiError, AppState, HttpConfig};
+use crate::auth::Issued;
+use crate::SessionKind;
+
+/// `POST /auth/login` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginRequest {
+    email: String,
+    password: SecretString,
+    mode: SessionKind,
+}
+
+/// `POST /auth/refresh` body (stateless mode).
+#[derive(Debug, Deserialize)]
+pub(super) struct RefreshRequest {
+    refresh_token: String,
+}
+
+fn seconds_until(t: OffsetDateTime) -> i64 {
+    (t - OffsetDateTime::now_utc()).whole_seconds().max(0)
+}
+
+/// The `Set-Cookie` value carrying a stateful session token. Its expiry is the session's
+/// absolute expiry, so every response for one token is byte-identical.
+fn session_cookie(config: &HttpConfig, issued: &Issued) -> Result<HeaderValue, ApiError> {
+    let cookie = Cookie::build((config.cookie_name(), issued.token.clone()))
+        .path("/")
+        .http_only(true)
+        .secure(config.cookie_secure)
+        .same_site(SameSite::Lax)
+        .expires(issued.absolute_expires_at)
+        .build();
+    HeaderValue::from_str(&cookie.to_string())
+        .map_err(|_| ApiError::from(crate::auth::AuthError::Internal("cookie encoding".into())))
+}
+
+fn clear_cookie(config: &HttpConfig) -> HeaderValue {
+    let cookie = Cookie::build((config.cookie_name(), ""))
+        .path("/")
+        .http_only(true)
+        .secure(config.cookie_secure)
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::ZERO)
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The answer to a login or refresh: JSON tokens for stateless, a cookie for stateful.
+fn issued_response(state: &AppState, issued: Issued) -> Result<Response, ApiError> {
+    match issued.kind {
+        SessionKind::Stateless => Ok((
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            Json(json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": state.auth.jwt().ttl_secs(),
+                "refresh_token": issued.token,
+                "refresh_expires_in": seconds_until(issued.expires_at),
+                "session_id": issued.session_id,
+            })),
+        )
+            .into_response()),
+        SessionKind::Stateful => Ok((
+            [
+                (header::SET_COOKIE, session_cookie(&state.http, &issued)?),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            Json(json!({
+                "session_id": issued.session_id,
+                "expires_in": seconds_until(issued.expires_at),
+            })),
+        )
+            .into_response()),
+    }
+}
+
+/// Longest password accepted: argon2 input is bounded to keep hashing cost predictable.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Meta(meta): Meta,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    if req.email.is_empty() || req.email.len() > 254 {
+        return Err(ApiError::bad_request("email must be 1 to 254 bytes"));
+    }
+    let pw_len = req.password.expose_secret().len();
+    if pw_len == 0 || pw_len > MAX_PASSWORD_BYTES {
+        return Err(ApiError::bad_request("password must be 1 to 1024 bytes"));
+    }
+    let issued = state
+        .auth
+        .login_password(&req.email, req.password, req.mode, &meta)
+        .await?;
+    issued_response(&state, issued)
+}
+
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let req: RefreshRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        Some(req.refresh_token)
+    };
+    let from_cookie = match credential(&headers, &state.http)? {
+        Some(Credential::Cookie(c)) => Some(c),
+        Some(Credential::Bearer(_)) => {
+            return Err(ApiError::bad_request(
+                "refresh takes the session cookie or a JSON refresh_token, not a bearer header",
+            ))
+        }
+        None => None,
+    };
+    let issued = match (from_cookie, from_body) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "send either the session cookie or a refresh_token, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "send the session cookie or a JSON body with refresh_token",
+            ))
+        }
+        (Some(cookie), None) => {
+            check_origin(&headers, &state.http)?;
+            state.auth.refresh(&cookie, SessionKind::Stateful).await?
+        }
+        (None, Some(token)) => state.auth.refresh(&token, SessionKind::Stateless).await?,
+    };
+    issued_response(&state, issued)
+}
+
+fn cleared_if_cookie(
+    state: &AppState,
+    auth: &Authenticated,
+) -> Vec<(header::HeaderName, HeaderValue)> {
+    if auth.via_cookie {
+        vec![(header::SET_COOKIE, clear_cookie(&state.http))]
+    } else {
+        Vec::new()
+    }
+}
+
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
+    state.auth.logout(&auth.caller).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    for (k, v) in cleared_if_cookie(&state, &auth) {
+        res.headers_mut().insert(k, v);
+    }
+    Ok(res)
+}
+
+pub(super) async fn logout_all(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
+    let revoked = state.auth.logout_all(&auth.caller).await?;
+    let mut res = Json(json!({ "revoked": revoked })).into_response();
+    for (k, v) in cleared_if_cookie(&state, &auth) {
+        res.headers_mut().insert(k, v);
+    }
+    Ok(res)
+}
+
+pub(super) async fn session(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
+    let sessions = state
+        .auth
+        .store()
+        .list_sessions(Some(&auth.caller.owner_key))
+        .await?;
+    let Some(current) = sessions
+        .into_iter()
+        .find(|s| s.session_id == auth.caller.session_id)
+    else {
+        return Err(ApiError::not_found());
+    };
+    Ok(Json(current).into_response())
+}
+
+pub(super) async fn sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
+    let sessions = state
+        .auth
+        .store()
+        .list_sessions(Some(&auth.caller.owner_key))
+        .await?;
+    let list: Vec<_> = sessions
+        .into_iter()
+        .map(|s| {
+            let current = s.session_id == auth.caller.session_id;
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["current"] = json!(current);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": list })).into_response())
+}
+
+pub(super) async fn revoke_session(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return Err(ApiError::not_found());
+    };
+    if state.auth.revoke_own(&auth.caller, id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found())
+    }
+}

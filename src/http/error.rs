@@ -1,0 +1,191 @@
+//! `ApiError`: every failure of the HTTP API as an RFC 9457 `application/problem+json` body
+//! with a stable `code`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying after a 503 or 429.
+pub const RETRY_AFTER_SECS: u32 = 2;
+
+/// A problem answer: HTTP status, stable code, human-readable detail.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    /// A problem with an explicit status, code and detail.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    /// 403 `origin_rejected`.
+    pub fn origin_rejected() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "origin_rejected",
+            "cookie-authenticated requests must carry an allowed Origin header",
+        )
+    }
+
+    /// 401 `invalid_token` for a request without credentials.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a session cookie or an Authorization: Bearer access token is required",
+        )
+    }
+
+    /// 503 `unavailable`.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is temporarily unavailable; retry shortly",
+        )
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        use StatusCode as S;
+        match e {
+            AuthError::InvalidToken => {
+                Self::new(S::UNAUTHORIZED, "invalid_token", "the token is not valid")
+            }
+            AuthError::TokenReused => Self::new(
+                S::UNAUTHORIZED,
+                "token_reused",
+                "this token was already rotated; the session has been revoked",
+            ),
+            AuthError::TokenExpired => {
+                Self::new(S::UNAUTHORIZED, "token_expired", "the session has expired")
+            }
+            AuthError::SessionRevoked => Self::new(
+                S::UNAUTHORIZED,
+                "session_revoked",
+                "the session has been revoked",
+            ),
+            AuthError::ModeMismatch => Self::new(
+                S::UNAUTHORIZED,
+                "token_mode_mismatch",
+                "this token belongs to the other session mode",
+            ),
+            AuthError::InvalidCredentials => Self::new(
+                S::UNAUTHORIZED,
+                "invalid_credentials",
+                "the credentials are not valid",
+            ),
+            AuthError::RateLimited => Self::new(
+                S::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry shortly",
+            ),
+            AuthError::Unavailable(cause) => {
+                tracing::warn!(%cause, "answering 503");
+                Self::unavailable()
+            }
+            AuthError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred",
+                )
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        AuthError::from(e).into()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let status = if status.is_client_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self::new(status, "bad_request", r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = Problem {
+            kind: format!("urn:latchkey:problem:{}", self.code),
+            title,
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: &self.detail,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (self.status, json).into_response();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"latchkey\""),
+            );
+        }
+        res
+    }
+}

@@ -1,0 +1,34 @@
+//! Liveness, readiness and the fallbacks.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match state.auth.store().ping().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::unavailable())
+        }
+    }
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "bad_request",
+        "method not allowed on this path",
+    )
+}

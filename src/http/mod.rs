@@ -1,0 +1,76 @@
+//! The HTTP API: `AppState`, [`router`], extractors, cookies and the problem+json errors.
+//!
+//! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
+
+mod auth;
+mod error;
+mod extract;
+mod health;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+pub use error::{ApiError, RETRY_AFTER_SECS};
+pub use extract::{Authenticated, Credential};
+
+use crate::auth::Auth;
+
+/// Largest request body accepted (logins and refreshes are tiny).
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Origins allowed on cookie-authenticated requests, e.g. `https://app.example.com`.
+    pub allowed_origins: Vec<String>,
+    /// Mark cookies `Secure` and name them `__Host-latchkey`. Disable only for local http.
+    pub cookie_secure: bool,
+}
+
+impl HttpConfig {
+    /// The session cookie's name: `__Host-latchkey` when Secure, `latchkey` otherwise.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            "__Host-latchkey"
+        } else {
+            "latchkey"
+        }
+    }
+
+    /// Whether `origin` is in the allow-list (exact match, case-insensitive).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The protocol engine.
+    pub auth: Auth,
+    /// HTTP settings.
+    pub http: Arc<HttpConfig>,
+}
+
+/// The `/auth/*` routes plus `/healthz` and `/readyz`, ready to serve or to nest in an app.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/logout-all", post(auth::logout_all))
+        .route("/auth/session", get(auth::session))
+        .route("/auth/sessions", get(auth::sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,46 @@
+//! latchkey: a persistent session store backed by PostgreSQL, and the auth-session service
+//! built on it.
+//!
+//! * [`store`] owns every SQL statement: create, authenticate, rotate (a compare-and-swap on
+//!   `version`), revoke, list. It never imports axum.
+//! * [`auth`] is the protocol: login with argon2id, the refresh outcome table, mode checks,
+//!   JWT access tokens.
+//! * [`http`] is the axum router that exposes it as `/auth/*`; [`http::router`] can be nested
+//!   into any axum app.
+//! * [`token`] is the wire format of tokens and the sealing of successors.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod rng;
+pub mod store;
+pub mod token;
+
+use serde::{Deserialize, Serialize};
+
+/// The two modes of a session. A token of one mode never works in the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "session_kind", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// A cookie session checked against the database on every request.
+    Stateful,
+    /// A short-lived JWT access token plus a rotating refresh token.
+    Stateless,
+}
+
+impl SessionKind {
+    /// The lowercase name, as in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stateful => "stateful",
+            Self::Stateless => "stateless",
+        }
+    }
+}
+
+/// Tests and binaries can build migrations from here.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,0 +1,89 @@
+//! The Postgres session store: every SQL statement of latchkey lives under this module.
+//!
+//! All hot statements address one row by primary key; rotation is a compare-and-swap on
+//! `version`, so no statement needs a cross-row transaction.
+
+mod sessions;
+mod users;
+
+pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
+pub use users::{UserRecord, EMAIL_UNIQUE};
+
+use sqlx::PgPool;
+
+/// A failure of the database, classified for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded; retrying later may work (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A unique constraint was violated; carries the constraint name.
+    #[error("constraint {0} violated")]
+    Conflict(String),
+    /// Anything else: a bug or a schema mismatch.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => Self::Unavailable(e),
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                // 08: connection exception, 53: insufficient resources,
+                // 57P0x: operator intervention (shutdown), 40001/40P01: retryable.
+                if code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P0")
+                    || code == "40001"
+                    || code == "40P01"
+                {
+                    Self::Unavailable(e)
+                } else if code == "23505" {
+                    Self::Conflict(db.constraint().unwrap_or_default().to_owned())
+                } else {
+                    Self::Other(e)
+                }
+            }
+            _ => Self::Other(e),
+        }
+    }
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handle on the database: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Wraps a pool whose database has been migrated with [`crate::MIGRATOR`].
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// One round trip to check the database answers (for `/readyz`).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when it does not.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query_scalar!("SELECT 1 AS \"one!\"")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

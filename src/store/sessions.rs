@@ -1,0 +1,484 @@
+//! Statements on the `sessions` table and its audit trail.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Store, StoreResult};
+use crate::SessionKind;
+
+/// Why a session was revoked (the `revoked_reason` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The session's own logout.
+    Logout,
+    /// The owner logged out everywhere.
+    LogoutAll,
+    /// A rotated token was presented after its grace window.
+    ReuseDetected,
+    /// An operator (CLI or SQL).
+    Admin,
+    /// The user account was disabled.
+    UserDisabled,
+    /// The API key that created it was revoked.
+    ApiKeyRevoked,
+    /// An anonymous session was replaced by a logged-in one.
+    Upgraded,
+    /// Deleted through the tower-sessions store.
+    Deleted,
+}
+
+impl RevokeReason {
+    /// The value stored in `revoked_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::ReuseDetected => "reuse_detected",
+            Self::Admin => "admin",
+            Self::UserDisabled => "user_disabled",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::Upgraded => "upgraded",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// What a new session row starts with.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Server-generated id.
+    pub id: Uuid,
+    /// Mode of the session.
+    pub kind: SessionKind,
+    /// `user:<uuid>`, `apikey:<uuid>` or `anon:<uuid>`.
+    pub owner_key: String,
+    /// SHA-256 of the first secret.
+    pub token_hash: [u8; 32],
+    /// Idle lifetime in seconds.
+    pub idle_ttl_secs: f64,
+    /// Absolute lifetime in seconds.
+    pub absolute_ttl_secs: f64,
+    /// Client User-Agent, truncated by the caller.
+    pub user_agent: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Initial session data.
+    pub data: serde_json::Value,
+    /// Extra non-secret context recorded on the `created` event.
+    pub event_detail: serde_json::Value,
+}
+
+/// A session row as the protocol needs it, with time comparisons made on the database clock.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Primary key.
+    pub id: Uuid,
+    /// Mode: the authority on where its tokens may be used.
+    pub kind: SessionKind,
+    /// Owner key.
+    pub owner_key: String,
+    /// SHA-256 of the current secret.
+    pub token_hash: Vec<u8>,
+    /// SHA-256 of the previous secret.
+    pub prev_token_hash: Option<Vec<u8>>,
+    /// The current secret sealed under the previous one.
+    pub sealed_successor: Option<Vec<u8>>,
+    /// Rotation counter.
+    pub version: i64,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Idle expiry.
+    pub expires_at: OffsetDateTime,
+    /// Absolute expiry.
+    pub absolute_expires_at: OffsetDateTime,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Revocation reason.
+    pub revoked_reason: Option<String>,
+    /// `prev_valid_until > now()`.
+    pub in_grace: bool,
+    /// `expires_at <= now()`.
+    pub expired: bool,
+    /// `last_used_at` is older than the touch interval.
+    pub touch_due: bool,
+}
+
+/// The outcome of a successful compare-and-swap rotation.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Owner key.
+    pub owner_key: String,
+    /// The new version (old + 1).
+    pub version: i64,
+    /// New idle expiry.
+    pub expires_at: OffsetDateTime,
+    /// Absolute expiry (unchanged).
+    pub absolute_expires_at: OffsetDateTime,
+}
+
+/// A session as its owner or an operator sees it: no hash, no sealed data.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    /// Session id.
+    pub session_id: Uuid,
+    /// Mode.
+    pub kind: SessionKind,
+    /// Owner key.
+    pub owner_key: String,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last authenticated use (throttled).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    /// Idle expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Absolute expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub absolute_expires_at: OffsetDateTime,
+    /// Revocation time, if revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Revocation reason, if revoked.
+    pub revoked_reason: Option<String>,
+    /// `active`, `expired` or `revoked`.
+    pub state: String,
+    /// User-Agent at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
+}
+
+impl Store {
+    /// Inserts a new session and its `created` event in one statement.
+    ///
+    /// # Errors
+    /// [`super::StoreError::Conflict`] on an id collision (practically impossible with UUIDv4),
+    /// otherwise database failures.
+    pub async fn create_session(&self, new: &NewSession) -> StoreResult<Rotation> {
+        let row = sqlx::query!(
+            r#"
+            WITH ins AS (
+                INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
+                                      absolute_expires_at, user_agent, ip, data)
+                VALUES ($1, $2, $3, $4,
+                        now() + make_interval(secs => least($5::float8, $6::float8)),
+                        now() + make_interval(secs => $6),
+                        $7, $8::text::inet, $9)
+                RETURNING id, owner_key, kind, version, expires_at, absolute_expires_at
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT id, owner_key, 'created', jsonb_build_object('kind', kind) || $10::jsonb
+                FROM ins
+            )
+            SELECT owner_key, version, expires_at, absolute_expires_at FROM ins
+            "#,
+            new.id,
+            new.kind as SessionKind,
+            new.owner_key,
+            &new.token_hash[..],
+            new.idle_ttl_secs,
+            new.absolute_ttl_secs,
+            new.user_agent,
+            new.ip,
+            new.data,
+            new.event_detail,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Rotation {
+            owner_key: row.owner_key,
+            version: row.version,
+            expires_at: row.expires_at,
+            absolute_expires_at: row.absolute_expires_at,
+        })
+    }
+
+    /// Reads one session by id. `touch_interval_secs` decides [`SessionRecord::touch_due`].
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn find_session(
+        &self,
+        id: Uuid,
+        touch_interval_secs: f64,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let rec = sqlx::query_as!(
+            SessionRecord,
+            r#"
+            SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+                   sealed_successor, version, created_at, expires_at, absolute_expires_at,
+                   revoked_at, revoked_reason,
+                   coalesce(prev_valid_until > now(), false) AS "in_grace!",
+                   expires_at <= now() AS "expired!",
+                   last_used_at <= now() - make_interval(secs => $2) AS "touch_due!"
+            FROM sessions WHERE id = $1
+            "#,
+            id,
+            touch_interval_secs,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(rec)
+    }
+
+    /// Rotates the token with a compare-and-swap on `version`: the current hash becomes the
+    /// previous one (valid for `grace_secs`), `new_hash` becomes current, the sealed successor
+    /// is stored, `version` rises by one and the idle expiry slides (capped by the absolute
+    /// one). Records a `refreshed` event in the same statement.
+    ///
+    /// Returns `None` when the swap lost (another rotation won, or the session was revoked or
+    /// expired meanwhile): the caller re-reads and classifies again.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn rotate(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        new_hash: &[u8; 32],
+        sealed_successor: &[u8],
+        grace_secs: f64,
+        idle_ttl_secs: f64,
+    ) -> StoreResult<Option<Rotation>> {
+        let row = sqlx::query!(
+            r#"
+            WITH upd AS (
+                UPDATE sessions
+                SET prev_token_hash = token_hash,
+                    prev_valid_until = now() + make_interval(secs => $5),
+                    token_hash = $3,
+                    sealed_successor = $4,
+                    version = version + 1,
+                    refreshed_at = now(),
+                    last_used_at = now(),
+                    expires_at = least(now() + make_interval(secs => $6), absolute_expires_at)
+                WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
+                RETURNING id, owner_key, version, expires_at, absolute_expires_at
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
+                FROM upd
+            )
+            SELECT owner_key, version, expires_at, absolute_expires_at FROM upd
+            "#,
+            id,
+            expected_version,
+            &new_hash[..],
+            sealed_successor,
+            grace_secs,
+            idle_ttl_secs,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Rotation {
+            owner_key: r.owner_key,
+            version: r.version,
+            expires_at: r.expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+        }))
+    }
+
+    /// Slides the idle expiry of a live session, at most once per `interval_secs`.
+    /// Returns whether a write happened.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn touch(
+        &self,
+        id: Uuid,
+        idle_ttl_secs: f64,
+        interval_secs: f64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query!(
+            r#"
+            UPDATE sessions
+            SET last_used_at = now(),
+                expires_at = least(now() + make_interval(secs => $2), absolute_expires_at)
+            WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
+              AND last_used_at <= now() - make_interval(secs => $3)
+            "#,
+            id,
+            idle_ttl_secs,
+            interval_secs,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes one session (if not already revoked) and records the event; on
+    /// [`RevokeReason::ReuseDetected`] a `reuse_detected` event is recorded as well.
+    /// Returns whether this call revoked it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn revoke(&self, id: Uuid, reason: RevokeReason) -> StoreResult<bool> {
+        let reuse = reason == RevokeReason::ReuseDetected;
+        let rows = sqlx::query_scalar!(
+            r#"
+            WITH upd AS (
+                UPDATE sessions SET revoked_at = now(), revoked_reason = $2
+                WHERE id = $1 AND revoked_at IS NULL
+                RETURNING id, owner_key
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT upd.id, upd.owner_key, e.kind, jsonb_build_object('reason', $2::text)
+                FROM upd
+                CROSS JOIN (VALUES ('reuse_detected'::session_event_kind),
+                                   ('revoked'::session_event_kind)) AS e(kind)
+                WHERE e.kind = 'revoked' OR $3
+            )
+            SELECT id FROM upd
+            "#,
+            id,
+            reason.as_str(),
+            reuse,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(rows.is_some())
+    }
+
+    /// Revokes one session only if it belongs to `owner_key`. Returns `false` for a session
+    /// that does not exist, is not theirs, or was already revoked — the caller cannot tell
+    /// which, so ids cannot be probed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn revoke_owned(
+        &self,
+        owner_key: &str,
+        id: Uuid,
+        reason: RevokeReason,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query_scalar!(
+            r#"
+            WITH upd AS (
+                UPDATE sessions SET revoked_at = now(), revoked_reason = $3
+                WHERE id = $1 AND owner_key = $2 AND revoked_at IS NULL
+                RETURNING id, owner_key
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT id, owner_key, 'revoked', jsonb_build_object('reason', $3::text) FROM upd
+            )
+            SELECT id FROM upd
+            "#,
+            id,
+            owner_key,
+            reason.as_str(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Revokes every live session of `owner_key`. Returns the revoked ids.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn revoke_owner(
+        &self,
+        owner_key: &str,
+        reason: RevokeReason,
+    ) -> StoreResult<Vec<Uuid>> {
+        let ids = sqlx::query_scalar!(
+            r#"
+            WITH upd AS (
+                UPDATE sessions SET revoked_at = now(), revoked_reason = $2
+                WHERE owner_key = $1 AND revoked_at IS NULL
+                RETURNING id, owner_key
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT id, owner_key, 'revoked', jsonb_build_object('reason', $2::text) FROM upd
+            )
+            SELECT id FROM upd
+            "#,
+            owner_key,
+            reason.as_str(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Sessions of one owner (or all, newest first, at most 1000), without any secret
+    /// material.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_sessions(&self, owner_key: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
+        let rows = match owner_key {
+            Some(owner) => {
+                sqlx::query_as!(
+                    SessionSummary,
+                    r#"
+                    SELECT id AS session_id, kind AS "kind: SessionKind", owner_key, created_at,
+                           last_used_at, expires_at, absolute_expires_at, revoked_at,
+                           revoked_reason,
+                           CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                                WHEN expires_at <= now() THEN 'expired'
+                                ELSE 'active' END AS "state!",
+                           user_agent, host(ip) AS ip
+                    FROM sessions
+                    WHERE owner_key = $1
+                    ORDER BY created_at DESC
+                    LIMIT 1000
+                    "#,
+                    owner,
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as!(
+                    SessionSummary,
+                    r#"
+                    SELECT id AS session_id, kind AS "kind: SessionKind", owner_key, created_at,
+                           last_used_at, expires_at, absolute_expires_at, revoked_at,
+                           revoked_reason,
+                           CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                                WHEN expires_at <= now() THEN 'expired'
+                                ELSE 'active' END AS "state!",
+                           user_agent, host(ip) AS ip
+                    FROM sessions
+                    ORDER BY created_at DESC
+                    LIMIT 1000
+                    "#,
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Appends an audit event that has no row change attached (`grace_used`,
+    /// `mode_mismatch`).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn record_event(
+        &self,
+        id: Uuid,
+        owner_key: &str,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<()> {
+        sqlx::query!(
+            r#"
+            INSERT INTO session_events (session_id, owner_key, event, detail)
+            VALUES ($1, $2, $3::text::session_event_kind, $4)
+            "#,
+            id,
+            owner_key,
+            event,
+            detail,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

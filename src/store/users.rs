@@ -1,0 +1,103 @@
+//! Statements on the `users` table.
+
+use uuid::Uuid;
+
+use super::{RevokeReason, Store, StoreError, StoreResult};
+
+/// A user account as login needs it.
+#[derive(Clone)]
+pub struct UserRecord {
+    /// Account id (owner key `user:<id>`).
+    pub id: Uuid,
+    /// Login address.
+    pub email: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Refused at login when true.
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"[redacted]")
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// The unique index that makes emails case-insensitively unique.
+pub const EMAIL_UNIQUE: &str = "users_email_lower_key";
+
+impl Store {
+    /// Finds an account by email, case-insensitively.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(sqlx::query_as!(
+            UserRecord,
+            "SELECT id, email, password_hash, disabled FROM users WHERE lower(email) = lower($1)",
+            email
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Creates an account; returns its id.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with [`EMAIL_UNIQUE`] when the email is taken.
+    pub async fn insert_user(&self, email: &str, password_hash: &str) -> StoreResult<Uuid> {
+        Ok(sqlx::query_scalar!(
+            "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id",
+            email,
+            password_hash
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a password hash (rehash on login after a parameter change).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn update_password_hash(&self, id: Uuid, password_hash: &str) -> StoreResult<()> {
+        sqlx::query!(
+            "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+            id,
+            password_hash
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Disables an account by email and revokes its live sessions. Returns the number of
+    /// sessions revoked, or `None` when no such account exists.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn disable_user(&self, email: &str) -> StoreResult<Option<usize>> {
+        let id = sqlx::query_scalar!(
+            "UPDATE users SET disabled = true, updated_at = now() WHERE lower(email) = lower($1) RETURNING id",
+            email
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(id) = id else { return Ok(None) };
+        let revoked = self
+            .revoke_owner(&format!("user:{id}"), RevokeReason::UserDisabled)
+            .await?;
+        Ok(Some(revoked.len()))
+    }
+}
+
+impl StoreError {
+    /// True when this is a violation of the named unique constraint.
+    pub fn is_conflict_on(&self, constraint: &str) -> bool {
+        matches!(self, Self::Conflict(c) if c == constraint)
+    }
+}

@@ -1,0 +1,384 @@
+//! Test harness: a fresh database per test, the service on port 0, a plain HTTP client.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use latchkey::app::{Application, Settings};
+use latchkey::http::AppState;
+use latchkey::rng::{OsSecretSource, SecretSource};
+use latchkey::SessionKind;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The origin every test browser comes from.
+pub const ORIGIN: &str = "http://app.test";
+/// The password of [`TestApp::user`].
+pub const PASSWORD: &str = "correct horse battery staple";
+
+fn base_options() -> PgConnectOptions {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    PgConnectOptions::from_str(&url).expect("DATABASE_URL parses")
+}
+
+/// A database created for one test and dropped when the test ends, even on panic.
+pub struct TestDb {
+    name: String,
+    /// Options that reach this database.
+    pub options: PgConnectOptions,
+    /// A pool on it, migrated.
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// Creates and migrates a uniquely named database.
+    pub async fn new() -> Self {
+        let name = format!("latchkey_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect_with(&base_options().database("postgres"))
+            .await
+            .expect("connect to PostgreSQL (is it running on DATABASE_URL?)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let options = base_options().database(&name);
+        let pool = latchkey::db::pool_options(10)
+            .connect_with(options.clone())
+            .await
+            .expect("connect test database");
+        latchkey::MIGRATOR.run(&pool).await.expect("migrate");
+        Self {
+            name,
+            options,
+            pool,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut admin) =
+                    PgConnection::connect_with(&base_options().database("postgres")).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// How to build a test service.
+pub struct AppOptions {
+    /// Protocol and HTTP settings (bind and JWT secret are filled in).
+    pub settings: Settings,
+    /// The secret source.
+    pub rng: Arc<dyn SecretSource>,
+    /// Connect through these options instead of the test database's (fault tests).
+    pub connect: Option<PgConnectOptions>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        let mut settings = Settings::local(
+            "127.0.0.1:0".parse().expect("addr"),
+            SecretString::from("test-secret-test-secret-test-secret!"),
+        );
+        settings.http.allowed_origins = vec![ORIGIN.to_owned()];
+        Self {
+            settings,
+            rng: Arc::new(OsSecretSource),
+            connect: None,
+        }
+    }
+}
+
+/// A running service on its own database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A client without a cookie store: tests send cookies by hand.
+    pub client: reqwest::Client,
+    /// The service's state (store, counters).
+    pub state: AppState,
+    /// The database (dropped last).
+    pub db: TestDb,
+    /// A user with [`PASSWORD`].
+    pub user: TestUser,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// A user created for the test.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Its id.
+    pub id: Uuid,
+    /// Its email.
+    pub email: String,
+}
+
+impl TestUser {
+    /// `user:<id>`.
+    pub fn owner_key(&self) -> String {
+        format!("user:{}", self.id)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the service with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Starts the service with the given options.
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    let db = TestDb::new().await;
+    let pool = match &opts.connect {
+        Some(connect) => latchkey::db::pool_options(10).connect_lazy_with(connect.clone()),
+        None => db.pool.clone(),
+    };
+    let app = Application::build_with_rng(opts.settings, pool, opts.rng)
+        .await
+        .expect("build app");
+    let addr: SocketAddr = app.local_addr().expect("addr");
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let mut test = TestApp {
+        base: format!("http://{addr}"),
+        client,
+        state,
+        db,
+        user: TestUser {
+            id: Uuid::nil(),
+            email: String::new(),
+        },
+        stop: Some(stop),
+    };
+    test.user = test.add_user("alice@example.com", PASSWORD).await;
+    test
+}
+
+/// A login or refresh answer, decoded.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: Value,
+    /// Raw `Set-Cookie`, if any.
+    pub set_cookie: Option<String>,
+}
+
+impl Tokens {
+    /// The stateless refresh token.
+    pub fn refresh_token(&self) -> String {
+        self.body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned()
+    }
+    /// The stateless access token.
+    pub fn access_token(&self) -> String {
+        self.body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+    /// The session id.
+    pub fn session_id(&self) -> Uuid {
+        self.body["session_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .expect("session_id")
+    }
+    /// The cookie value from `Set-Cookie`.
+    pub fn cookie(&self) -> String {
+        let sc = self.set_cookie.as_deref().expect("set-cookie");
+        let first = sc.split(';').next().expect("cookie pair");
+        first.split_once('=').expect("name=value").1.to_owned()
+    }
+    /// The problem code.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+/// Reads status, body and `Set-Cookie` of a response.
+pub async fn decode(res: Response) -> Tokens {
+    let status = res.status();
+    let set_cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = res.json::<Value>().await.unwrap_or(Value::Null);
+    Tokens {
+        status,
+        body,
+        set_cookie,
+    }
+}
+
+impl TestApp {
+    /// A URL on the service.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The cookie name in force.
+    pub fn cookie_name(&self) -> &'static str {
+        self.state.http.cookie_name()
+    }
+
+    /// Creates a user directly through the store.
+    pub async fn add_user(&self, email: &str, password: &str) -> TestUser {
+        let hash = self
+            .state
+            .auth
+            .hasher()
+            .hash(SecretString::from(password.to_owned()))
+            .await
+            .expect("hash");
+        let id = self
+            .state
+            .auth
+            .store()
+            .insert_user(email, &hash)
+            .await
+            .expect("insert user");
+        TestUser {
+            id,
+            email: email.to_owned(),
+        }
+    }
+
+    /// `POST /auth/login` for the default user.
+    pub async fn login(&self, mode: SessionKind) -> Tokens {
+        self.login_as(&self.user.email.clone(), PASSWORD, mode)
+            .await
+    }
+
+    /// `POST /auth/login` with explicit credentials.
+    pub async fn login_as(&self, email: &str, password: &str, mode: SessionKind) -> Tokens {
+        let res = self
+            .client
+            .post(self.url("/auth/login"))
+            .json(&json!({ "email": email, "password": password, "mode": mode }))
+            .send()
+            .await
+            .expect("login request");
+        decode(res).await
+    }
+
+    /// `POST /auth/refresh` with a JSON refresh token.
+    pub async fn refresh_json(&self, token: &str) -> Tokens {
+        let res = self
+            .client
+            .post(self.url("/auth/refresh"))
+            .json(&json!({ "refresh_token": token }))
+            .send()
+            .await
+            .expect("refresh request");
+        decode(res).await
+    }
+
+    /// `POST /auth/refresh` with the session cookie and the allowed Origin.
+    pub async fn refresh_cookie(&self, cookie: &str) -> Tokens {
+        let res = self
+            .client
+            .post(self.url("/auth/refresh"))
+            .headers(self.cookie_headers(cookie))
+            .send()
+            .await
+            .expect("refresh request");
+        decode(res).await
+    }
+
+    /// `Cookie` and `Origin` headers for a cookie-authenticated browser request.
+    pub fn cookie_headers(&self, cookie: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("{}={cookie}", self.cookie_name())).expect("cookie"),
+        );
+        h.insert("origin", HeaderValue::from_static(ORIGIN));
+        h
+    }
+
+    /// `GET /auth/session` with a cookie.
+    pub async fn whoami_cookie(&self, cookie: &str) -> Tokens {
+        let res = self
+            .client
+            .get(self.url("/auth/session"))
+            .headers(self.cookie_headers(cookie))
+            .send()
+            .await
+            .expect("session request");
+        decode(res).await
+    }
+
+    /// `GET /auth/session` with a bearer token.
+    pub async fn whoami_bearer(&self, bearer: &str) -> Tokens {
+        let res = self
+            .client
+            .get(self.url("/auth/session"))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("session request");
+        decode(res).await
+    }
+
+    /// The session's `version` column.
+    pub async fn version_of(&self, id: Uuid) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT version FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("version")
+    }
+
+    /// Count of audit events of one kind for a session.
+    pub async fn events_of(&self, id: Uuid, event: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM session_events WHERE session_id = $1 AND event::text = $2",
+        )
+        .bind(id)
+        .bind(event)
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("events")
+    }
+}

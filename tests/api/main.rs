@@ -1,0 +1,8 @@
+#![allow(unreachable_pub, missing_docs)]
+//! Integration tests of the /auth service against a real PostgreSQL: one binary, one fresh
+//! database per test.
+
+mod helpers;
+mod login;
+mod modes;
+mod refresh;
