@@ -1,6 +1,7 @@
 //! `/auth/*` handlers.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -98,8 +99,10 @@ pub(super) async fn login(
     Meta(meta): Meta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    if req.email.is_empty() || req.email.len() > 254 {
-        return Err(ApiError::bad_request("email must be 1 to 254 bytes"));
+    if req.email.is_empty() || req.email.len() > 254 || req.email.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "email must be 1 to 254 bytes without control characters",
+        ));
     }
     let pw_len = req.password.expose_secret().len();
     if pw_len == 0 || pw_len > MAX_PASSWORD_BYTES {
@@ -115,8 +118,9 @@ pub(super) async fn login(
 pub(super) async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text()))?;
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -192,17 +196,12 @@ pub(super) async fn session(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
-    let sessions = state
+    let current = state
         .auth
         .store()
-        .list_sessions(Some(&auth.caller.owner_key))
-        .await?;
-    let Some(current) = sessions
-        .into_iter()
-        .find(|s| s.session_id == auth.caller.session_id)
-    else {
-        return Err(ApiError::not_found());
-    };
+        .session_summary(&auth.caller.owner_key, auth.caller.session_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(current).into_response())
 }
 

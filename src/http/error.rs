@@ -189,3 +189,28 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+/// Safety net: any error response that is not already problem+json (a rejection from an
+/// extractor or layer) is rewritten into one, so clients always get a `code`.
+pub(super) async fn problem_for_every_error(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if is_problem {
+        return res;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let detail = status.canonical_reason().unwrap_or("error").to_lowercase();
+    ApiError::new(status, code, detail).into_response()
+}

@@ -72,5 +72,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(
+            error::problem_for_every_error,
+        ))
         .with_state(state)
 }

@@ -404,6 +404,34 @@ impl Store {
         Ok(ids)
     }
 
+    /// One session as its owner sees it, if it belongs to `owner_key`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn session_summary(
+        &self,
+        owner_key: &str,
+        id: Uuid,
+    ) -> StoreResult<Option<SessionSummary>> {
+        Ok(sqlx::query_as!(
+            SessionSummary,
+            r#"
+            SELECT id AS session_id, kind AS "kind: SessionKind", owner_key, created_at,
+                   last_used_at, expires_at, absolute_expires_at, revoked_at, revoked_reason,
+                   CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                        WHEN expires_at <= now() THEN 'expired'
+                        ELSE 'active' END AS "state!",
+                   user_agent, host(ip) AS ip
+            FROM sessions
+            WHERE id = $1 AND owner_key = $2
+            "#,
+            id,
+            owner_key,
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Sessions of one owner (or all, newest first, at most 1000), without any secret
     /// material.
     ///

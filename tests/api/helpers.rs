@@ -91,8 +91,8 @@ pub struct AppOptions {
     pub settings: Settings,
     /// The secret source.
     pub rng: Arc<dyn SecretSource>,
-    /// Connect through these options instead of the test database's (fault tests).
-    pub connect: Option<PgConnectOptions>,
+    /// Connect to the test database through this local port instead (a fault-injecting proxy).
+    pub connect_port: Option<u16>,
 }
 
 impl Default for AppOptions {
@@ -105,7 +105,7 @@ impl Default for AppOptions {
         Self {
             settings,
             rng: Arc::new(OsSecretSource),
-            connect: None,
+            connect_port: None,
         }
     }
 }
@@ -157,8 +157,9 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the service with the given options.
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let db = TestDb::new().await;
-    let pool = match &opts.connect {
-        Some(connect) => latchkey::db::pool_options(10).connect_lazy_with(connect.clone()),
+    let pool = match opts.connect_port {
+        Some(port) => latchkey::db::pool_options(10)
+            .connect_lazy_with(db.options.clone().host("127.0.0.1").port(port)),
         None => db.pool.clone(),
     };
     let app = Application::build_with_rng(opts.settings, pool, opts.rng)

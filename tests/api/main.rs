@@ -2,7 +2,12 @@
 //! Integration tests of the /auth service against a real PostgreSQL: one binary, one fresh
 //! database per test.
 
+mod endpoints;
+mod faults;
 mod helpers;
 mod login;
+mod malformed;
 mod modes;
+mod proxy;
 mod refresh;
+mod secrets;

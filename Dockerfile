@@ -1,0 +1,17 @@
+# Build stage: compiles offline from the committed .sqlx/ query data (no database needed).
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+ENV SQLX_OFFLINE=true
+RUN cargo build --release --locked --bin latchkey
+
+# Runtime stage: a small image with just the binary.
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 latchkey
+COPY --from=build /src/target/release/latchkey /usr/local/bin/latchkey
+USER latchkey
+ENV LATCHKEY_BIND=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["latchkey"]
+CMD ["serve"]

@@ -1,0 +1,251 @@
+//! Logout, logout-all, listing and revoking sessions, Origin checks, health.
+
+use latchkey::SessionKind;
+use reqwest::StatusCode;
+
+use crate::helpers::{decode, spawn_app, PASSWORD};
+
+#[tokio::test]
+async fn logout_with_a_bearer_token_revokes_the_session_and_its_refresh_token() {
+    let app = spawn_app().await;
+    let login = app.login(SessionKind::Stateless).await;
+    let res = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(login.access_token())
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.refresh_json(&login.refresh_token()).await.code(),
+        "session_revoked"
+    );
+    assert_eq!(
+        app.whoami_bearer(&login.access_token()).await.code(),
+        "session_revoked"
+    );
+}
+
+#[tokio::test]
+async fn logout_with_the_cookie_needs_an_allowed_origin_and_clears_the_cookie() {
+    let app = spawn_app().await;
+    let login = app.login(SessionKind::Stateful).await;
+    let cookie = login.cookie();
+    let no_origin = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header("cookie", format!("{}={cookie}", app.cookie_name()))
+        .send()
+        .await
+        .expect("logout");
+    let no_origin = decode(no_origin).await;
+    assert_eq!(no_origin.status, StatusCode::FORBIDDEN);
+    assert_eq!(no_origin.code(), "origin_rejected");
+    assert_eq!(
+        app.whoami_cookie(&cookie).await.status,
+        StatusCode::OK,
+        "still logged in"
+    );
+
+    let res = app
+        .client
+        .post(app.url("/auth/logout"))
+        .headers(app.cookie_headers(&cookie))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let cleared = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(app.whoami_cookie(&cookie).await.code(), "session_revoked");
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_session_of_the_owner_and_no_one_elses() {
+    let app = spawn_app().await;
+    let bob = app.add_user("bob@example.com", PASSWORD).await;
+    let a1 = app.login(SessionKind::Stateless).await;
+    let a2 = app.login(SessionKind::Stateful).await;
+    let b1 = app
+        .login_as(&bob.email, PASSWORD, SessionKind::Stateless)
+        .await;
+    let res = app
+        .client
+        .post(app.url("/auth/logout-all"))
+        .bearer_auth(a1.access_token())
+        .send()
+        .await
+        .expect("logout-all");
+    let body = decode(res).await;
+    assert_eq!(body.status, StatusCode::OK);
+    assert_eq!(body.body["revoked"], 2);
+    assert_eq!(
+        app.refresh_json(&a1.refresh_token()).await.code(),
+        "session_revoked"
+    );
+    assert_eq!(
+        app.whoami_cookie(&a2.cookie()).await.code(),
+        "session_revoked"
+    );
+    assert_eq!(
+        app.refresh_json(&b1.refresh_token()).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn sessions_lists_only_the_callers_sessions_without_secrets() {
+    let app = spawn_app().await;
+    let bob = app.add_user("bob@example.com", PASSWORD).await;
+    let a1 = app.login(SessionKind::Stateless).await;
+    let a2 = app.login(SessionKind::Stateful).await;
+    let b1 = app
+        .login_as(&bob.email, PASSWORD, SessionKind::Stateless)
+        .await;
+    let res = app
+        .client
+        .get(app.url("/auth/sessions"))
+        .bearer_auth(a1.access_token())
+        .send()
+        .await
+        .expect("list");
+    let text = res.text().await.expect("body");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let list = body["sessions"].as_array().expect("array");
+    let ids: Vec<&str> = list
+        .iter()
+        .filter_map(|s| s["session_id"].as_str())
+        .collect();
+    assert_eq!(list.len(), 2);
+    assert!(ids.contains(&a1.session_id().to_string().as_str()));
+    assert!(ids.contains(&a2.session_id().to_string().as_str()));
+    assert!(!ids.contains(&b1.session_id().to_string().as_str()));
+    let current: Vec<bool> = list
+        .iter()
+        .map(|s| s["current"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(current.iter().filter(|c| **c).count(), 1);
+    for needle in [
+        "token_hash",
+        "sealed",
+        "lkr_",
+        "lks_",
+        &a1.refresh_token()[4..20],
+    ] {
+        assert!(!text.contains(needle), "{needle} leaked in {text}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_another_owners_session_is_404_and_changes_nothing() {
+    let app = spawn_app().await;
+    let bob = app.add_user("bob@example.com", PASSWORD).await;
+    let alice = app.login(SessionKind::Stateless).await;
+    let bobs = app
+        .login_as(&bob.email, PASSWORD, SessionKind::Stateless)
+        .await;
+    let other = app
+        .client
+        .delete(app.url(&format!("/auth/sessions/{}", bobs.session_id())))
+        .bearer_auth(alice.access_token())
+        .send()
+        .await
+        .expect("delete");
+    let other = decode(other).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(other.code(), "not_found");
+    let missing = app
+        .client
+        .delete(app.url(&format!("/auth/sessions/{}", uuid::Uuid::new_v4())))
+        .bearer_auth(alice.access_token())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        decode(missing).await.body,
+        other.body,
+        "not yours and nonexistent look alike"
+    );
+    assert_eq!(
+        app.refresh_json(&bobs.refresh_token()).await.status,
+        StatusCode::OK
+    );
+
+    let second = app.login(SessionKind::Stateful).await;
+    let mine = app
+        .client
+        .delete(app.url(&format!("/auth/sessions/{}", second.session_id())))
+        .bearer_auth(alice.access_token())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(mine.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.whoami_cookie(&second.cookie()).await.code(),
+        "session_revoked"
+    );
+}
+
+#[tokio::test]
+async fn the_session_endpoint_reports_the_current_session() {
+    let app = spawn_app().await;
+    let login = app.login(SessionKind::Stateful).await;
+    let who = app.whoami_cookie(&login.cookie()).await;
+    assert_eq!(who.status, StatusCode::OK);
+    assert_eq!(who.body["session_id"], login.session_id().to_string());
+    assert_eq!(who.body["owner_key"], app.user.owner_key());
+    assert_eq!(who.body["kind"], "stateful");
+    assert_eq!(who.body["state"], "active");
+}
+
+#[tokio::test]
+async fn stateful_checks_touch_last_used_at_at_most_once_per_interval() {
+    let app = spawn_app().await;
+    let login = app.login(SessionKind::Stateful).await;
+    let sid = login.session_id();
+    let stamp = || async {
+        sqlx::query_scalar::<_, time::OffsetDateTime>(
+            "SELECT last_used_at FROM sessions WHERE id = $1",
+        )
+        .bind(sid)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("row")
+    };
+    let first = stamp().await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.whoami_cookie(&login.cookie()).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(stamp().await, first, "no write within the touch interval");
+    sqlx::query("UPDATE sessions SET last_used_at = now() - interval '2 minutes' WHERE id = $1")
+        .bind(sid)
+        .execute(&app.db.pool)
+        .await
+        .expect("age");
+    let aged = stamp().await;
+    assert_eq!(
+        app.whoami_cookie(&login.cookie()).await.status,
+        StatusCode::OK
+    );
+    assert!(stamp().await > aged, "touched once the interval passed");
+}
+
+#[tokio::test]
+async fn readyz_checks_the_database() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(res.status(), StatusCode::OK);
+}
