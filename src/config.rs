@@ -34,6 +34,37 @@ pub enum Command {
     /// Inspect and revoke sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Manage API keys of machine clients.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+}
+
+/// `latchkey apikey …`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key for a user; prints it once (only its hash is stored).
+    Create {
+        /// The user it acts for: user:<uuid>.
+        #[arg(long)]
+        owner: String,
+        /// A label (e.g. the service using it).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Only keys of this user (user:<uuid>).
+        #[arg(long)]
+        owner: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key and every session it created.
+    Revoke {
+        /// Key id.
+        id: Uuid,
+    },
 }
 
 /// A value that must never be printed: its `Debug` is redacted.

@@ -107,6 +107,37 @@ fn prefix(kind: SessionKind) -> &'static str {
     }
 }
 
+/// Encodes `prefix ‖ base64url(id ‖ secret)`.
+fn encode_parts(prefix: &str, id: Uuid, secret: &Secret) -> String {
+    let mut payload = [0u8; PAYLOAD_LEN];
+    payload[..16].copy_from_slice(id.as_bytes());
+    payload[16..].copy_from_slice(secret.expose());
+    let mut out = String::with_capacity(TOKEN_LEN);
+    out.push_str(prefix);
+    URL_SAFE_NO_PAD.encode_string(payload, &mut out);
+    out
+}
+
+/// Strictly splits a wire token into its prefix, id and secret.
+fn parse_parts(input: &str) -> Result<(&str, Uuid, Secret), ParseError> {
+    if input.len() != TOKEN_LEN || !input.is_ascii() {
+        return Err(ParseError::Malformed);
+    }
+    let (head, body) = input.split_at(PREFIX_LEN);
+    if !head.ends_with('_') {
+        return Err(ParseError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| ParseError::Malformed)?;
+    let payload: [u8; PAYLOAD_LEN] = bytes.try_into().map_err(|_| ParseError::Malformed)?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&payload[..16]);
+    let mut secret = [0u8; SECRET_LEN];
+    secret.copy_from_slice(&payload[16..]);
+    Ok((head, Uuid::from_bytes(id), Secret(secret)))
+}
+
 impl SessionToken {
     /// Builds a token from its parts.
     pub fn new(kind: SessionKind, session_id: Uuid, secret: Secret) -> Self {
@@ -119,13 +150,7 @@ impl SessionToken {
 
     /// The wire form, `lks_…` or `lkr_…`. This string is a credential: never log it.
     pub fn encode(&self) -> String {
-        let mut payload = [0u8; PAYLOAD_LEN];
-        payload[..16].copy_from_slice(self.session_id.as_bytes());
-        payload[16..].copy_from_slice(self.secret.expose());
-        let mut out = String::with_capacity(TOKEN_LEN);
-        out.push_str(prefix(self.kind));
-        URL_SAFE_NO_PAD.encode_string(payload, &mut out);
-        out
+        encode_parts(prefix(self.kind), self.session_id, &self.secret)
     }
 
     /// Strictly parses a wire token: exact length, known prefix, base64url alphabet,
@@ -134,28 +159,54 @@ impl SessionToken {
     /// # Errors
     /// [`ParseError::Malformed`] for anything else.
     pub fn parse(input: &str) -> Result<Self, ParseError> {
-        if input.len() != TOKEN_LEN || !input.is_ascii() {
-            return Err(ParseError::Malformed);
-        }
-        let (head, body) = input.split_at(PREFIX_LEN);
+        let (head, session_id, secret) = parse_parts(input)?;
         let kind = match head {
             "lks_" => SessionKind::Stateful,
             "lkr_" => SessionKind::Stateless,
             _ => return Err(ParseError::Malformed),
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| ParseError::Malformed)?;
-        let payload: [u8; PAYLOAD_LEN] = bytes.try_into().map_err(|_| ParseError::Malformed)?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&payload[..16]);
-        let mut secret = [0u8; SECRET_LEN];
-        secret.copy_from_slice(&payload[16..]);
         Ok(Self {
             kind,
-            session_id: Uuid::from_bytes(id),
-            secret: Secret(secret),
+            session_id,
+            secret,
         })
+    }
+}
+
+/// An API key for machine clients: `lka_<base64url(key id ‖ secret)>`. Only SHA-256 of the
+/// secret is stored; the key is shown once at creation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyToken {
+    /// The `api_keys` row id.
+    pub key_id: Uuid,
+    /// The secret whose hash must match the row.
+    pub secret: Secret,
+}
+
+impl fmt::Debug for ApiKeyToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyToken")
+            .field("key_id", &self.key_id)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+impl ApiKeyToken {
+    /// The wire form `lka_…`. A credential: never log it.
+    pub fn encode(&self) -> String {
+        encode_parts("lka_", self.key_id, &self.secret)
+    }
+
+    /// Strictly parses an `lka_…` key.
+    ///
+    /// # Errors
+    /// [`ParseError::Malformed`] for anything else.
+    pub fn parse(input: &str) -> Result<Self, ParseError> {
+        match parse_parts(input)? {
+            ("lka_", key_id, secret) => Ok(Self { key_id, secret }),
+            _ => Err(ParseError::Malformed),
+        }
     }
 }
 
@@ -248,6 +299,20 @@ mod tests {
                 "{case:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_api_key_round_trips_and_is_never_a_session_token() {
+        let key = ApiKeyToken {
+            key_id: Uuid::new_v4(),
+            secret: Secret::generate(&OsSecretSource).expect("rng"),
+        };
+        let wire = key.encode();
+        assert!(wire.starts_with("lka_"));
+        assert_eq!(ApiKeyToken::parse(&wire).expect("parses"), key);
+        assert_eq!(SessionToken::parse(&wire), Err(ParseError::Malformed));
+        let session = token(SessionKind::Stateless).encode();
+        assert_eq!(ApiKeyToken::parse(&session), Err(ParseError::Malformed));
     }
 
     #[test]

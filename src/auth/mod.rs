@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::rng::{RngError, SecretSource};
 use crate::store::{NewSession, RevokeReason, Rotation, SessionRecord, Store, StoreError};
-use crate::token::{seal_successor, unseal_successor, Secret, SessionToken};
+use crate::token::{seal_successor, unseal_successor, ApiKeyToken, Secret, SessionToken};
 use crate::SessionKind;
 use jwt::JwtKeys;
 use password::PasswordHasher;
@@ -137,6 +137,26 @@ impl std::fmt::Debug for Issued {
     }
 }
 
+/// An anonymous session that a login replaces.
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    /// The anonymous session presented with the login.
+    pub anonymous: Caller,
+    /// Copy its `data` into the new session.
+    pub carry_data: bool,
+}
+
+/// How a new session starts.
+#[derive(Debug, Clone)]
+pub struct IssueSpec {
+    /// Hard cap on its lifetime.
+    pub absolute_ttl_secs: u64,
+    /// Initial session data.
+    pub data: serde_json::Value,
+    /// Non-secret context recorded on its `created` event.
+    pub event_detail: serde_json::Value,
+}
+
 /// An authenticated caller: the session it presented and whom it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -241,6 +261,7 @@ impl Auth {
         password: SecretString,
         mode: SessionKind,
         meta: &ClientMeta,
+        upgrade: Option<&Upgrade>,
     ) -> Result<Issued, AuthError> {
         let user = self.store.find_user_by_email(email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -254,8 +275,108 @@ impl Auth {
             tracing::info!(user_id = %user.id, "password rehashed with current parameters");
         }
         let owner = format!("user:{}", user.id);
-        self.issue(&owner, mode, meta, self.config.absolute_ttl_secs, json!({}))
+        self.issue_replacing(&owner, mode, meta, upgrade).await
+    }
+
+    /// Issues a session for a freshly authenticated owner. When an anonymous session came
+    /// with the login, the new session gets a new id and token (no fixation), may take over
+    /// its data, records the link, and the anonymous session is revoked (`upgraded`).
+    async fn issue_replacing(
+        &self,
+        owner: &str,
+        mode: SessionKind,
+        meta: &ClientMeta,
+        upgrade: Option<&Upgrade>,
+    ) -> Result<Issued, AuthError> {
+        let upgrade = upgrade.filter(|u| u.anonymous.owner_key.starts_with("anon:"));
+        let mut spec = IssueSpec {
+            absolute_ttl_secs: self.config.absolute_ttl_secs,
+            data: json!({}),
+            event_detail: json!({}),
+        };
+        if let Some(up) = upgrade {
+            spec.event_detail = json!({ "upgraded_from": up.anonymous.session_id });
+            if up.carry_data {
+                if let Some(data) = self.store.session_data(up.anonymous.session_id).await? {
+                    spec.data = data;
+                }
+            }
+        }
+        let issued = self.issue(owner, mode, meta, &spec).await?;
+        if let Some(up) = upgrade {
+            self.store
+                .revoke(up.anonymous.session_id, RevokeReason::Upgraded)
+                .await?;
+        }
+        Ok(issued)
+    }
+
+    /// Logs in with an API key (`lka_…`): a stateless session owned by `apikey:<id>`.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`] for a malformed, unknown or revoked key.
+    pub async fn login_api_key(&self, key: &str, meta: &ClientMeta) -> Result<Issued, AuthError> {
+        let key = ApiKeyToken::parse(key).map_err(|_| AuthError::InvalidCredentials)?;
+        let rec = self
+            .store
+            .find_api_key(key.key_id)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        if !key.secret.matches(&rec.key_hash) || rec.revoked_at.is_some() {
+            return Err(AuthError::InvalidCredentials);
+        }
+        self.store.touch_api_key(rec.id).await?;
+        let owner = format!("apikey:{}", rec.id);
+        self.issue_replacing(&owner, SessionKind::Stateless, meta, None)
             .await
+    }
+
+    /// Creates an API key for an existing user and returns it (`lka_…`). The key is shown
+    /// only this once: only its hash is stored.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`] when the owner is not an existing `user:<uuid>`.
+    pub async fn create_api_key(
+        &self,
+        owner_key: &str,
+        name: Option<&str>,
+    ) -> Result<(Uuid, String), AuthError> {
+        let user = owner_key
+            .strip_prefix("user:")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or(AuthError::InvalidCredentials)?;
+        if !self.store.user_exists(user).await? {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let id = uuid::Builder::from_random_bytes(crate::rng::random_array(self.rng.as_ref())?)
+            .into_uuid();
+        let secret = Secret::generate(self.rng.as_ref())?;
+        self.store
+            .insert_api_key(id, &format!("user:{user}"), name, &secret.hash())
+            .await?;
+        Ok((id, ApiKeyToken { key_id: id, secret }.encode()))
+    }
+
+    /// A new anonymous session: its own `anon:<uuid>` owner, its own token, the anonymous TTL.
+    ///
+    /// # Errors
+    /// [`AuthError::Unavailable`] when the RNG or the database fails.
+    pub async fn issue_anonymous(
+        &self,
+        mode: SessionKind,
+        meta: &ClientMeta,
+    ) -> Result<Issued, AuthError> {
+        let anon: [u8; 16] = crate::rng::random_array(self.rng.as_ref())?;
+        let owner = format!(
+            "anon:{}",
+            uuid::Builder::from_random_bytes(anon).into_uuid()
+        );
+        let spec = IssueSpec {
+            absolute_ttl_secs: self.config.anon_ttl_secs,
+            data: json!({}),
+            event_detail: json!({ "anonymous": true }),
+        };
+        self.issue(&owner, mode, meta, &spec).await
     }
 
     /// Creates a session for `owner_key` and returns its first tokens.
@@ -267,8 +388,7 @@ impl Auth {
         owner_key: &str,
         mode: SessionKind,
         meta: &ClientMeta,
-        absolute_ttl_secs: u64,
-        event_detail: serde_json::Value,
+        spec: &IssueSpec,
     ) -> Result<Issued, AuthError> {
         let secret = Secret::generate(self.rng.as_ref())?;
         let id_bytes: [u8; 16] = crate::rng::random_array(self.rng.as_ref())?;
@@ -279,11 +399,11 @@ impl Auth {
             owner_key: owner_key.to_owned(),
             token_hash: secret.hash(),
             idle_ttl_secs: self.config.idle_ttl_secs as f64,
-            absolute_ttl_secs: absolute_ttl_secs as f64,
+            absolute_ttl_secs: spec.absolute_ttl_secs as f64,
             user_agent: meta.user_agent.as_deref().map(truncate_user_agent),
             ip: meta.ip.clone(),
-            data: json!({}),
-            event_detail,
+            data: spec.data.clone(),
+            event_detail: spec.event_detail.clone(),
         };
         let row = self.store.create_session(&new).await?;
         self.issued(id, mode, secret, &row)

@@ -15,20 +15,32 @@ use uuid::Uuid;
 
 use super::extract::{check_origin, credential, ApiJson, Authenticated, Credential, Meta};
 use super::{ApiError, AppState, HttpConfig};
-use crate::auth::Issued;
+use crate::auth::{AuthError, Caller, Issued, Upgrade};
 use crate::SessionKind;
 
-/// `POST /auth/login` body.
+/// `POST /auth/login` body: email + password + mode, or an API key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginRequest {
-    email: String,
-    password: SecretString,
+    email: Option<String>,
+    password: Option<SecretString>,
+    mode: Option<SessionKind>,
+    api_key: Option<SecretString>,
+    /// On an upgrade from an anonymous session, copy its data into the new session.
+    #[serde(default)]
+    carry_data: bool,
+}
+
+/// `POST /auth/anonymous` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnonymousRequest {
     mode: SessionKind,
 }
 
 /// `POST /auth/refresh` body (stateless mode).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RefreshRequest {
     refresh_token: String,
 }
@@ -48,7 +60,7 @@ fn session_cookie(config: &HttpConfig, issued: &Issued) -> Result<HeaderValue, A
         .expires(issued.absolute_expires_at)
         .build();
     HeaderValue::from_str(&cookie.to_string())
-        .map_err(|_| ApiError::from(crate::auth::AuthError::Internal("cookie encoding".into())))
+        .map_err(|_| ApiError::from(AuthError::Internal("cookie encoding".into())))
 }
 
 fn clear_cookie(config: &HttpConfig) -> HeaderValue {
@@ -97,21 +109,85 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 pub(super) async fn login(
     State(state): State<AppState>,
     Meta(meta): Meta,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    if req.email.is_empty() || req.email.len() > 254 || req.email.chars().any(char::is_control) {
+    let issued = match req {
+        LoginRequest {
+            api_key: Some(key),
+            email: None,
+            password: None,
+            mode: None | Some(SessionKind::Stateless),
+            carry_data: false,
+        } => state.auth.login_api_key(key.expose_secret(), &meta).await?,
+        LoginRequest {
+            api_key: None,
+            email: Some(email),
+            password: Some(password),
+            mode: Some(mode),
+            carry_data,
+        } => {
+            validate_credentials(&email, &password)?;
+            let upgrade = anonymous_session(&state, &headers)
+                .await?
+                .map(|anonymous| Upgrade {
+                    anonymous,
+                    carry_data,
+                });
+            state
+                .auth
+                .login_password(&email, password, mode, &meta, upgrade.as_ref())
+                .await?
+        }
+        _ => return Err(ApiError::bad_request(
+            "send {\"email\",\"password\",\"mode\"} or {\"api_key\"} (API keys log in stateless)",
+        )),
+    };
+    issued_response(&state, issued)
+}
+
+fn validate_credentials(email: &str, password: &SecretString) -> Result<(), ApiError> {
+    if email.is_empty() || email.len() > 254 || email.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "email must be 1 to 254 bytes without control characters",
         ));
     }
-    let pw_len = req.password.expose_secret().len();
+    let pw_len = password.expose_secret().len();
     if pw_len == 0 || pw_len > MAX_PASSWORD_BYTES {
         return Err(ApiError::bad_request("password must be 1 to 1024 bytes"));
     }
-    let issued = state
-        .auth
-        .login_password(&req.email, req.password, req.mode, &meta)
-        .await?;
+    Ok(())
+}
+
+/// The anonymous session a login request carries (its cookie or bearer token), if any and
+/// valid. A stale or foreign credential is simply not upgraded; a cookie still needs an
+/// allowed Origin.
+async fn anonymous_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, ApiError> {
+    let caller = match credential(headers, &state.http)? {
+        None => return Ok(None),
+        Some(Credential::Cookie(c)) => {
+            check_origin(headers, &state.http)?;
+            state.auth.authenticate_session_token(&c).await
+        }
+        Some(Credential::Bearer(b)) => state.auth.authenticate_bearer(&b).await,
+    };
+    match caller {
+        Ok(c) if c.owner_key.starts_with("anon:") => Ok(Some(c)),
+        Ok(_) => Ok(None),
+        Err(AuthError::Unavailable(e)) => Err(AuthError::Unavailable(e).into()),
+        Err(_) => Ok(None),
+    }
+}
+
+pub(super) async fn anonymous(
+    State(state): State<AppState>,
+    Meta(meta): Meta,
+    ApiJson(req): ApiJson<AnonymousRequest>,
+) -> Result<Response, ApiError> {
+    let issued = state.auth.issue_anonymous(req.mode, &meta).await?;
     issued_response(&state, issued)
 }
 

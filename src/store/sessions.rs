@@ -509,4 +509,16 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// The data of a session (to carry it over on an anonymous upgrade).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn session_data(&self, id: Uuid) -> StoreResult<Option<serde_json::Value>> {
+        Ok(
+            sqlx::query_scalar!("SELECT data FROM sessions WHERE id = $1", id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
 }

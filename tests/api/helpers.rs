@@ -38,6 +38,14 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A connection URL for this database (for the CLI).
+    pub fn url(&self) -> String {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (server, _) = base.rsplit_once('/').expect("URL with a database");
+        format!("{server}/{}", self.name)
+    }
+
     /// Creates and migrates a uniquely named database.
     pub async fn new() -> Self {
         let name = format!("latchkey_test_{}", Uuid::new_v4().simple());

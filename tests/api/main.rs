@@ -2,12 +2,14 @@
 //! Integration tests of the /auth service against a real PostgreSQL: one binary, one fresh
 //! database per test.
 
+mod cli;
 mod endpoints;
 mod faults;
 mod helpers;
 mod login;
 mod malformed;
 mod modes;
+mod owners;
 mod proxy;
 mod refresh;
 mod secrets;

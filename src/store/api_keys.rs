@@ -1,0 +1,161 @@
+//! Statements on the `api_keys` table.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{RevokeReason, Store, StoreResult};
+
+/// An API key row as login needs it.
+#[derive(Clone)]
+pub struct ApiKeyRecord {
+    /// Key id (owner key of its sessions: `apikey:<id>`).
+    pub id: Uuid,
+    /// SHA-256 of the secret.
+    pub key_hash: Vec<u8>,
+    /// Set once revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("key_hash", &"[redacted]")
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+/// An API key as an operator sees it (no hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeySummary {
+    /// Key id.
+    pub id: Uuid,
+    /// The user it acts for.
+    pub owner_key: String,
+    /// Label.
+    pub name: Option<String>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last login with it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Revocation time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl Store {
+    /// Stores a new key's hash.
+    ///
+    /// # Errors
+    /// Database failures (including a malformed owner key: CHECK violation).
+    pub async fn insert_api_key(
+        &self,
+        id: Uuid,
+        owner_key: &str,
+        name: Option<&str>,
+        key_hash: &[u8; 32],
+    ) -> StoreResult<()> {
+        sqlx::query!(
+            "INSERT INTO api_keys (id, owner_key, name, key_hash) VALUES ($1, $2, $3, $4)",
+            id,
+            owner_key,
+            name,
+            &key_hash[..],
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Finds a key by id and records its use.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn find_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKeyRecord>> {
+        Ok(sqlx::query_as!(
+            ApiKeyRecord,
+            "SELECT id, key_hash, revoked_at FROM api_keys WHERE id = $1",
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a successful login with a key.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn touch_api_key(&self, id: Uuid) -> StoreResult<()> {
+        sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = $1", id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Lists keys, optionally of one owner.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_api_keys(&self, owner_key: Option<&str>) -> StoreResult<Vec<ApiKeySummary>> {
+        let rows = match owner_key {
+            Some(owner) => {
+                sqlx::query_as!(
+                    ApiKeySummary,
+                    "SELECT id, owner_key, name, created_at, last_used_at, revoked_at
+                     FROM api_keys WHERE owner_key = $1 ORDER BY created_at DESC",
+                    owner
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as!(
+                    ApiKeySummary,
+                    "SELECT id, owner_key, name, created_at, last_used_at, revoked_at
+                     FROM api_keys ORDER BY created_at DESC LIMIT 1000"
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Revokes a key and every live session it created. Returns the number of sessions
+    /// revoked, or `None` when no such key exists.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn revoke_api_key(&self, id: Uuid) -> StoreResult<Option<usize>> {
+        let found = sqlx::query_scalar!(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        let revoked = self
+            .revoke_owner(&format!("apikey:{id}"), RevokeReason::ApiKeyRevoked)
+            .await?;
+        Ok(Some(revoked.len()))
+    }
+
+    /// Whether a user account exists (API keys are issued for existing users only).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn user_exists(&self, id: Uuid) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar!(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS \"e!\"",
+            id
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,139 @@
+//! The `latchkey` binary against a real database: users, API keys, sessions.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{decode, spawn_app};
+
+fn latchkey(db_url: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn latchkey");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_adds_users_issues_and_revokes_api_keys_and_lists_and_revokes_sessions() {
+    let app = spawn_app().await;
+    let url = app.db.url();
+
+    let (ok, out, err) = latchkey(
+        &url,
+        &[
+            "user",
+            "add",
+            "--email",
+            "carol@example.com",
+            "--password-stdin",
+        ],
+        Some("s3cret pass\n"),
+    );
+    assert!(ok, "{err}");
+    let owner = out.trim().to_owned();
+    assert!(owner.starts_with("user:"), "{out}");
+    let (ok, _, err) = latchkey(
+        &url,
+        &[
+            "user",
+            "add",
+            "--email",
+            "CAROL@example.com",
+            "--password-stdin",
+        ],
+        Some("x\n"),
+    );
+    assert!(!ok, "duplicate email refused");
+    assert!(err.contains("already exists"), "{err}");
+    let login = app
+        .login_as(
+            "carol@example.com",
+            "s3cret pass",
+            latchkey::SessionKind::Stateless,
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+
+    let (ok, key, err) = latchkey(
+        &url,
+        &["apikey", "create", "--owner", &owner, "--name", "ci"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("lka_"));
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .json(&json!({ "api_key": key }))
+        .send()
+        .await
+        .expect("login");
+    let by_key = decode(res).await;
+    assert_eq!(by_key.status, StatusCode::OK, "{:?}", by_key.body);
+    let (ok, listed, _) = latchkey(&url, &["apikey", "list", "--json"], None);
+    assert!(ok);
+    assert!(!listed.contains(&key[4..]), "the key is never listed");
+    let key_id = serde_json::from_str::<serde_json::Value>(listed.lines().next().expect("one key"))
+        .expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let (ok, sessions, _) = latchkey(
+        &url,
+        &["sessions", "list", "--owner", &owner, "--json"],
+        None,
+    );
+    assert!(ok);
+    assert_eq!(sessions.lines().count(), 1);
+    assert!(sessions.contains(&login.session_id().to_string()));
+
+    let (ok, out, _) = latchkey(&url, &["apikey", "revoke", &key_id], None);
+    assert!(ok);
+    assert!(out.contains("revoked=1"), "{out}");
+    assert_eq!(
+        app.refresh_json(&by_key.refresh_token()).await.code(),
+        "session_revoked"
+    );
+
+    let (ok, out, _) = latchkey(&url, &["sessions", "revoke", "--owner", &owner], None);
+    assert!(ok);
+    assert_eq!(out.trim(), "revoked=1");
+    assert_eq!(
+        app.refresh_json(&login.refresh_token()).await.code(),
+        "session_revoked"
+    );
+
+    let (ok, _, err) = latchkey(&url, &["user", "disable", "nobody@example.com"], None);
+    assert!(!ok && err.contains("no account"), "{err}");
+    let (ok, _, err) = latchkey(
+        "postgres://postgres@127.0.0.1:1/none",
+        &["sessions", "list"],
+        None,
+    );
+    assert!(!ok, "unreachable database is a failure");
+    assert!(err.contains("error:"), "{err}");
+}
