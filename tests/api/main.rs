@@ -13,3 +13,4 @@ mod owners;
 mod proxy;
 mod refresh;
 mod secrets;
+mod serve;
