@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod rng;
 pub mod store;
 pub mod token;

@@ -13,6 +13,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::rng::{RngError, SecretSource};
 use crate::store::{NewSession, RevokeReason, Rotation, SessionRecord, Store, StoreError};
 use crate::token::{seal_successor, unseal_successor, ApiKeyToken, Secret, SessionToken};
@@ -50,6 +51,23 @@ pub enum AuthError {
     /// A bug or an unexpected database error.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl AuthError {
+    /// The stable API code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidToken => "invalid_token",
+            Self::TokenReused => "token_reused",
+            Self::TokenExpired => "token_expired",
+            Self::SessionRevoked => "session_revoked",
+            Self::ModeMismatch => "token_mode_mismatch",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<StoreError> for AuthError {
@@ -200,6 +218,7 @@ pub struct Auth {
     jwt: JwtKeys,
     rng: Arc<dyn SecretSource>,
     config: AuthConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -225,7 +244,13 @@ impl Auth {
             jwt,
             rng,
             config,
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// The counters of this engine.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store underneath.
@@ -256,6 +281,22 @@ impl Auth {
     /// # Errors
     /// [`AuthError::InvalidCredentials`], [`AuthError::RateLimited`], [`AuthError::Unavailable`].
     pub async fn login_password(
+        &self,
+        email: &str,
+        password: SecretString,
+        mode: SessionKind,
+        meta: &ClientMeta,
+        upgrade: Option<&Upgrade>,
+    ) -> Result<Issued, AuthError> {
+        let result = self
+            .login_password_inner(email, password, mode, meta, upgrade)
+            .await;
+        self.metrics
+            .login(result.as_ref().map_or_else(AuthError::code, |_| "ok"));
+        result
+    }
+
+    async fn login_password_inner(
         &self,
         email: &str,
         password: SecretString,
@@ -406,6 +447,7 @@ impl Auth {
             event_detail: spec.event_detail.clone(),
         };
         let row = self.store.create_session(&new).await?;
+        self.metrics.issued(mode);
         self.issued(id, mode, secret, &row)
     }
 
@@ -487,6 +529,23 @@ impl Auth {
         presented: &str,
         expected: SessionKind,
     ) -> Result<Issued, AuthError> {
+        match self.refresh_inner(presented, expected).await {
+            Ok((issued, outcome)) => {
+                self.metrics.refresh(outcome);
+                Ok(issued)
+            }
+            Err(e) => {
+                self.metrics.refresh(e.code());
+                Err(e)
+            }
+        }
+    }
+
+    async fn refresh_inner(
+        &self,
+        presented: &str,
+        expected: SessionKind,
+    ) -> Result<(Issued, &'static str), AuthError> {
         let token = SessionToken::parse(presented).map_err(|_| AuthError::InvalidToken)?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (rec, class) = self.load_checked(&token, expected).await?;
@@ -506,7 +565,9 @@ impl Auth {
                         )
                         .await?;
                     match rotated {
-                        Some(row) => return self.issued(rec.id, rec.kind, next, &row),
+                        Some(row) => {
+                            return Ok((self.issued(rec.id, rec.kind, next, &row)?, "rotated"))
+                        }
                         None => continue, // lost the race: re-read and classify again
                     }
                 }
@@ -535,7 +596,7 @@ impl Auth {
                         expires_at: rec.expires_at,
                         absolute_expires_at: rec.absolute_expires_at,
                     };
-                    return self.issued(rec.id, rec.kind, successor, &row);
+                    return Ok((self.issued(rec.id, rec.kind, successor, &row)?, "grace"));
                 }
                 Presented::Previous => return Err(self.reuse_detected(&rec).await),
             }

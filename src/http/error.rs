@@ -91,51 +91,31 @@ impl ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         use StatusCode as S;
-        match e {
-            AuthError::InvalidToken => {
-                Self::new(S::UNAUTHORIZED, "invalid_token", "the token is not valid")
-            }
-            AuthError::TokenReused => Self::new(
+        let code = e.code();
+        let (status, detail) = match e {
+            AuthError::InvalidToken => (S::UNAUTHORIZED, "the token is not valid"),
+            AuthError::TokenReused => (
                 S::UNAUTHORIZED,
-                "token_reused",
                 "this token was already rotated; the session has been revoked",
             ),
-            AuthError::TokenExpired => {
-                Self::new(S::UNAUTHORIZED, "token_expired", "the session has expired")
-            }
-            AuthError::SessionRevoked => Self::new(
+            AuthError::TokenExpired => (S::UNAUTHORIZED, "the session has expired"),
+            AuthError::SessionRevoked => (S::UNAUTHORIZED, "the session has been revoked"),
+            AuthError::ModeMismatch => (
                 S::UNAUTHORIZED,
-                "session_revoked",
-                "the session has been revoked",
-            ),
-            AuthError::ModeMismatch => Self::new(
-                S::UNAUTHORIZED,
-                "token_mode_mismatch",
                 "this token belongs to the other session mode",
             ),
-            AuthError::InvalidCredentials => Self::new(
-                S::UNAUTHORIZED,
-                "invalid_credentials",
-                "the credentials are not valid",
-            ),
-            AuthError::RateLimited => Self::new(
-                S::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests; retry shortly",
-            ),
+            AuthError::InvalidCredentials => (S::UNAUTHORIZED, "the credentials are not valid"),
+            AuthError::RateLimited => (S::TOO_MANY_REQUESTS, "too many requests; retry shortly"),
             AuthError::Unavailable(cause) => {
                 tracing::warn!(%cause, "answering 503");
-                Self::unavailable()
+                return Self::unavailable();
             }
             AuthError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                Self::new(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "an internal error occurred",
-                )
+                (S::INTERNAL_SERVER_ERROR, "an internal error occurred")
             }
-        }
+        };
+        Self::new(status, code, detail)
     }
 }
 

@@ -21,6 +21,16 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     }
 }
 
+pub(super) async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.auth.metrics().render(),
+    )
+}
+
 pub(super) async fn not_found() -> ApiError {
     ApiError::not_found()
 }

@@ -1,4 +1,5 @@
 //! The HTTP API: `AppState`, [`router`], extractors, cookies and the problem+json errors.
+//! `GET /metrics` serves the protocol counters.
 //!
 //! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
 
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -249,3 +249,34 @@ async fn readyz_checks_the_database() {
         .expect("readyz");
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_count_refresh_and_login_outcomes() {
+    let app = spawn_app().await;
+    let login = app.login(SessionKind::Stateless).await;
+    let _ = app
+        .login_as(&app.user.email, "wrong", SessionKind::Stateless)
+        .await;
+    let t1 = app.refresh_json(&login.refresh_token()).await;
+    assert_eq!(t1.status, StatusCode::OK);
+    let _ = app.refresh_json(&login.refresh_token()).await; // inside grace
+    let _ = app.refresh_json("lkr_nonsense").await;
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.expect("body");
+    for line in [
+        "latchkey_refresh_total{outcome=\"rotated\"} 1",
+        "latchkey_refresh_total{outcome=\"grace\"} 1",
+        "latchkey_refresh_total{outcome=\"invalid_token\"} 1",
+        "latchkey_login_total{outcome=\"ok\"} 1",
+        "latchkey_login_total{outcome=\"invalid_credentials\"} 1",
+        "latchkey_sessions_issued_total{kind=\"stateless\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+}
