@@ -47,3 +47,11 @@ pub fn random_array<const N: usize>(source: &dyn SecretSource) -> Result<[u8; N]
     source.fill(&mut out)?;
     Ok(out)
 }
+
+/// A random (version 4) UUID drawn from `source`, for server-issued ids.
+///
+/// # Errors
+/// [`RngError`] when the generator fails.
+pub fn random_uuid(source: &dyn SecretSource) -> Result<uuid::Uuid, RngError> {
+    random_array(source).map(|b| uuid::Builder::from_random_bytes(b).into_uuid())
+}

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::rng::{RngError, SecretSource};
+use crate::rng::{random_uuid, RngError, SecretSource};
 use crate::store::{NewSession, RevokeReason, Rotation, SessionRecord, Store, StoreError};
 use crate::token::{seal_successor, unseal_successor, ApiKeyToken, Secret, SessionToken};
 use crate::SessionKind;
@@ -389,8 +389,7 @@ impl Auth {
         if !self.store.user_exists(user).await? {
             return Err(AuthError::InvalidCredentials);
         }
-        let id = uuid::Builder::from_random_bytes(crate::rng::random_array(self.rng.as_ref())?)
-            .into_uuid();
+        let id = random_uuid(self.rng.as_ref())?;
         let secret = Secret::generate(self.rng.as_ref())?;
         self.store
             .insert_api_key(id, &format!("user:{user}"), name, &secret.hash())
@@ -407,11 +406,7 @@ impl Auth {
         mode: SessionKind,
         meta: &ClientMeta,
     ) -> Result<Issued, AuthError> {
-        let anon: [u8; 16] = crate::rng::random_array(self.rng.as_ref())?;
-        let owner = format!(
-            "anon:{}",
-            uuid::Builder::from_random_bytes(anon).into_uuid()
-        );
+        let owner = format!("anon:{}", random_uuid(self.rng.as_ref())?);
         let spec = IssueSpec {
             absolute_ttl_secs: self.config.anon_ttl_secs,
             data: json!({}),
@@ -432,8 +427,7 @@ impl Auth {
         spec: &IssueSpec,
     ) -> Result<Issued, AuthError> {
         let secret = Secret::generate(self.rng.as_ref())?;
-        let id_bytes: [u8; 16] = crate::rng::random_array(self.rng.as_ref())?;
-        let id = uuid::Builder::from_random_bytes(id_bytes).into_uuid();
+        let id = random_uuid(self.rng.as_ref())?;
         let new = NewSession {
             id,
             kind: mode,
