@@ -2,7 +2,7 @@
 //! `LISTEN`s on [`SESSIONS_CHANNEL`] and reconnects by itself.
 //!
 //! Notifications sent while the connection was down are lost, so each time it is listening
-//! again every stream re-reads its session ([`Inner::recheck_all`]).
+//! again every stream re-reads its session (`Inner::recheck_all`).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::store::SESSIONS_CHANNEL;
 /// `application_name` of the listener's connection, as seen in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "latchkey-listener";
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A payload published by the trigger `latchkey_notify_session_change`.
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use latchkey::SessionKind;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
+use sqlx::{Connection, PgConnection};
 use tokio::time::{timeout, Instant};
 
 use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp, PASSWORD};
@@ -324,7 +325,7 @@ async fn a_token_in_the_query_string_is_refused_even_beside_a_valid_credential()
         format!("/auth/events?token={access}"),
         format!("/auth/events?access_token={access}"),
         format!("/auth/events?refresh_token={refresh}"),
-        format!("/auth/events?Access_Token=x"),
+        "/auth/events?Access_Token=x".to_owned(),
         format!("/auth/events?latchkey={cookie}"),
         format!("/auth/events?x={refresh}"),
         format!("/auth/events?q={access}"),
@@ -476,16 +477,37 @@ async fn after_the_listeners_connection_is_killed_it_reconnects_and_revocations_
         .expect("revoke");
     s1.expect_revoked_then_end("admin", SECOND).await;
 
-    // Killed, and a revocation right away, while it reconnects: the re-validation after
-    // reconnecting catches what the dead connection missed.
-    assert_eq!(kill_listeners(&app).await, 1);
-    app.state
-        .auth
-        .store()
-        .revoke(second.session_id(), latchkey::store::RevokeReason::Admin)
+    // Killed and kept out while a revocation is published: the notification is lost for
+    // good, and the re-validation after reconnecting must catch it.
+    let db: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&app.db.pool)
         .await
-        .expect("revoke");
-    s2.expect_revoked_then_end("admin", SECOND).await;
+        .expect("db name");
+    let mut held = app.db.pool.acquire().await.expect("a connection kept open");
+    let mut admin = PgConnection::connect_with(&app.db.options.clone().database("postgres"))
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .expect("refuse connections");
+    assert_eq!(kill_listeners(&app).await, 1);
+    sqlx::query("SELECT latchkey_revoke_session($1)")
+        .bind(second.session_id())
+        .execute(&mut *held)
+        .await
+        .expect("revoke while the listener is down");
+    assert!(
+        matches!(s2.next(Duration::from_millis(500)).await, Next::Timeout),
+        "nothing can deliver it while the listener is down"
+    );
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .expect("accept connections");
+    // Reconnection is retried at least every second; then the stream closes at once.
+    s2.expect_revoked_then_end("admin", Duration::from_secs(2))
+        .await;
     assert!(*app.state.events.listener_connections().borrow() >= 3);
 }
 
