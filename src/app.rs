@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{owasp_params, PasswordHasher};
 use crate::auth::{Auth, AuthConfig};
+use crate::events::{EventHub, EventsConfig};
 use crate::http::{router, AppState, HttpConfig};
 use crate::rng::{OsSecretSource, SecretSource};
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub struct Settings {
     pub argon2: Params,
     /// Concurrent password hashes.
     pub hash_concurrency: usize,
+    /// Live session streams.
+    pub events: EventsConfig,
 }
 
 impl Settings {
@@ -46,6 +49,7 @@ impl Settings {
             jwt_secret,
             argon2: owasp_params(),
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -82,16 +86,13 @@ impl Application {
         )
         .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
         let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
-        let auth = Auth::new(
-            Store::new(pool),
-            Arc::new(hasher),
-            jwt,
-            rng,
-            settings.auth.clone(),
-        );
+        let store = Store::new(pool.clone());
+        let events = EventHub::start(store.clone(), settings.events.clone(), &pool);
+        let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone());
         let state = AppState {
             auth,
             http: Arc::new(settings.http.clone()),
+            events,
         };
         let listener = TcpListener::bind(settings.bind).await?;
         Ok(Self { listener, state })
@@ -110,7 +111,8 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves, then ends the live event streams and drains
+    /// in-flight requests.
     ///
     /// # Errors
     /// When the server fails.
@@ -118,6 +120,12 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let events = self.state.events.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Streams never finish on their own; end them so the drain can complete.
+            events.shutdown();
+        };
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

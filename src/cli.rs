@@ -3,6 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
@@ -12,6 +13,7 @@ use crate::app::{Application, Settings};
 use crate::auth::password::{owasp_params, PasswordHasher};
 use crate::auth::AuthConfig;
 use crate::config::{ApiKeyCommand, Cli, Command, ServeArgs, SessionsCommand, UserCommand};
+use crate::events::EventsConfig;
 use crate::http::HttpConfig;
 use crate::rng::{random_array, OsSecretSource};
 use crate::store::{RevokeReason, Store, EMAIL_UNIQUE};
@@ -85,6 +87,12 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
         hash_concurrency: args
             .hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        events: EventsConfig {
+            max_streams_per_owner: args.events_max_per_owner.max(1),
+            revalidate_interval: Duration::from_secs(args.events_revalidate_secs.max(1)),
+            expiring_lead: Duration::from_secs(args.events_expiring_secs),
+            keep_alive: Duration::from_secs(args.events_keepalive_secs.max(1)),
+        },
     };
     let app = Application::build(settings, pool).await?;
     tracing::info!(addr = %app.local_addr()?, "latchkey listening");

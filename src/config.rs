@@ -123,6 +123,18 @@ pub struct ServeArgs {
     /// Mark the cookie Secure and name it __Host-latchkey. Set to false only for local http.
     #[arg(long, env = "LATCHKEY_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
+    /// Live event streams (GET /auth/events) one owner may hold open on one instance.
+    #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_OWNER", default_value_t = 16)]
+    pub events_max_per_owner: usize,
+    /// Each event stream re-reads its session this often (seconds), as a backstop to NOTIFY.
+    #[arg(long, env = "LATCHKEY_EVENTS_REVALIDATE_SECS", default_value_t = 30)]
+    pub events_revalidate_secs: u64,
+    /// Send `expiring` this many seconds before a session expires.
+    #[arg(long, env = "LATCHKEY_EVENTS_EXPIRING_SECS", default_value_t = 60)]
+    pub events_expiring_secs: u64,
+    /// Interval of keep-alive comments on idle event streams (seconds).
+    #[arg(long, env = "LATCHKEY_EVENTS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub events_keepalive_secs: u64,
     /// Do not apply migrations at startup.
     #[arg(long)]
     pub no_migrate: bool,

@@ -7,6 +7,7 @@
 //!   JWT access tokens.
 //! * [`http`] is the axum router that exposes it as `/auth/*`; [`http::router`] can be nested
 //!   into any axum app.
+//! * [`events`] is the hub of live session streams and its Postgres `LISTEN/NOTIFY` bridge.
 //! * [`token`] is the wire format of tokens and the sealing of successors.
 
 pub mod app;
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod rng;

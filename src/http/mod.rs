@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod events;
 mod extract;
 mod health;
 
@@ -18,6 +19,7 @@ pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use extract::{Authenticated, Credential};
 
 use crate::auth::Auth;
+use crate::events::EventHub;
 
 /// Largest request body accepted (logins and refreshes are tiny).
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub auth: Auth,
     /// HTTP settings.
     pub http: Arc<HttpConfig>,
+    /// Live session streams of this instance (`GET /auth/events`).
+    pub events: EventHub,
 }
 
 /// The `/auth/*` routes plus `/healthz` and `/readyz`, ready to serve or to nest in an app.
@@ -69,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/session", get(auth::session))
         .route("/auth/sessions", get(auth::sessions))
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/auth/events", get(events::events))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

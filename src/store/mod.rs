@@ -4,10 +4,12 @@
 //! `version`, so no statement needs a cross-row transaction.
 
 mod api_keys;
+mod live;
 mod sessions;
 mod users;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
+pub use live::{LiveStatus, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 

@@ -28,9 +28,11 @@ fn base_options() -> PgConnectOptions {
     PgConnectOptions::from_str(&url).expect("DATABASE_URL parses")
 }
 
-/// A database created for one test and dropped when the test ends, even on panic.
+/// A database created for one test and dropped when the test ends, even on panic. Clones
+/// share it (two service instances on one database); the last one drops it.
+#[derive(Clone)]
 pub struct TestDb {
-    name: String,
+    _drop: Arc<DropDatabase>,
     /// Options that reach this database.
     pub options: PgConnectOptions,
     /// A pool on it, migrated.
@@ -43,7 +45,7 @@ impl TestDb {
         let base = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let (server, _) = base.rsplit_once('/').expect("URL with a database");
-        format!("{server}/{}", self.name)
+        format!("{server}/{}", self._drop.name)
     }
 
     /// Creates and migrates a uniquely named database.
@@ -64,14 +66,19 @@ impl TestDb {
             .expect("connect test database");
         latchkey::MIGRATOR.run(&pool).await.expect("migrate");
         Self {
-            name,
+            _drop: Arc::new(DropDatabase { name }),
             options,
             pool,
         }
     }
 }
 
-impl Drop for TestDb {
+/// Drops the test database when the last [`TestDb`] clone goes.
+struct DropDatabase {
+    name: String,
+}
+
+impl Drop for DropDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
@@ -165,6 +172,22 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the service with the given options.
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let db = TestDb::new().await;
+    let mut test = spawn_app_on(db, opts).await;
+    test.user = test.add_user("alice@example.com", PASSWORD).await;
+    test
+}
+
+impl TestApp {
+    /// Starts a second instance of the service on this app's database, knowing its user.
+    pub async fn spawn_peer(&self, opts: AppOptions) -> TestApp {
+        let mut peer = spawn_app_on(self.db.clone(), opts).await;
+        peer.user = self.user.clone();
+        peer
+    }
+}
+
+/// Starts the service on an existing database, without creating a user.
+pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
     let pool = match opts.connect_port {
         Some(port) => latchkey::db::pool_options(10)
             .connect_lazy_with(db.options.clone().host("127.0.0.1").port(port)),
@@ -184,7 +207,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .pool_max_idle_per_host(64)
         .build()
         .expect("client");
-    let mut test = TestApp {
+    TestApp {
         base: format!("http://{addr}"),
         client,
         state,
@@ -194,9 +217,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
             email: String::new(),
         },
         stop: Some(stop),
-    };
-    test.user = test.add_user("alice@example.com", PASSWORD).await;
-    test
+    }
 }
 
 /// A login or refresh answer, decoded.

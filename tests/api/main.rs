@@ -4,6 +4,7 @@
 
 mod cli;
 mod endpoints;
+mod events;
 mod faults;
 mod helpers;
 mod login;

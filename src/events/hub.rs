@@ -1,0 +1,277 @@
+//! The in-process hub: server-owned subscriber ids grouped by session, a cap per owner.
+//!
+//! A stream subscribes with the session its caller authenticated with (never an id the
+//! client sends). Every subscriber of a session gets its own receiver of the session's
+//! broadcast channel, so a new stream never replaces or closes another.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc, watch};
+use uuid::Uuid;
+
+use super::{listener, watcher, EventsConfig, StreamEvent};
+use crate::store::Store;
+
+/// Signals buffered per session before a slow subscriber lags (it then re-validates).
+const TOPIC_CAPACITY: usize = 16;
+/// Events buffered per stream between its watcher and the HTTP body.
+const STREAM_BUFFER: usize = 8;
+
+/// What the hub tells the subscribers of one session.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Signal {
+    /// The session was revoked or deleted, with the reason.
+    Revoked(String),
+    /// The token was rotated to this version.
+    Refreshed(i64),
+    /// Notifications may have been missed: read the session again.
+    Recheck,
+}
+
+/// The owner already holds the maximum number of streams on this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many open event streams for this owner")]
+pub struct TooManyStreams;
+
+struct Topic {
+    owner_key: String,
+    tx: broadcast::Sender<Signal>,
+    subscribers: HashSet<u64>,
+}
+
+#[derive(Default)]
+struct HubState {
+    topics: HashMap<Uuid, Topic>,
+    owners: HashMap<String, usize>,
+    next_id: u64,
+}
+
+pub(crate) struct Inner {
+    state: Mutex<HubState>,
+    config: EventsConfig,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    connections: watch::Sender<u64>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // The state stays consistent even if a holder panicked: every critical section is a
+        // handful of map operations.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers a signal to every subscriber of `session_id`, if the owner matches.
+    pub(crate) fn dispatch(&self, session_id: Uuid, owner_key: &str, signal: Signal) {
+        let state = self.lock();
+        if let Some(topic) = state.topics.get(&session_id) {
+            if topic.owner_key == owner_key {
+                let _ = topic.tx.send(signal);
+            } else {
+                tracing::warn!(%session_id, "notification owner does not match the session's streams; ignored");
+            }
+        }
+    }
+
+    /// Asks every stream to read its session again.
+    pub(crate) fn recheck_all(&self) {
+        let state = self.lock();
+        for topic in state.topics.values() {
+            let _ = topic.tx.send(Signal::Recheck);
+        }
+    }
+
+    /// Records that the listener is (again) listening.
+    pub(crate) fn mark_connected(&self) {
+        self.connections.send_modify(|n| *n += 1);
+    }
+}
+
+/// The hub of live session streams of one instance. Cheap to clone.
+#[derive(Clone)]
+pub struct EventHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("config", &self.inner.config)
+            .field("streams", &self.stream_count())
+            .finish()
+    }
+}
+
+impl EventHub {
+    /// A hub without a database listener: events reach streams only through their own
+    /// re-validation. Use [`EventHub::start`] in a service.
+    pub fn new(store: Store, config: EventsConfig) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        let (connections, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(HubState::default()),
+                config,
+                store,
+                shutdown,
+                connections,
+            }),
+        }
+    }
+
+    /// A hub fed by a `LISTEN` on [`crate::store::SESSIONS_CHANNEL`] through its own
+    /// connection to the database of `pool`; the listener reconnects by itself.
+    /// Must be called inside a Tokio runtime.
+    pub fn start(store: Store, config: EventsConfig, pool: &PgPool) -> Self {
+        let hub = Self::new(store, config);
+        listener::spawn(
+            Arc::downgrade(&hub.inner),
+            pool,
+            hub.inner.shutdown.subscribe(),
+        );
+        hub
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &EventsConfig {
+        &self.inner.config
+    }
+
+    /// Registers a subscriber for `session_id` of `owner_key`, under a fresh server-owned id.
+    /// Both must come from an authenticated caller.
+    ///
+    /// # Errors
+    /// [`TooManyStreams`] when the owner already holds the maximum on this instance.
+    pub fn subscribe(
+        &self,
+        session_id: Uuid,
+        owner_key: &str,
+    ) -> Result<Subscription, TooManyStreams> {
+        let mut state = self.inner.lock();
+        let held = state.owners.get(owner_key).copied().unwrap_or(0);
+        if held >= self.inner.config.max_streams_per_owner {
+            return Err(TooManyStreams);
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        let topic = state.topics.entry(session_id).or_insert_with(|| Topic {
+            owner_key: owner_key.to_owned(),
+            tx: broadcast::channel(TOPIC_CAPACITY).0,
+            subscribers: HashSet::new(),
+        });
+        if topic.owner_key != owner_key {
+            // A session has exactly one owner; an authenticated caller cannot disagree.
+            return Err(TooManyStreams);
+        }
+        topic.subscribers.insert(id);
+        let rx = topic.tx.subscribe();
+        *state.owners.entry(owner_key.to_owned()).or_insert(0) += 1;
+        Ok(Subscription {
+            hub: self.inner.clone(),
+            id,
+            session_id,
+            owner_key: owner_key.to_owned(),
+            rx,
+        })
+    }
+
+    /// Subscribes and starts the stream's watcher, which re-validates the session at once,
+    /// then on every signal and timer. The receiver yields the events for the client and
+    /// ends after the final one (or on shutdown); dropping it ends the subscription.
+    ///
+    /// # Errors
+    /// [`TooManyStreams`], as [`EventHub::subscribe`].
+    pub fn open_stream(
+        &self,
+        session_id: Uuid,
+        owner_key: &str,
+    ) -> Result<mpsc::Receiver<StreamEvent>, TooManyStreams> {
+        let sub = self.subscribe(session_id, owner_key)?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(watcher::run(
+            sub,
+            tx,
+            self.inner.store.clone(),
+            self.inner.config.clone(),
+            self.inner.shutdown.subscribe(),
+        ));
+        Ok(rx)
+    }
+
+    /// Streams open on this instance.
+    pub fn stream_count(&self) -> usize {
+        self.inner.lock().owners.values().sum()
+    }
+
+    /// How many times the database listener has connected and started listening; it rises
+    /// after each reconnection.
+    pub fn listener_connections(&self) -> watch::Receiver<u64> {
+        self.inner.connections.subscribe()
+    }
+
+    /// Ends every stream and the listener (graceful shutdown).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// One subscriber: a server-owned id on its session's channel. Dropping it unsubscribes.
+pub struct Subscription {
+    hub: Arc<Inner>,
+    id: u64,
+    session_id: Uuid,
+    owner_key: String,
+    rx: broadcast::Receiver<Signal>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The server-owned subscriber id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The session this subscriber follows.
+    pub fn session_id(&self) -> Uuid {
+        self.session_id
+    }
+
+    /// The next signal for this session; a lag counts as [`Signal::Recheck`].
+    pub(crate) async fn recv(&mut self) -> Signal {
+        match self.rx.recv().await {
+            Ok(signal) => signal,
+            Err(broadcast::error::RecvError::Lagged(_)) => Signal::Recheck,
+            // The topic lives as long as this subscription; treat a closed channel as a
+            // reason to look at the database rather than to wait forever.
+            Err(broadcast::error::RecvError::Closed) => Signal::Recheck,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.hub.lock();
+        if let Some(topic) = state.topics.get_mut(&self.session_id) {
+            topic.subscribers.remove(&self.id);
+            if topic.subscribers.is_empty() {
+                state.topics.remove(&self.session_id);
+            }
+        }
+        if let Some(n) = state.owners.get_mut(&self.owner_key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.owners.remove(&self.owner_key);
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `GET /auth/events`: Server-Sent Events for the caller's own session.
+//!
+//! The stream follows the session the caller authenticated with, nothing the client names:
+//! every header, cookie or query parameter other than the credential is ignored. A cookie
+//! needs an allowed `Origin` even on this GET (cross-site hijacking of a cookie stream); a
+//! credential in the query string is refused (it would end up in logs and referrers).
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
+
+use super::extract::{credential, Credential};
+use super::{ApiError, AppState, HttpConfig};
+use crate::auth::Caller;
+
+/// Query parameter names that carry credentials in common clients.
+const CREDENTIAL_PARAMS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "token",
+    "jwt",
+    "auth",
+    "authorization",
+    "bearer",
+    "api_key",
+    "apikey",
+    "key",
+    "session_token",
+    "latchkey",
+    "__host-latchkey",
+];
+
+/// Whether a query value looks like a credential: a latchkey token or a JWT.
+fn looks_like_credential(value: &str) -> bool {
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    lower.starts_with("lks_")
+        || lower.starts_with("lkr_")
+        || lower.starts_with("bearer ")
+        || (v.starts_with("eyJ") && v.split('.').count() == 3)
+}
+
+/// Refuses a query string that carries a credential, by name or by shape.
+fn refuse_query_credentials(query: Option<&str>) -> Result<(), ApiError> {
+    let Some(query) = query else { return Ok(()) };
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let name = name.to_ascii_lowercase();
+        if CREDENTIAL_PARAMS.contains(&name.as_str())
+            || name.contains("token")
+            || looks_like_credential(&value)
+        {
+            return Err(ApiError::bad_request(
+                "credentials are not accepted in the query string; use the session cookie or an Authorization: Bearer header",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A cookie stream needs an allowed `Origin`. Browsers omit `Origin` on same-origin GETs,
+/// so without one only `Sec-Fetch-Site: same-origin` (set by the browser, not by pages)
+/// is accepted.
+fn check_stream_origin(headers: &HeaderMap, config: &HttpConfig) -> Result<(), ApiError> {
+    match headers.get(header::ORIGIN) {
+        Some(origin) => match origin.to_str() {
+            Ok(o) if config.origin_allowed(o) => Ok(()),
+            _ => Err(ApiError::origin_rejected()),
+        },
+        None => {
+            let same_origin = headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("same-origin"));
+            if same_origin {
+                Ok(())
+            } else {
+                Err(ApiError::origin_rejected())
+            }
+        }
+    }
+}
+
+async fn stream_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    match credential(headers, &state.http)? {
+        None => Err(ApiError::unauthenticated()),
+        Some(Credential::Cookie(value)) => {
+            check_stream_origin(headers, &state.http)?;
+            Ok(state.auth.authenticate_session_token(&value).await?)
+        }
+        Some(Credential::Bearer(value)) => Ok(state.auth.authenticate_bearer(&value).await?),
+    }
+}
+
+/// `GET /auth/events`.
+pub(super) async fn events(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    refuse_query_credentials(query.as_deref())?;
+    let caller = stream_caller(&state, &headers).await?;
+    let rx = state
+        .events
+        .open_stream(caller.session_id, &caller.owner_key)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many open event streams for this account; close one and retry",
+            )
+        })?;
+    let stream = ReceiverStream::new(rx).map(|ev| Event::default().event(ev.name()).json_data(&ev));
+    let keep_alive = KeepAlive::new().interval(state.events.config().keep_alive);
+    let mut res = Sse::new(stream).keep_alive(keep_alive).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
