@@ -51,9 +51,9 @@ COMMENT ON TRIGGER sessions_notify_refreshed ON sessions IS 'Publishes a token r
 CREATE TRIGGER sessions_notify_deleted
     AFTER DELETE ON sessions
     FOR EACH ROW
-    WHEN (OLD.revoked_at IS NULL)
+    WHEN (OLD.revoked_at IS NULL AND OLD.expires_at > now())
     EXECUTE FUNCTION latchkey_notify_session_change();
-COMMENT ON TRIGGER sessions_notify_deleted ON sessions IS 'Publishes the deletion of a session that was not revoked (purged after expiry, or deleted by hand) so its live streams end too.';
+COMMENT ON TRIGGER sessions_notify_deleted ON sessions IS 'Publishes the deletion of a live session (deleted by hand or through the tower-sessions store) so its live streams end too. Purging expired rows publishes nothing: their streams already ended at expiry, and a purge of a million rows must not flood every listener.';
 
 -- The documented way for an operator to log an owner out everywhere from SQL.
 CREATE FUNCTION latchkey_revoke_owner(owner text, reason text DEFAULT 'admin') RETURNS integer

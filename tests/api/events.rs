@@ -604,3 +604,46 @@ async fn shutting_down_the_service_ends_its_streams() {
         other => panic!("expected the end, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn purging_expired_rows_publishes_nothing_but_deleting_a_live_one_does() {
+    let app = crate::helpers::spawn_app().await;
+    let expired = app
+        .login(latchkey::SessionKind::Stateless)
+        .await
+        .session_id();
+    let live = app
+        .login(latchkey::SessionKind::Stateless)
+        .await
+        .session_id();
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(expired)
+        .execute(&app.db.pool)
+        .await
+        .expect("expire");
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .expect("listener");
+    listener.listen("latchkey_sessions").await.expect("listen");
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(expired)
+        .execute(&app.db.pool)
+        .await
+        .expect("purge");
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(live)
+        .execute(&app.db.pool)
+        .await
+        .expect("delete");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification")
+        .expect("recv");
+    let payload: serde_json::Value = serde_json::from_str(first.payload()).expect("json");
+    assert_eq!(
+        payload["id"],
+        live.to_string(),
+        "the purged expired row published nothing"
+    );
+    assert_eq!(payload["reason"], "deleted");
+}
