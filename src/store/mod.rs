@@ -3,9 +3,11 @@
 //! All hot statements address one row by primary key; rotation is a compare-and-swap on
 //! `version`, so no statement needs a cross-row transaction.
 
+mod expire;
 mod sessions;
 mod users;
 
+pub use expire::{ExpireCounts, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 
