@@ -12,11 +12,13 @@ use secrecy::SecretString;
 use crate::app::{Application, Settings};
 use crate::auth::password::{owasp_params, PasswordHasher};
 use crate::auth::AuthConfig;
-use crate::config::{ApiKeyCommand, Cli, Command, ServeArgs, SessionsCommand, UserCommand};
+use crate::config::{
+    ApiKeyCommand, Cli, Command, ExpireArgs, ServeArgs, SessionsCommand, UserCommand,
+};
 use crate::events::EventsConfig;
 use crate::http::HttpConfig;
 use crate::rng::{random_array, OsSecretSource};
-use crate::store::{RevokeReason, Store, EMAIL_UNIQUE};
+use crate::store::{ExpirePolicy, ExpireReport, RevokeReason, Store, EMAIL_UNIQUE};
 
 /// Runs one command; the exit code is what the process returns.
 ///
@@ -36,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => user(&cli.database_url, cmd).await,
         Command::Sessions(cmd) => sessions(&cli.database_url, cmd).await,
         Command::Apikey(cmd) => apikey(&cli.database_url, cmd).await,
+        Command::Expire(args) => expire(&cli.database_url, &args).await,
     }
 }
 
@@ -94,6 +97,9 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             keep_alive: Duration::from_secs(args.events_keepalive_secs.max(1)),
         },
     };
+    if args.sweep_interval_secs > 0 {
+        spawn_sweeper(Store::new(pool.clone()), args.sweep_interval_secs);
+    }
     let app = Application::build(settings, pool).await?;
     tracing::info!(addr = %app.local_addr()?, "latchkey listening");
     app.run_until(shutdown_signal()).await?;
@@ -275,4 +281,105 @@ fn offline_auth(store: Store) -> anyhow::Result<crate::auth::Auth> {
         rng,
         AuthConfig::default(),
     ))
+}
+
+/// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
+async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
+    let pool = open(url, 1, false).await?;
+    let store = Store::new(pool);
+    let started = std::time::Instant::now();
+    let mut progress = Progress::new();
+    let report = store
+        .expire(&args.policy(), |r| progress.show(r, started))
+        .await
+        .context("expiring sessions")?;
+    progress.finish();
+    let ms = started.elapsed().as_millis();
+    if args.json {
+        let mut value = serde_json::to_value(report)?;
+        value["ms"] = serde_json::json!(ms);
+        println!("{value}");
+    } else {
+        println!(
+            "expired={} revoked={} events={} batches={} ms={ms}{}",
+            report.expired,
+            report.revoked,
+            report.events,
+            report.batches,
+            if report.dry_run { " dry_run=true" } else { "" },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A running total on stderr, only when it is a terminal and the purge is long.
+struct Progress {
+    enabled: bool,
+    shown: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    /// Runs shorter than this print nothing but the summary.
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+    fn new() -> Self {
+        Self {
+            enabled: std::io::stderr().is_terminal(),
+            shown: false,
+            last: None,
+        }
+    }
+
+    fn show(&mut self, r: &ExpireReport, started: std::time::Instant) {
+        if !self.enabled || started.elapsed() < Self::AFTER {
+            return;
+        }
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        self.shown = true;
+        eprint!(
+            "\rexpiring: expired={} revoked={} events={} batches={} ({}s)",
+            r.expired,
+            r.revoked,
+            r.events,
+            r.batches,
+            started.elapsed().as_secs()
+        );
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+/// The optional background purge of `latchkey serve`: the same batches as `latchkey expire`.
+fn spawn_sweeper(store: Store, every_secs: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            match store.expire(&ExpirePolicy::default(), |_| {}).await {
+                Ok(r) if r.batches > 0 => tracing::info!(
+                    expired = r.expired,
+                    revoked = r.revoked,
+                    events = r.events,
+                    batches = r.batches,
+                    ms = started.elapsed().as_millis() as u64,
+                    "sweeper purged sessions"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweeper failed; retrying at the next interval")
+                }
+            }
+        }
+    });
 }

@@ -37,6 +37,9 @@ pub enum Command {
     /// Manage API keys of machine clients.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
+    /// Purge expired sessions, old revoked sessions and old audit events, in small batches
+    /// (for cron). Prints one summary line; exits non-zero on failure.
+    Expire(ExpireArgs),
 }
 
 /// `latchkey apikey …`
@@ -65,6 +68,41 @@ pub enum ApiKeyCommand {
         /// Key id.
         id: Uuid,
     },
+}
+
+/// Flags of `latchkey expire`.
+#[derive(Debug, Args, Clone)]
+pub struct ExpireArgs {
+    /// Rows per category deleted in one short transaction (1 to 100000).
+    #[arg(long, env = "LATCHKEY_EXPIRE_BATCH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::store::MAX_EXPIRE_BATCH)))]
+    pub batch: u32,
+    /// Count what would be purged, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep revoked sessions this many days after their revocation (0 to 36500).
+    #[arg(long, env = "LATCHKEY_RETAIN_REVOKED_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub retain_revoked: u32,
+    /// Keep audit events (session_events) this many days (0 to 36500).
+    #[arg(long, env = "LATCHKEY_RETAIN_EVENTS_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub retain_events: u32,
+}
+
+impl ExpireArgs {
+    /// The store policy these flags describe.
+    pub fn policy(&self) -> crate::store::ExpirePolicy {
+        crate::store::ExpirePolicy {
+            batch_size: self.batch,
+            retain_revoked_secs: f64::from(self.retain_revoked) * 86_400.0,
+            retain_events_secs: f64::from(self.retain_events) * 86_400.0,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// A value that must never be printed: its `Debug` is redacted.
@@ -141,6 +179,10 @@ pub struct ServeArgs {
     /// Maximum database connections of this instance.
     #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
+    /// Also purge expired sessions every this many seconds, as `latchkey expire` with its
+    /// defaults would (0: off, leave it to cron). Safe with any number of instances.
+    #[arg(long, env = "LATCHKEY_SWEEP_INTERVAL_SECS", default_value_t = 0)]
+    pub sweep_interval_secs: u64,
     /// Password hashes computed at once (default: number of cores).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,

@@ -4,11 +4,13 @@
 //! `version`, so no statement needs a cross-row transaction.
 
 mod api_keys;
+mod expire;
 mod live;
 mod sessions;
 mod users;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
+pub use expire::{ExpireCounts, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
 pub use users::{UserRecord, EMAIL_UNIQUE};

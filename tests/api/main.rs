@@ -5,8 +5,10 @@
 mod cli;
 mod endpoints;
 mod events;
+mod expire;
 mod faults;
 mod helpers;
+mod indexes;
 mod login;
 mod malformed;
 mod modes;

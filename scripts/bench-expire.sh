@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Expiry benchmark: purge 1M expired sessions among 1M live ones with `latchkey expire`
+# (batches, FOR UPDATE SKIP LOCKED) and with one plain DELETE, and measure the latency of the
+# refresh statement (compare-and-swap rotation + audit event, as in src/store/sessions.rs)
+# under a steady pgbench load: without a purge, during the batched purge, during the DELETE.
+#
+#   scripts/bench-expire.sh            # N=1000000 live + N expired, batch 1000
+#   N=200000 BATCH=5000 scripts/bench-expire.sh
+#
+# Needs psql, pgbench and a local PostgreSQL (DATABASE_URL_BASE, default
+# postgres://postgres@127.0.0.1:5432). Creates and drops its own database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${N:-1000000}"
+BATCH="${BATCH:-1000}"
+RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
+CLIENTS="${CLIENTS:-4}"
+IDLE_SECS="${IDLE_SECS:-20}"
+base="${DATABASE_URL_BASE:-postgres://postgres@127.0.0.1:5432}"
+db="latchkey_bench_expire"
+url="$base/$db"
+work="$(mktemp -d)"
+trap 'cat "$work"/*.out >&2 || true; rm -rf "$work"; psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+
+cargo build -q --bin latchkey
+bin=target/debug/latchkey
+psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+DATABASE_URL="$url" "$bin" migrate >/dev/null
+
+now_ms() { date +%s%3N; }
+
+load() {
+  local t0; t0=$(now_ms)
+  psql -q "$url" <<SQL
+TRUNCATE sessions, session_events;
+INSERT INTO sessions (id, kind, owner_key, token_hash, created_at, last_used_at, expires_at, absolute_expires_at)
+SELECT md5('live' || i)::uuid, 'stateless', 'user:' || md5('o' || (i % 200000))::uuid,
+       sha256(convert_to('live' || i, 'UTF8')), now() - interval '1 day', now() - interval '1 hour',
+       now() + interval '7 days', now() + interval '29 days'
+FROM generate_series(1, $N) AS i;
+INSERT INTO sessions (id, kind, owner_key, token_hash, created_at, last_used_at, expires_at, absolute_expires_at)
+SELECT md5('exp' || i)::uuid, 'stateful', 'user:' || md5('o' || (i % 200000))::uuid,
+       sha256(convert_to('exp' || i, 'UTF8')), now() - interval '40 days', now() - interval '10 days',
+       now() - interval '3 days' + (i % 86400) * interval '1 second', now() + interval '1 day'
+FROM generate_series(1, $N) AS i;
+VACUUM ANALYZE sessions;
+VACUUM ANALYZE session_events;
+SQL
+  echo "load: $((2 * N)) sessions in $(( ($(now_ms) - t0) / 1000 )) s" >&2
+}
+
+# The refresh statement of the store: CAS on version, new hash, event in the same statement.
+cat > "$work/refresh.sql" <<SQL
+\set n random(1, $N)
+WITH cur AS (
+  SELECT id, version FROM sessions WHERE id = md5('live' || :n)::uuid
+), upd AS (
+  UPDATE sessions s
+  SET prev_token_hash = token_hash,
+      prev_valid_until = now() + interval '30 seconds',
+      token_hash = sha256(convert_to(clock_timestamp()::text || :n, 'UTF8')),
+      sealed_successor = '\x00',
+      version = s.version + 1,
+      refreshed_at = now(), last_used_at = now(),
+      expires_at = least(now() + interval '7 days', absolute_expires_at)
+  FROM cur
+  WHERE s.id = cur.id AND s.version = cur.version AND s.revoked_at IS NULL AND s.expires_at > now()
+  RETURNING s.id, s.owner_key, s.version
+)
+INSERT INTO session_events (session_id, owner_key, event, detail)
+SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version) FROM upd;
+SQL
+
+# pgbench in the background for $1 seconds; per-transaction log under $work/$2.*
+load_start() {
+  pgbench -n -c "$CLIENTS" -j 2 -R "$RATE" -T "$1" -f "$work/refresh.sql" \
+    -l --log-prefix="$work/$2" "$url" >"$work/$2.out" 2>&1 &
+  pid=$!
+}
+
+# p50/p99/max latency (ms) of the logged transactions that ended between $2 and $3 (epoch ms).
+latency() {
+  cat "$work/$1".* | awk -v a="$2" -v b="$3" '{ t = $5 * 1000 + $6 / 1000; if (t >= a && t <= b) print $3 / 1000 }' \
+    | sort -n | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n=0"; exit }
+        printf "n=%d p50=%.2fms p99=%.2fms max=%.2fms\n", NR, v[int(NR*0.50)+1], v[int(NR*0.99)+1], v[NR] }'
+}
+
+load
+echo "== idle: refresh at $RATE/s, no purge, ${IDLE_SECS}s" >&2
+load_start "$IDLE_SECS" idle; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
+echo "refresh idle:            $(latency idle "$t0" "$t1")"
+
+echo "== batched purge: latchkey expire --batch $BATCH under the same load" >&2
+load_start 900 purge; sleep 2
+t0=$(now_ms)
+summary=$(DATABASE_URL="$url" "$bin" expire --batch "$BATCH")
+t1=$(now_ms)
+kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+ms=$((t1 - t0))
+echo "latchkey expire:         $summary"
+echo "batched purge:           $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
+echo "refresh during purge:    $(latency purge "$t0" "$t1")"
+
+load
+echo "== one plain DELETE under the same load" >&2
+load_start 900 delete; sleep 2
+t0=$(now_ms)
+psql -q "$url" -c "DELETE FROM sessions WHERE expires_at <= now()"
+t1=$(now_ms)
+kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+ms=$((t1 - t0))
+echo "plain DELETE:            $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
+echo "refresh during DELETE:   $(latency delete "$t0" "$t1")"

@@ -1,0 +1,137 @@
+//! The purge of expired sessions, old revoked sessions and old audit events.
+//!
+//! The SQL lives in one place, the function `latchkey_expire_batch()` created by the
+//! migrations: each call purges one bounded batch of each category in its own short
+//! transaction, picking rows with `FOR UPDATE SKIP LOCKED`. [`Store::expire`] calls it until a
+//! batch comes back empty; the procedure `latchkey_expire()` does the same from SQL (pg_cron).
+
+use serde::Serialize;
+
+use super::{Store, StoreResult};
+
+/// Largest batch the SQL function accepts.
+pub const MAX_EXPIRE_BATCH: u32 = 100_000;
+
+/// What to purge and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpirePolicy {
+    /// Rows per category and per batch (1..=[`MAX_EXPIRE_BATCH`]).
+    pub batch_size: u32,
+    /// Revoked sessions are kept this long after `revoked_at` (seconds).
+    pub retain_revoked_secs: f64,
+    /// Audit events are kept this long after `occurred_at` (seconds).
+    pub retain_events_secs: f64,
+    /// Count what would go, delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for ExpirePolicy {
+    /// Batches of 1000, revoked sessions kept 7 days, events 90 days.
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            retain_revoked_secs: 7.0 * 86_400.0,
+            retain_events_secs: 90.0 * 86_400.0,
+            dry_run: false,
+        }
+    }
+}
+
+/// Rows removed by one batch (or, on a dry run, everything that would go).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExpireCounts {
+    /// Sessions past their idle or absolute expiry, revoked or not.
+    pub expired: i64,
+    /// Revoked, unexpired sessions past the revoked retention.
+    pub revoked: i64,
+    /// Audit events past the events retention.
+    pub events: i64,
+}
+
+impl ExpireCounts {
+    /// True when nothing was (or would be) removed.
+    pub fn is_empty(&self) -> bool {
+        self.expired == 0 && self.revoked == 0 && self.events == 0
+    }
+}
+
+/// Totals of a whole purge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExpireReport {
+    /// Sessions past their idle or absolute expiry, revoked or not.
+    pub expired: i64,
+    /// Revoked, unexpired sessions past the revoked retention.
+    pub revoked: i64,
+    /// Audit events past the events retention.
+    pub events: i64,
+    /// Batches that removed something (on a dry run: the batches it would take).
+    pub batches: i64,
+    /// Whether this was a dry run (nothing deleted).
+    pub dry_run: bool,
+}
+
+impl Store {
+    /// One call of `latchkey_expire_batch()`: purges at most `batch_size` rows of each
+    /// category in one short transaction (or counts everything on a dry run).
+    ///
+    /// # Errors
+    /// Database failures; an invalid policy is refused by the function (`22023`).
+    pub async fn expire_batch(&self, policy: &ExpirePolicy) -> StoreResult<ExpireCounts> {
+        let batch = i32::try_from(policy.batch_size).unwrap_or(i32::MAX);
+        let row = sqlx::query!(
+            r#"
+            SELECT expired AS "expired!", revoked AS "revoked!", events AS "events!"
+            FROM latchkey_expire_batch($1, make_interval(secs => $2), make_interval(secs => $3), $4)
+            "#,
+            batch,
+            policy.retain_revoked_secs,
+            policy.retain_events_secs,
+            policy.dry_run,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ExpireCounts {
+            expired: row.expired,
+            revoked: row.revoked,
+            events: row.events,
+        })
+    }
+
+    /// Purges until a batch comes back empty, each batch its own transaction; on a dry run,
+    /// counts once. `progress` sees the running totals after every batch.
+    ///
+    /// # Errors
+    /// Database failures; the totals of the batches already committed are lost to the
+    /// caller but the rows stay deleted (running again is safe).
+    pub async fn expire(
+        &self,
+        policy: &ExpirePolicy,
+        mut progress: impl FnMut(&ExpireReport),
+    ) -> StoreResult<ExpireReport> {
+        let mut report = ExpireReport {
+            dry_run: policy.dry_run,
+            ..ExpireReport::default()
+        };
+        if policy.dry_run {
+            let c = self.expire_batch(policy).await?;
+            let most = c.expired.max(c.revoked).max(c.events);
+            let size = i64::from(policy.batch_size.max(1));
+            report.expired = c.expired;
+            report.revoked = c.revoked;
+            report.events = c.events;
+            report.batches = (most + size - 1) / size;
+            return Ok(report);
+        }
+        loop {
+            let c = self.expire_batch(policy).await?;
+            if c.is_empty() {
+                return Ok(report);
+            }
+            report.expired += c.expired;
+            report.revoked += c.revoked;
+            report.events += c.events;
+            report.batches += 1;
+            progress(&report);
+        }
+    }
+}

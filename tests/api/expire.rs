@@ -1,0 +1,585 @@
+//! `latchkey expire`, the SQL function and procedure behind it, and the `session_overview`
+//! view.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use latchkey::store::{ExpirePolicy, ExpireReport, Store};
+use sqlx::{Connection, PgPool};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+
+/// How many rows of each shape [`seed`] inserts.
+#[derive(Debug, Clone, Copy)]
+struct Mix {
+    live: i32,
+    idle_expired: i32,
+    absolute_expired: i32,
+    revoked_old: i32,
+    revoked_recent: i32,
+    revoked_old_expired: i32,
+    events_old: i32,
+    events_recent: i32,
+}
+
+const MIX: Mix = Mix {
+    live: 30,
+    idle_expired: 20,
+    absolute_expired: 10,
+    revoked_old: 7,
+    revoked_recent: 5,
+    revoked_old_expired: 4,
+    events_old: 25,
+    events_recent: 15,
+};
+
+impl Mix {
+    fn expired(&self) -> i64 {
+        i64::from(self.idle_expired + self.absolute_expired + self.revoked_old_expired)
+    }
+    fn revoked(&self) -> i64 {
+        i64::from(self.revoked_old)
+    }
+    fn events(&self) -> i64 {
+        i64::from(self.events_old)
+    }
+    /// Sessions that purged without a previous 'revoked' event get an 'expired' one.
+    fn expired_events_added(&self) -> i64 {
+        i64::from(self.idle_expired + self.absolute_expired)
+    }
+}
+
+/// Inserts sessions of every shape, with ids derived from their shape and number so two
+/// databases seeded alike hold the same ids. Defaults: revoked kept 7 days, events 90 days.
+async fn seed(pool: &PgPool, mix: Mix) {
+    // (tag, count, expires_at, absolute_expires_at, revoked_at)
+    let shapes: [(&str, i32, &str, &str, &str); 6] = [
+        (
+            "live",
+            mix.live,
+            "now() + interval '1 hour'",
+            "now() + interval '30 days'",
+            "NULL",
+        ),
+        (
+            "idle",
+            mix.idle_expired,
+            "now() - interval '1 minute'",
+            "now() + interval '20 days'",
+            "NULL",
+        ),
+        (
+            "abs",
+            mix.absolute_expired,
+            "now() - interval '2 days'",
+            "now() - interval '2 days'",
+            "NULL",
+        ),
+        (
+            "rold",
+            mix.revoked_old,
+            "now() + interval '1 hour'",
+            "now() + interval '30 days'",
+            "now() - interval '8 days'",
+        ),
+        (
+            "rnew",
+            mix.revoked_recent,
+            "now() + interval '1 hour'",
+            "now() + interval '30 days'",
+            "now() - interval '1 day'",
+        ),
+        (
+            "roldexp",
+            mix.revoked_old_expired,
+            "now() - interval '1 hour'",
+            "now() + interval '5 days'",
+            "now() - interval '9 days'",
+        ),
+    ];
+    for (tag, n, exp, abs, rev) in shapes {
+        let sql = format!(
+            "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
+                                   created_at, revoked_at, revoked_reason)
+             SELECT md5('{tag}' || i)::uuid,
+                    CASE WHEN i % 2 = 0 THEN 'stateful' ELSE 'stateless' END::session_kind,
+                    'user:' || md5('owner' || (i % 7))::uuid,
+                    sha256(convert_to('{tag}' || i, 'UTF8')),
+                    {exp}, {abs}, now() - interval '40 days', {rev},
+                    CASE WHEN {rev} IS NULL THEN NULL ELSE 'logout' END
+             FROM generate_series(1, $1) AS i"
+        );
+        sqlx::query(&sql)
+            .bind(n)
+            .execute(pool)
+            .await
+            .expect("seed sessions");
+    }
+    for (n, age) in [(mix.events_old, "100 days"), (mix.events_recent, "10 days")] {
+        sqlx::query(&format!(
+            "INSERT INTO session_events (occurred_at, session_id, owner_key, event)
+             SELECT now() - interval '{age}', md5('ev' || i)::uuid,
+                    'user:' || md5('owner' || (i % 7))::uuid, 'created'
+             FROM generate_series(1, $1) AS i"
+        ))
+        .bind(n)
+        .execute(pool)
+        .await
+        .expect("seed events");
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+async fn session_ids(pool: &PgPool) -> BTreeSet<Uuid> {
+    sqlx::query_scalar::<_, Uuid>("SELECT id FROM sessions")
+        .fetch_all(pool)
+        .await
+        .expect("ids")
+        .into_iter()
+        .collect()
+}
+
+/// The ids that must survive a purge with the default retention.
+async fn survivors(pool: &PgPool) -> BTreeSet<Uuid> {
+    sqlx::query_scalar::<_, Uuid>(
+        "SELECT id FROM sessions
+         WHERE expires_at > now() AND (revoked_at IS NULL OR revoked_at >= now() - interval '7 days')",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("survivors")
+    .into_iter()
+    .collect()
+}
+
+fn policy(batch: u32) -> ExpirePolicy {
+    ExpirePolicy {
+        batch_size: batch,
+        ..ExpirePolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn expire_deletes_expired_and_old_revoked_sessions_and_old_events_and_keeps_the_rest() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    let keep = survivors(&db.pool).await;
+    assert_eq!(keep.len(), 35);
+    let store = Store::new(db.pool.clone());
+
+    let mut seen = Vec::new();
+    let report = store
+        .expire(&policy(3), |r| seen.push(*r))
+        .await
+        .expect("expire");
+
+    assert_eq!(
+        report,
+        ExpireReport {
+            expired: MIX.expired(),
+            revoked: MIX.revoked(),
+            events: MIX.events(),
+            batches: 12, // ceil(34 / 3): three categories go in parallel
+            dry_run: false,
+        }
+    );
+    assert_eq!(seen.len(), 12, "progress sees every batch");
+    assert_eq!(session_ids(&db.pool).await, keep);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM session_events WHERE occurred_at < now() - interval '90 days'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM session_events WHERE event = 'expired'"
+        )
+        .await,
+        MIX.expired_events_added(),
+        "each purged session that was not revoked gets an 'expired' event"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM session_events").await,
+        i64::from(MIX.events_recent) + MIX.expired_events_added()
+    );
+
+    let again = store
+        .expire(&policy(3), |_| {})
+        .await
+        .expect("expire again");
+    assert_eq!(again, ExpireReport::default(), "a second run finds nothing");
+}
+
+#[tokio::test]
+async fn dry_run_reports_what_would_go_and_deletes_nothing() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    let before = session_ids(&db.pool).await;
+    let events_before = count(&db.pool, "SELECT count(*) FROM session_events").await;
+    let store = Store::new(db.pool.clone());
+
+    let dry = ExpirePolicy {
+        dry_run: true,
+        ..policy(10)
+    };
+    let report = store.expire(&dry, |_| {}).await.expect("dry run");
+
+    assert_eq!(
+        report,
+        ExpireReport {
+            expired: MIX.expired(),
+            revoked: MIX.revoked(),
+            events: MIX.events(),
+            batches: 4,
+            dry_run: true,
+        }
+    );
+    assert_eq!(session_ids(&db.pool).await, before);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM session_events").await,
+        events_before
+    );
+
+    // and the real run then removes exactly what the dry run announced
+    let real = store.expire(&policy(10), |_| {}).await.expect("expire");
+    assert_eq!(
+        (real.expired, real.revoked, real.events, real.batches),
+        (
+            report.expired,
+            report.revoked,
+            report.events,
+            report.batches
+        )
+    );
+}
+
+#[tokio::test]
+async fn concurrent_expire_runs_delete_every_row_once_and_their_counts_add_up() {
+    let db = TestDb::new().await;
+    let mix = Mix {
+        live: 500,
+        idle_expired: 3000,
+        absolute_expired: 1000,
+        revoked_old: 700,
+        revoked_recent: 100,
+        revoked_old_expired: 300,
+        events_old: 2500,
+        events_recent: 100,
+    };
+    seed(&db.pool, mix).await;
+    let keep = survivors(&db.pool).await;
+    let store = Store::new(db.pool.clone());
+
+    let runs = 8;
+    let barrier = Arc::new(Barrier::new(runs));
+    let mut tasks = Vec::new();
+    for _ in 0..runs {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.expire(&policy(25), |_| {}).await.expect("expire")
+        }));
+    }
+    let mut total = ExpireReport::default();
+    let mut busy = 0;
+    for t in tasks {
+        let r = t.await.expect("task");
+        busy += usize::from(r.batches > 0);
+        total.expired += r.expired;
+        total.revoked += r.revoked;
+        total.events += r.events;
+    }
+
+    assert!(
+        busy > 1,
+        "the runs overlapped: {busy} of {runs} deleted something"
+    );
+    assert_eq!(total.expired, mix.expired());
+    assert_eq!(total.revoked, mix.revoked());
+    assert_eq!(total.events, mix.events());
+    assert_eq!(session_ids(&db.pool).await, keep);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM session_events WHERE event = 'expired'"
+        )
+        .await,
+        mix.expired_events_added(),
+        "no session got two 'expired' events"
+    );
+}
+
+#[tokio::test]
+async fn expire_skips_rows_locked_by_another_transaction_instead_of_waiting_for_them() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    let store = Store::new(db.pool.clone());
+
+    // Another purge (or a DBA) holds ten expired rows and one old event.
+    let mut other = sqlx::PgConnection::connect_with(&db.options)
+        .await
+        .expect("connect");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query(
+        "SELECT id FROM sessions WHERE expires_at <= now() AND revoked_at IS NULL
+         ORDER BY id LIMIT 10 FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("lock sessions");
+    sqlx::query("SELECT id FROM session_events ORDER BY occurred_at LIMIT 1 FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await
+        .expect("lock event");
+
+    // The guard only turns a regression (waiting on the locks) into a failure, not a hang.
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        store.expire(&policy(4), |_| {}),
+    )
+    .await
+    .expect("expire waited for locked rows")
+    .expect("expire");
+    assert_eq!(first.expired, MIX.expired() - 10);
+    assert_eq!(first.revoked, MIX.revoked());
+    assert_eq!(first.events, MIX.events() - 1);
+
+    tx.rollback().await.expect("rollback");
+    let second = store.expire(&policy(4), |_| {}).await.expect("expire");
+    assert_eq!((second.expired, second.revoked, second.events), (10, 0, 1));
+}
+
+/// `postgres://…/<database>` for the CLI, from DATABASE_URL (or the local default).
+async fn url_of(db: &TestDb) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .expect("name");
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let (server, _) = base.rsplit_once('/').expect("url with a database");
+    format!("{server}/{name}")
+}
+
+/// Runs the `latchkey` binary; returns (exit code, stdout, stderr).
+async fn cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let url = url.to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(&args)
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run latchkey");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn the_sql_procedure_and_the_cli_agree_on_the_same_data() {
+    let (by_sql, by_cli) = tokio::join!(TestDb::new(), TestDb::new());
+    seed(&by_sql.pool, MIX).await;
+    seed(&by_cli.pool, MIX).await;
+    assert_eq!(
+        session_ids(&by_sql.pool).await,
+        session_ids(&by_cli.pool).await
+    );
+
+    // pg_cron's way: one CALL, committing between batches.
+    let (expired, revoked, events, batches): (i64, i64, i64, i64) =
+        sqlx::query_as("CALL latchkey_expire(batch_size => 5)")
+            .fetch_one(&by_sql.pool)
+            .await
+            .expect("call latchkey_expire");
+
+    // cron's way: the binary.
+    let url = url_of(&by_cli).await;
+    let (code, out, err) = cli(&url, &["expire", "--batch", "5", "--json"]).await;
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one summary line: {out}");
+    let json: serde_json::Value = serde_json::from_str(lines[0]).expect("json summary");
+
+    assert_eq!(json["expired"], expired);
+    assert_eq!(json["revoked"], revoked);
+    assert_eq!(json["events"], events);
+    assert_eq!(json["batches"], batches);
+    assert_eq!(json["dry_run"], false);
+    assert!(json["ms"].is_u64());
+    assert_eq!(
+        (expired, revoked, events),
+        (MIX.expired(), MIX.revoked(), MIX.events())
+    );
+    assert_eq!(
+        session_ids(&by_sql.pool).await,
+        session_ids(&by_cli.pool).await
+    );
+    assert_eq!(
+        count(&by_sql.pool, "SELECT count(*) FROM session_events").await,
+        count(&by_cli.pool, "SELECT count(*) FROM session_events").await,
+    );
+}
+
+#[tokio::test]
+async fn the_cli_prints_a_summary_line_and_its_dry_run_deletes_nothing() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    let before = session_ids(&db.pool).await;
+    let url = url_of(&db).await;
+
+    let (code, out, err) = cli(&url, &["expire", "--dry-run", "--batch", "10"]).await;
+    assert_eq!(code, Some(0), "stderr: {err}");
+    assert!(
+        out.starts_with("expired=34 revoked=7 events=25 batches=4 ms="),
+        "summary: {out}"
+    );
+    assert!(out.trim_end().ends_with("dry_run=true"), "summary: {out}");
+    assert_eq!(out.lines().count(), 1);
+    assert_eq!(session_ids(&db.pool).await, before);
+
+    let (code, out, _) = cli(
+        &url,
+        &["expire", "--retain-revoked", "0", "--retain-events", "0"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    // Retention 0: every revoked session goes, and every event older than the batch that
+    // looks at it, including the 30 'expired' events the first batch wrote.
+    assert!(
+        out.starts_with("expired=34 revoked=12 events=70 batches=2 ms="),
+        "summary: {out}"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_fails_with_a_clear_message_on_bad_flags_or_an_unreachable_database() {
+    let db = TestDb::new().await;
+    let url = url_of(&db).await;
+
+    let (code, _, err) = cli(&url, &["expire", "--batch", "0"]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--batch"), "stderr: {err}");
+
+    let (code, _, err) = cli(&url, &["expire", "--retain-events", "forever"]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--retain-events"), "stderr: {err}");
+
+    let (code, out, err) = cli("postgres://postgres@127.0.0.1:1/nowhere", &["expire"]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty(), "no summary on failure: {out}");
+    assert!(
+        err.contains("error: connecting to PostgreSQL"),
+        "stderr: {err}"
+    );
+}
+
+#[tokio::test]
+async fn the_sql_function_refuses_a_bad_batch_size() {
+    let db = TestDb::new().await;
+    let err = sqlx::query("SELECT * FROM latchkey_expire_batch(0)")
+        .fetch_one(&db.pool)
+        .await
+        .expect_err("batch 0 refused");
+    let db_err = err.as_database_error().expect("database error");
+    assert_eq!(db_err.code().as_deref(), Some("22023"));
+}
+
+#[tokio::test]
+async fn session_overview_shows_each_state_and_no_secret() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    sqlx::query("UPDATE sessions SET data = '{\"cart\": \"secret-value\", \"theme\": 1}'")
+        .execute(&db.pool)
+        .await
+        .expect("data");
+
+    let states: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM session_overview GROUP BY state ORDER BY state",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("states");
+    assert_eq!(
+        states,
+        vec![
+            ("active".to_owned(), i64::from(MIX.live)),
+            (
+                "expired".to_owned(),
+                i64::from(MIX.idle_expired + MIX.absolute_expired)
+            ),
+            (
+                "revoked".to_owned(),
+                i64::from(MIX.revoked_old + MIX.revoked_recent + MIX.revoked_old_expired)
+            ),
+        ]
+    );
+
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute
+         WHERE attrelid = 'session_overview'::regclass AND attnum > 0",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("columns");
+    for secret in ["token_hash", "prev_token_hash", "sealed_successor", "data"] {
+        assert!(!columns.iter().any(|c| c == secret), "{secret} is exposed");
+    }
+    let row = sqlx::query_scalar::<_, String>(
+        "SELECT row_to_json(o)::text FROM session_overview o LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("row");
+    assert!(!row.contains("secret-value"), "data values leak: {row}");
+    assert!(
+        row.contains("[\"cart\",\"theme\"]"),
+        "data keys shown: {row}"
+    );
+}
+
+#[tokio::test]
+async fn every_table_view_column_and_function_of_the_schema_has_a_comment() {
+    let db = TestDb::new().await;
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname || coalesce('.' || a.attname, '')
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE '\\_sqlx%'
+           AND (a.attnum IS NULL AND obj_description(c.oid, 'pg_class') IS NULL
+                OR a.attnum IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL)
+         UNION ALL
+         SELECT c.relname FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+         WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE '\\_sqlx%'
+           AND obj_description(c.oid, 'pg_class') IS NULL
+         UNION ALL
+         SELECT p.proname::text FROM pg_proc p
+         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = current_schema()
+         WHERE obj_description(p.oid, 'pg_proc') IS NULL",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("catalog");
+    assert!(missing.is_empty(), "without COMMENT ON: {missing:?}");
+}

@@ -1,0 +1,204 @@
+//! Every statement the code runs on `sessions` uses an index on a table of 100k sessions.
+//!
+//! The statements are not listed by hand: every `query!` of the crate is in `.sqlx/`, so a
+//! new statement is checked as soon as its query data is committed. The statements that run
+//! inside the SQL function `latchkey_expire_batch()` are listed in [`FUNCTION_STATEMENTS`],
+//! and the test first checks the function still contains them word for word.
+
+use crate::helpers::TestDb;
+use sqlx::{Connection, PgConnection};
+
+/// Statements that may scan: run by hand by an operator, never on a request path.
+const NOT_HOT: &[(&str, &str)] = &[(
+    "FROM sessions ORDER BY created_at DESC LIMIT 1000",
+    "latchkey sessions list without --owner: a top-N of the whole table, run by hand",
+)];
+
+/// The batch statements of `latchkey_expire_batch()` as written there, with the plpgsql
+/// variables they use and the parameter that stands for each in the EXPLAIN.
+const FUNCTION_STATEMENTS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE expires_at <= now() \
+         ORDER BY expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
+         RETURNING id, owner_key, expires_at, absolute_expires_at, revoked_at",
+        &[("batch_size", "$1::int")],
+    ),
+    (
+        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE revoked_at < revoked_before \
+         AND expires_at > now() ORDER BY revoked_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
+         RETURNING id",
+        &[("batch_size", "$1::int"), ("revoked_before", "$2::timestamptz")],
+    ),
+    (
+        "DELETE FROM session_events WHERE id = ANY (ARRAY(SELECT id FROM session_events WHERE occurred_at < events_before \
+         ORDER BY occurred_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) RETURNING id",
+        &[("batch_size", "$1::int"), ("events_before", "$2::timestamptz")],
+    ),
+];
+
+fn squash(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every statement of `.sqlx/`: (query text, number of parameters).
+fn compiled_statements() -> Vec<(String, usize)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/.sqlx");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect(".sqlx") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+            let query = v["query"].as_str().expect("query").to_owned();
+            let params = v["describe"]["parameters"]["Left"]
+                .as_array()
+                .map_or(0, Vec::len);
+            out.push((query, params));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// 100k sessions over 20k owners (10% expired, 2% revoked), 200k events, then ANALYZE.
+async fn load(conn: &mut PgConnection) {
+    sqlx::query(
+        "INSERT INTO sessions (id, kind, owner_key, token_hash, prev_token_hash, prev_valid_until,
+                               version, created_at, last_used_at, expires_at,
+                               absolute_expires_at, revoked_at, revoked_reason, user_agent, ip)
+         SELECT gen_random_uuid(),
+                CASE WHEN i % 2 = 0 THEN 'stateful' ELSE 'stateless' END::session_kind,
+                CASE WHEN i % 10 = 0 THEN 'anon:' || gen_random_uuid()
+                     ELSE 'user:' || md5((i % 20000)::text)::uuid END,
+                sha256(convert_to('t' || i, 'UTF8')),
+                CASE WHEN i % 3 = 0 THEN sha256(convert_to('p' || i, 'UTF8')) END,
+                CASE WHEN i % 3 = 0 THEN now() - interval '1 hour' END,
+                1 + i % 5,
+                now() - (i % 1000) * interval '1 hour',
+                now() - (i % 600) * interval '1 minute',
+                now() + ((i % 100) - 10) * interval '1 hour',
+                now() + ((i % 100) - 10) * interval '1 hour' + interval '20 days',
+                CASE WHEN i % 50 = 0 THEN now() - (i % 30) * interval '1 day' END,
+                CASE WHEN i % 50 = 0 THEN 'logout' END,
+                'Mozilla/5.0 test ' || (i % 40),
+                ('10.0.' || (i % 250) || '.' || (i % 200))::inet
+         FROM generate_series(1, 100000) AS i",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("load sessions");
+    sqlx::query(
+        "INSERT INTO session_events (occurred_at, session_id, owner_key, event)
+         SELECT now() - (i % 2400) * interval '1 hour', gen_random_uuid(),
+                'user:' || md5((i % 20000)::text)::uuid, 'refreshed'
+         FROM generate_series(1, 200000) AS i",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("load events");
+    sqlx::query("ANALYZE sessions, session_events")
+        .execute(&mut *conn)
+        .await
+        .expect("analyze");
+}
+
+/// The generic plan (what a prepared statement gets after a few runs, whatever the values).
+async fn generic_plan(conn: &mut PgConnection, sql: &str, params: usize) -> String {
+    sqlx::query(&format!("PREPARE hot AS {sql}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("prepare {sql}: {e}"));
+    let nulls = vec!["NULL"; params].join(", ");
+    let args = if params == 0 {
+        String::new()
+    } else {
+        format!("({nulls})")
+    };
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE hot{args}"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("explain {sql}: {e}"));
+    sqlx::query("DEALLOCATE hot")
+        .execute(&mut *conn)
+        .await
+        .expect("deallocate");
+    plan.join("\n")
+}
+
+fn scans_a_session_table(plan: &str) -> bool {
+    plan.lines().any(|l| {
+        let l = l.trim_end();
+        ["sessions", "session_events"].iter().any(|t| {
+            let needle = format!("Seq Scan on {t}");
+            l.ends_with(&needle) || l.contains(&format!("{needle} "))
+        })
+    })
+}
+
+#[tokio::test]
+async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions() {
+    let db = TestDb::new().await;
+    let mut conn = PgConnection::connect_with(&db.options)
+        .await
+        .expect("connect");
+    load(&mut conn).await;
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut conn)
+        .await
+        .expect("generic plans");
+
+    // The detector itself sees a scan when there is one.
+    let scan = generic_plan(
+        &mut conn,
+        "SELECT id FROM sessions WHERE user_agent = $1",
+        1,
+    )
+    .await;
+    assert!(scans_a_session_table(&scan), "{scan}");
+
+    let source: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'latchkey_expire_batch'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("function source");
+    let source = squash(&source);
+
+    let mut statements = compiled_statements();
+    assert!(statements.len() >= 10, "the .sqlx query data is there");
+    for (text, vars) in FUNCTION_STATEMENTS {
+        let text = squash(text);
+        assert!(
+            source.contains(&text),
+            "latchkey_expire_batch() no longer runs `{text}`: update FUNCTION_STATEMENTS"
+        );
+        let mut sql = text;
+        for (var, param) in *vars {
+            sql = sql.replace(var, param);
+        }
+        let params = vars
+            .iter()
+            .map(|(_, p)| p)
+            .collect::<std::collections::BTreeSet<_>>();
+        statements.push((sql, params.len()));
+    }
+
+    let mut offenders = Vec::new();
+    let mut checked = 0;
+    for (sql, params) in &statements {
+        let flat = squash(sql);
+        if NOT_HOT.iter().any(|(frag, _)| flat.contains(frag)) {
+            continue;
+        }
+        let plan = generic_plan(&mut conn, sql, *params).await;
+        checked += 1;
+        if scans_a_session_table(&plan) {
+            offenders.push(format!("{flat}\n{plan}"));
+        }
+    }
+    assert!(checked >= 10, "only {checked} statements checked");
+    assert!(
+        offenders.is_empty(),
+        "sequential scans:\n\n{}",
+        offenders.join("\n\n")
+    );
+}
