@@ -4,9 +4,11 @@
 //! `version`, so no statement needs a cross-row transaction.
 
 mod sessions;
+mod tower;
 mod users;
 
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
+pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 
 use sqlx::PgPool;

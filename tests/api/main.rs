@@ -6,3 +6,8 @@ mod helpers;
 mod login;
 mod modes;
 mod refresh;
+mod tower_conformance;
+mod tower_example;
+mod tower_resurrection;
+mod tower_store;
+mod tower_support;
