@@ -130,9 +130,9 @@ async fn store_scenario(options: PgConnectOptions, args: &Args) -> anyhow::Resul
                     seeds.get(label).cloned().unwrap_or_default(),
                 )
                 .await?;
-                if op == Op::Create {
-                    seeds.insert(label, created);
-                }
+                // Create seeds the later phases; the others hand back the records as the
+                // store now holds them, so the next phase starts from the stored state.
+                seeds.insert(label, created);
                 println!(
                     "{:<7} {:>7} {:<9} {:>10.0} {:>8.2} {:>8.2}",
                     op.name(),
@@ -184,8 +184,8 @@ fn new_record() -> Record {
 }
 
 /// Runs `op` from `clients` tasks for `duration`. Load, save and touch work on `seeds`, each
-/// task on its own slice (no two tasks contend for a row). Returns the sample and, for
-/// create, the records created.
+/// task on its own slice (no two tasks contend for a row). Returns the sample and the records
+/// as stored afterwards (for create, the new ones).
 async fn run(
     store: Arc<dyn SessionStore>,
     op: Op,
@@ -243,6 +243,9 @@ async fn run(
                 }
                 lat.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                 i += 1;
+            }
+            if op != Op::Create {
+                created = mine;
             }
             Ok::<_, anyhow::Error>((lat, created))
         }));
