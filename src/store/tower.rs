@@ -258,13 +258,19 @@ impl SessionStore for PgSessionStore {
         let (row_id, hash) = keys(&record.id);
         // Only a live row is updated: a deleted, revoked or expired session stays gone.
         // A save that changes nothing but a small forward move of the expiry matches no row
-        // and writes nothing.
+        // and writes nothing; a data change within the touch interval keeps `expires_at`, so
+        // no indexed column changes and the update can be HOT.
         sqlx::query!(
             r#"
             UPDATE sessions
             SET data = $3,
                 owner_key = coalesce($4, 'anon:' || id::text),
-                expires_at = least($5, absolute_expires_at),
+                expires_at = CASE
+                    WHEN least($5, absolute_expires_at) >= expires_at
+                     AND least($5, absolute_expires_at)
+                         < expires_at + make_interval(secs => $6)
+                    THEN expires_at
+                    ELSE least($5, absolute_expires_at) END,
                 last_used_at = now(),
                 version = version + 1
             WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'

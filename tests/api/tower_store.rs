@@ -106,6 +106,20 @@ async fn a_save_that_only_slides_the_expiry_within_the_touch_interval_writes_not
     );
     assert!(after.1 > before.1);
 
+    // A data change inside the interval is written, but the expiry column stays put (so the
+    // update touches no indexed column).
+    let mut changed = later.clone();
+    changed.expiry_date += time::Duration::seconds(10);
+    changed
+        .data
+        .insert("k".to_owned(), serde_json::json!("changed"));
+    store.save(&changed).await.expect("save");
+    let with_data = stored(&db).await;
+    assert_eq!(with_data.0, after.0 + 1, "the data change is written");
+    assert_eq!(with_data.1, after.1, "expires_at kept inside the interval");
+    let after = with_data;
+    later = changed;
+
     let eager = PgSessionStore::new(db.pool.clone()).with_touch_interval(Duration::ZERO);
     later.expiry_date += time::Duration::seconds(1);
     eager.save(&later).await.expect("save");
