@@ -7,12 +7,14 @@ mod api_keys;
 mod expire;
 mod live;
 mod sessions;
+mod tower;
 mod users;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use expire::{ExpireCounts, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
+pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 
 use sqlx::PgPool;

@@ -17,3 +17,8 @@ mod proxy;
 mod refresh;
 mod secrets;
 mod serve;
+mod tower_conformance;
+mod tower_example;
+mod tower_resurrection;
+mod tower_store;
+mod tower_support;

@@ -1,0 +1,367 @@
+//! [`PgSessionStore`]: a [`tower_sessions::SessionStore`] over the `sessions` table.
+//!
+//! Each tower-sessions session is one `sessions` row of kind `stateful`:
+//!
+//! | row column | value |
+//! |---|---|
+//! | `id` | the first 16 bytes of SHA-256(cookie id), as a UUID: lookups stay by primary key |
+//! | `token_hash` | the full SHA-256(cookie id); checked on every statement. The cookie id itself is never stored |
+//! | `owner_key` | the owner bound with [`bind_owner`], else `anon:<row id>` (one per session) |
+//! | `data` | the session data as a `jsonb` object (`data->>'counter'` works in psql) |
+//! | `expires_at` | the record's expiry, capped by `absolute_expires_at` |
+//! | `absolute_expires_at` | creation + the store's absolute lifetime (default 30 days) |
+//! | `version` | 1 at creation, +1 on every save that writes |
+//!
+//! Guarantees beyond the stock Postgres store:
+//!
+//! * **No resurrection.** `save` is an `UPDATE` of a live row only (not revoked, not expired);
+//!   only `create` inserts. A request that loaded the session before a logout, a `delete`, a
+//!   revocation by the CLI, `/auth/logout-all` or reuse detection saves into nothing.
+//! * **Atomic collisions.** `create` is one `INSERT … ON CONFLICT DO NOTHING`, retried with a
+//!   fresh id when it inserts nothing; there is no check-then-insert window.
+//! * **Revocations apply.** `load` returns `None` for a revoked or expired row.
+//! * **Sliding expiry without a write per request.** A save whose data and owner are unchanged
+//!   and whose expiry moved forward by less than the touch interval (default 60 s) writes
+//!   nothing: with `Expiry::OnInactivity` and `with_always_save(true)` a session is written at
+//!   most once per interval.
+//! * **`delete` is immediate and final.** tower-sessions calls it for a logout (`flush`) and
+//!   for `cycle_id` alike, and cannot tell them apart. The row is revoked with reason
+//!   `deleted`, its data cleared, and a `revoked` event recorded; the row stays until
+//!   [`ExpiredDeletion::delete_expired`] or `latchkey expire` purges it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
+use tower_sessions::Session;
+use uuid::Uuid;
+
+use super::{ExpirePolicy, Store};
+
+/// The session-data key under which [`bind_owner`] keeps the owner key. The store mirrors it
+/// into the `owner_key` column on every write.
+pub const OWNER_FIELD: &str = "latchkey.owner";
+
+/// How many times `create` draws a new id after a collision before giving up.
+const CREATE_ATTEMPTS: usize = 8;
+
+/// Who a tower-sessions session belongs to, once the app knows (after login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A user account: `user:<uuid>`.
+    User(Uuid),
+    /// An API key: `apikey:<uuid>`.
+    ApiKey(Uuid),
+}
+
+impl Owner {
+    /// The owner key as stored in `sessions.owner_key`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::User(id) => format!("user:{id}"),
+            Self::ApiKey(id) => format!("apikey:{id}"),
+        }
+    }
+
+    /// Parses `user:<uuid>` or `apikey:<uuid>` (lowercase, hyphenated). `anon:` keys are not
+    /// bindable: the store gives each unbound session its own.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (prefix, id) = key.split_once(':')?;
+        let uuid = Uuid::try_parse(id).ok()?;
+        let owner = match prefix {
+            "user" => Self::User(uuid),
+            "apikey" => Self::ApiKey(uuid),
+            _ => return None,
+        };
+        (owner.key() == key).then_some(owner)
+    }
+}
+
+/// Binds the session to `owner`, so `latchkey sessions list --owner`, `sessions revoke
+/// --owner` and `/auth/logout-all` of that owner cover it. Call it after a successful login,
+/// right after [`Session::cycle_id`] (a new id defeats fixation); the binding is written with
+/// the session at the end of the request.
+///
+/// # Errors
+/// The session could not be loaded from its store.
+pub async fn bind_owner(
+    session: &Session,
+    owner: Owner,
+) -> Result<(), tower_sessions::session::Error> {
+    session.insert(OWNER_FIELD, owner.key()).await
+}
+
+/// Removes the binding: the session goes back to its own `anon:` owner on its next save.
+///
+/// # Errors
+/// The session could not be loaded from its store.
+pub async fn unbind_owner(session: &Session) -> Result<(), tower_sessions::session::Error> {
+    session.remove_value(OWNER_FIELD).await.map(|_| ())
+}
+
+/// The owner the session is bound to, if any.
+///
+/// # Errors
+/// The session could not be loaded from its store.
+pub async fn bound_owner(
+    session: &Session,
+) -> Result<Option<Owner>, tower_sessions::session::Error> {
+    let key: Option<String> = session.get(OWNER_FIELD).await?;
+    Ok(key.as_deref().and_then(Owner::parse))
+}
+
+/// A [`SessionStore`] on latchkey's `sessions` table; a drop-in replacement for the stock
+/// `tower_sessions_sqlx_store::PostgresStore`. See the [module documentation](self) for the
+/// mapping and the guarantees.
+///
+/// The database must be migrated with [`crate::MIGRATOR`] (there is no separate `migrate`).
+///
+/// ```no_run
+/// use axum::{routing::get, Router};
+/// use latchkey::store::PgSessionStore;
+/// use tower_sessions::{Expiry, Session, SessionManagerLayer};
+///
+/// async fn counter(session: Session) -> String {
+///     let n: u64 = session.get("n").await.ok().flatten().unwrap_or(0) + 1;
+///     let _ = session.insert("n", n).await;
+///     n.to_string()
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), sqlx::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/latchkey").await?;
+/// latchkey::MIGRATOR.run(&pool).await?;
+/// let store = PgSessionStore::new(pool);
+/// let sessions = SessionManagerLayer::new(store)
+///     .with_expiry(Expiry::OnInactivity(time::Duration::hours(8)))
+///     .with_always_save(true); // sliding expiry; the store writes at most once a minute
+/// let app: Router = Router::new().route("/", get(counter)).layer(sessions);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgSessionStore {
+    pool: PgPool,
+    absolute_ttl_secs: f64,
+    touch_interval_secs: f64,
+}
+
+impl PgSessionStore {
+    /// A store on `pool` with an absolute lifetime of 30 days and a touch interval of 60 s.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            absolute_ttl_secs: 30.0 * 86_400.0,
+            touch_interval_secs: 60.0,
+        }
+    }
+
+    /// Hard cap on a session's lifetime, counted from its creation; expiries past it are
+    /// clamped to it.
+    pub fn with_absolute_ttl(mut self, ttl: Duration) -> Self {
+        self.absolute_ttl_secs = ttl.as_secs_f64();
+        self
+    }
+
+    /// A save that changes neither data nor owner writes only when the expiry moved forward
+    /// by at least this much (or backward at all). Zero writes on every save.
+    pub fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval_secs = interval.as_secs_f64();
+        self
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The `sessions.id` of the row that holds the session with cookie id `id`: the first 16
+    /// bytes of SHA-256 of the id. Operators use it with `latchkey sessions revoke`.
+    pub fn row_id(id: &Id) -> Uuid {
+        keys(id).0
+    }
+}
+
+/// (row id, token hash) of a cookie id.
+fn keys(id: &Id) -> (Uuid, [u8; 32]) {
+    let hash: [u8; 32] = Sha256::digest(id.0.to_le_bytes()).into();
+    let mut head = [0u8; 16];
+    head.copy_from_slice(&hash[..16]);
+    (Uuid::from_bytes(head), hash)
+}
+
+fn backend(e: sqlx::Error) -> session_store::Error {
+    session_store::Error::Backend(e.to_string())
+}
+
+/// The data as a JSON object, and the owner key it binds (validated).
+fn encode(record: &Record) -> session_store::Result<(serde_json::Value, Option<String>)> {
+    let owner = match record.data.get(OWNER_FIELD) {
+        None => None,
+        Some(serde_json::Value::String(key)) if Owner::parse(key).is_some() => Some(key.clone()),
+        Some(_) => {
+            return Err(session_store::Error::Encode(format!(
+            "{OWNER_FIELD} must be user:<uuid> or apikey:<uuid>; use latchkey::store::bind_owner"
+        )))
+        }
+    };
+    let data = serde_json::to_value(&record.data)
+        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    Ok((data, owner))
+}
+
+#[async_trait]
+impl SessionStore for PgSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let (data, owner) = encode(record)?;
+        for _ in 0..CREATE_ATTEMPTS {
+            let (row_id, hash) = keys(&record.id);
+            let inserted = sqlx::query_scalar!(
+                r#"
+                INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
+                                      absolute_expires_at, data)
+                SELECT $1::uuid, 'stateful', coalesce($2, 'anon:' || $1::uuid::text), $3,
+                       least($4, cap.at), cap.at, $5
+                FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
+                ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
+                RETURNING version
+                "#,
+                row_id,
+                owner,
+                &hash[..],
+                record.expiry_date,
+                data,
+                self.absolute_ttl_secs,
+            )
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+            if inserted.is_some() {
+                return Ok(());
+            }
+            tracing::warn!("tower-sessions id collision; drawing a new id");
+            record.id = Id::default();
+        }
+        Err(session_store::Error::Backend(
+            "no free session id after repeated collisions".to_owned(),
+        ))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let (data, owner) = encode(record)?;
+        let (row_id, hash) = keys(&record.id);
+        // Only a live row is updated: a deleted, revoked or expired session stays gone.
+        // A save that changes nothing but a small forward move of the expiry matches no row
+        // and writes nothing; a data change within the touch interval keeps `expires_at`, so
+        // no indexed column changes and the update can be HOT.
+        sqlx::query!(
+            r#"
+            UPDATE sessions
+            SET data = $3,
+                owner_key = coalesce($4, 'anon:' || id::text),
+                expires_at = CASE
+                    WHEN least($5, absolute_expires_at) >= expires_at
+                     AND least($5, absolute_expires_at)
+                         < expires_at + make_interval(secs => $6)
+                    THEN expires_at
+                    ELSE least($5, absolute_expires_at) END,
+                last_used_at = now(),
+                version = version + 1
+            WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
+              AND revoked_at IS NULL AND expires_at > now()
+              AND (data IS DISTINCT FROM $3
+                   OR owner_key IS DISTINCT FROM coalesce($4, 'anon:' || id::text)
+                   OR least($5, absolute_expires_at) < expires_at
+                   OR least($5, absolute_expires_at)
+                      >= expires_at + make_interval(secs => $6))
+            "#,
+            row_id,
+            &hash[..],
+            data,
+            owner,
+            record.expiry_date,
+            self.touch_interval_secs,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        let (row_id, hash) = keys(session_id);
+        let row = sqlx::query!(
+            r#"
+            SELECT data, expires_at
+            FROM sessions
+            WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
+              AND revoked_at IS NULL AND expires_at > now()
+            "#,
+            row_id,
+            &hash[..],
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let data: HashMap<String, serde_json::Value> = serde_json::from_value(row.data)
+            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        Ok(Some(Record {
+            id: *session_id,
+            data,
+            expiry_date: row.expires_at,
+        }))
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        let (row_id, hash) = keys(session_id);
+        sqlx::query!(
+            r#"
+            WITH upd AS (
+                UPDATE sessions
+                SET revoked_at = now(), revoked_reason = 'deleted', data = '{}'::jsonb
+                WHERE id = $1 AND token_hash = $2 AND kind = 'stateful' AND revoked_at IS NULL
+                RETURNING id, owner_key
+            )
+            INSERT INTO session_events (session_id, owner_key, event, detail)
+            SELECT id, owner_key, 'revoked', '{"reason": "deleted"}'::jsonb FROM upd
+            "#,
+            row_id,
+            &hash[..],
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for PgSessionStore {
+    /// Runs the same batched purge as `latchkey expire` (the SQL function
+    /// `latchkey_expire_batch`, default retention): expired sessions of any kind, revoked or
+    /// not, through `sessions_expires_at_idx`, with an `expired` event each. Safe to run
+    /// concurrently with another purge.
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        self.purge_expired().await.map(|_| ())
+    }
+}
+
+impl PgSessionStore {
+    /// [`ExpiredDeletion::delete_expired`] that also says how many expired rows it removed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn purge_expired(&self) -> session_store::Result<u64> {
+        let report = Store::new(self.pool.clone())
+            .expire(&ExpirePolicy::default(), |_| {})
+            .await
+            .map_err(|e| session_store::Error::Backend(e.to_string()))?;
+        Ok(u64::try_from(report.expired).unwrap_or(0))
+    }
+}

@@ -1,0 +1,381 @@
+//! What our tower-sessions store adds over the stock one: hashed ids, atomic collisions,
+//! readable jsonb, throttled sliding expiry, owner binding, an indexed purge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use latchkey::store::{Owner, PgSessionStore, Store, OWNER_FIELD};
+use sqlx::Connection as _;
+use tokio::sync::Barrier;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{ExpiredDeletion, SessionStore};
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+use crate::tower_conformance::{in_an_hour, record};
+use crate::tower_support::{call, session_app};
+
+async fn version(db: &TestDb, id: &Id) -> i64 {
+    sqlx::query_scalar("SELECT version FROM sessions WHERE id = $1")
+        .bind(PgSessionStore::row_id(id))
+        .fetch_one(&db.pool)
+        .await
+        .expect("version")
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_id_all_succeed_under_distinct_ids() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let shared = Id::default();
+    let barrier = Arc::new(Barrier::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rec = record("i", &i.to_string(), in_an_hour());
+            rec.id = shared;
+            barrier.wait().await;
+            store.create(&mut rec).await.expect("create");
+            rec
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let rec = t.await.expect("join");
+        let got = store.load(&rec.id).await.expect("load").expect("present");
+        assert_eq!(got.data, rec.data, "each create kept its own data");
+        ids.insert(rec.id);
+    }
+    assert_eq!(ids.len(), 32, "every task ended with its own id");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 32);
+}
+
+#[tokio::test]
+async fn version_rises_by_one_on_each_save_that_changes_the_data() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let mut rec = record("n", "0", in_an_hour());
+    store.create(&mut rec).await.expect("create");
+    assert_eq!(version(&db, &rec.id).await, 1);
+    for n in 1..=3 {
+        rec.data.insert("n".to_owned(), serde_json::json!(n));
+        store.save(&rec).await.expect("save");
+        assert_eq!(version(&db, &rec.id).await, 1 + n);
+    }
+}
+
+#[tokio::test]
+async fn a_save_that_only_slides_the_expiry_within_the_touch_interval_writes_nothing() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let mut rec = record("k", "v", in_an_hour());
+    store.create(&mut rec).await.expect("create");
+    let stored = |db: &TestDb| {
+        let pool = db.pool.clone();
+        let row = PgSessionStore::row_id(&rec.id);
+        async move {
+            sqlx::query_as::<_, (i64, time::OffsetDateTime, String)>(
+                "SELECT version, expires_at, xmin::text FROM sessions WHERE id = $1",
+            )
+            .bind(row)
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+        }
+    };
+    let before = stored(&db).await;
+    let mut later = rec.clone();
+    later.expiry_date += time::Duration::seconds(30);
+    store.save(&later).await.expect("save");
+    assert_eq!(stored(&db).await, before, "no new row version was written");
+
+    later.expiry_date = rec.expiry_date + time::Duration::seconds(61);
+    store.save(&later).await.expect("save");
+    let after = stored(&db).await;
+    assert_eq!(
+        after.0,
+        before.0 + 1,
+        "past the interval the expiry is written"
+    );
+    assert!(after.1 > before.1);
+
+    // A data change inside the interval is written, but the expiry column stays put (so the
+    // update touches no indexed column).
+    let mut changed = later.clone();
+    changed.expiry_date += time::Duration::seconds(10);
+    changed
+        .data
+        .insert("k".to_owned(), serde_json::json!("changed"));
+    store.save(&changed).await.expect("save");
+    let with_data = stored(&db).await;
+    assert_eq!(with_data.0, after.0 + 1, "the data change is written");
+    assert_eq!(with_data.1, after.1, "expires_at kept inside the interval");
+    let after = with_data;
+    later = changed;
+
+    let eager = PgSessionStore::new(db.pool.clone()).with_touch_interval(Duration::ZERO);
+    later.expiry_date += time::Duration::seconds(1);
+    eager.save(&later).await.expect("save");
+    assert_eq!(
+        stored(&db).await.0,
+        after.0 + 1,
+        "interval zero writes every move"
+    );
+}
+
+#[tokio::test]
+async fn requests_that_change_nothing_write_at_most_once_per_interval() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let expiry = tower_sessions::Expiry::OnInactivity(time::Duration::hours(1));
+    let app = session_app(store, Some(expiry), None);
+    let cookie = call(&app, "POST", "/set/k/v", None)
+        .await
+        .cookie
+        .expect("cookie");
+    let id: Id = cookie.parse().expect("id");
+    let v = version(&db, &id).await;
+    for _ in 0..20 {
+        let r = call(&app, "GET", "/noop", Some(&cookie)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.cookie.as_deref(),
+            Some(cookie.as_str()),
+            "the cookie slides"
+        );
+    }
+    assert_eq!(
+        version(&db, &id).await,
+        v,
+        "twenty always-save requests, no write"
+    );
+}
+
+#[tokio::test]
+async fn data_is_a_jsonb_object_a_dba_reads_with_the_arrow_operator() {
+    let db = TestDb::new().await;
+    let app = session_app(PgSessionStore::new(db.pool.clone()), None, None);
+    let cookie = call(&app, "POST", "/set/colour/blue", None)
+        .await
+        .cookie
+        .expect("cookie");
+    let id: Id = cookie.parse().expect("id");
+    let (colour, kind): (String, String) =
+        sqlx::query_as("SELECT data->>'colour', kind::text FROM sessions WHERE id = $1")
+            .bind(PgSessionStore::row_id(&id))
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!((colour.as_str(), kind.as_str()), ("blue", "stateful"));
+}
+
+#[tokio::test]
+async fn no_raw_cookie_id_is_stored_anywhere_in_the_database() {
+    let db = TestDb::new().await;
+    let app = session_app(PgSessionStore::new(db.pool.clone()), None, None);
+    let mut cookies = Vec::new();
+    for _ in 0..20 {
+        let c = call(&app, "POST", "/set/k/v", None)
+            .await
+            .cookie
+            .expect("cookie");
+        call(&app, "POST", "/set/k/w", Some(&c)).await;
+        cookies.push(c);
+    }
+    for c in cookies.iter().take(5) {
+        call(&app, "POST", "/cycle", Some(c)).await;
+        call(&app, "POST", "/flush", Some(c)).await;
+    }
+    // Every row of every table, as text (bytea shows as hex), on a connection of its own.
+    let mut conn = sqlx::PgConnection::connect_with(&db.options)
+        .await
+        .expect("connect");
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tables");
+    let mut dump = String::new();
+    for (schema, table) in &tables {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT t::text FROM \"{schema}\".\"{table}\" t"))
+                .fetch_all(&mut conn)
+                .await
+                .expect("rows");
+        dump.push_str(&rows.join("\n"));
+    }
+    let dump = dump.to_lowercase();
+    let kept: Id = cookies[10].parse().expect("id");
+    let kept_row = PgSessionStore::row_id(&kept).to_string();
+    assert!(dump.contains(&kept_row), "the dump does cover session rows");
+    for c in &cookies {
+        let id: Id = c.parse().expect("id");
+        let raw = id.0.to_le_bytes();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let forms = [
+            c.to_lowercase(),
+            hex,
+            Uuid::from_bytes(raw).to_string(),
+            base64::engine::general_purpose::STANDARD
+                .encode(raw)
+                .to_lowercase(),
+            id.0.to_string(),
+        ];
+        for form in forms {
+            assert!(!dump.contains(&form), "raw cookie id found as {form}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unbound_sessions_each_get_their_own_anonymous_owner() {
+    let db = TestDb::new().await;
+    let app = session_app(PgSessionStore::new(db.pool.clone()), None, None);
+    call(&app, "POST", "/set/k/v", None).await;
+    call(&app, "POST", "/set/k/v", None).await;
+    let owners: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, owner_key FROM sessions")
+        .fetch_all(&db.pool)
+        .await
+        .expect("rows");
+    assert_eq!(owners.len(), 2);
+    for (id, owner) in &owners {
+        assert_eq!(owner, &format!("anon:{id}"));
+    }
+}
+
+#[tokio::test]
+async fn a_bound_owner_lists_and_revokes_the_session_with_its_other_sessions() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let core = Store::new(db.pool.clone());
+    let owner = Owner::User(Uuid::new_v4());
+    let mut rec = record("k", "v", in_an_hour());
+    rec.data
+        .insert(OWNER_FIELD.to_owned(), serde_json::json!(owner.key()));
+    store.create(&mut rec).await.expect("create");
+    let listed = core.list_sessions(Some(&owner.key())).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session_id, PgSessionStore::row_id(&rec.id));
+
+    // Unbinding returns the session to its own anonymous owner.
+    rec.data.remove(OWNER_FIELD);
+    store.save(&rec).await.expect("save");
+    assert!(core
+        .list_sessions(Some(&owner.key()))
+        .await
+        .expect("list")
+        .is_empty());
+    rec.data
+        .insert(OWNER_FIELD.to_owned(), serde_json::json!(owner.key()));
+    store.save(&rec).await.expect("save");
+
+    let revoked = core
+        .revoke_owner(&owner.key(), latchkey::store::RevokeReason::LogoutAll)
+        .await
+        .expect("revoke owner");
+    assert_eq!(revoked, vec![PgSessionStore::row_id(&rec.id)]);
+    assert!(store.load(&rec.id).await.expect("load").is_none());
+}
+
+#[tokio::test]
+async fn a_malformed_owner_binding_is_refused_and_nothing_is_written() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    for bad in [
+        serde_json::json!("anon:00000000-0000-0000-0000-000000000000"),
+        serde_json::json!("user:not-a-uuid"),
+        serde_json::json!("USER:6F9619FF-8B86-D011-B42D-00C04FC964FF"),
+        serde_json::json!(42),
+    ] {
+        let mut rec = record("k", "v", in_an_hour());
+        rec.data.insert(OWNER_FIELD.to_owned(), bad.clone());
+        assert!(store.create(&mut rec).await.is_err(), "{bad}");
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn an_expiry_past_the_absolute_lifetime_is_capped() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone()).with_absolute_ttl(Duration::from_secs(3600));
+    let far = time::OffsetDateTime::now_utc() + time::Duration::days(400);
+    let mut rec = record("k", "v", far);
+    store.create(&mut rec).await.expect("create");
+    let got = store.load(&rec.id).await.expect("load").expect("present");
+    assert!(got.expiry_date < time::OffsetDateTime::now_utc() + time::Duration::hours(2));
+    let mut again = got.clone();
+    again.expiry_date = far;
+    again.data.insert("k".to_owned(), serde_json::json!("w"));
+    store.save(&again).await.expect("save");
+    let got = store.load(&rec.id).await.expect("load").expect("present");
+    assert!(got.expiry_date < time::OffsetDateTime::now_utc() + time::Duration::hours(2));
+}
+
+#[tokio::test]
+async fn expired_deletion_runs_the_shared_purge_on_a_table_of_100k_rows() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+         SELECT gen_random_uuid(), 'stateful', 'anon:' || gen_random_uuid(),
+                sha256(i::text::bytea),
+                now() + CASE WHEN i % 100 = 0 THEN interval '-1 hour' ELSE interval '1 day' END,
+                now() + interval '30 days'
+         FROM generate_series(1, 100000) AS i",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("seed");
+    sqlx::query("ANALYZE sessions")
+        .execute(&db.pool)
+        .await
+        .expect("analyze");
+
+    // The purge is `latchkey_expire_batch`; `indexes.rs` EXPLAINs its statements on a table
+    // of 100k sessions and asserts they go through `sessions_expires_at_idx`.
+    let store = PgSessionStore::new(db.pool.clone());
+    assert_eq!(store.purge_expired().await.expect("purge"), 1000);
+    store
+        .delete_expired()
+        .await
+        .expect("second purge is a no-op");
+    let (left, expired): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE expires_at <= now()) FROM sessions",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!((left, expired), (99_000, 0));
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_events WHERE event = 'expired'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("events");
+    assert_eq!(events, 1000);
+}
+
+#[tokio::test]
+async fn a_record_without_the_owner_field_keeps_plain_session_data() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let mut rec = Record {
+        id: Id::default(),
+        data: Default::default(),
+        expiry_date: in_an_hour(),
+    };
+    store.create(&mut rec).await.expect("create");
+    let got = store.load(&rec.id).await.expect("load").expect("present");
+    assert!(got.data.is_empty());
+}
