@@ -44,9 +44,9 @@ COMMENT ON TRIGGER sessions_notify_revoked ON sessions IS 'Publishes a revocatio
 CREATE TRIGGER sessions_notify_refreshed
     AFTER UPDATE OF version ON sessions
     FOR EACH ROW
-    WHEN (NEW.version <> OLD.version AND NEW.revoked_at IS NULL)
+    WHEN (NEW.version <> OLD.version AND NEW.token_hash <> OLD.token_hash AND NEW.revoked_at IS NULL)
     EXECUTE FUNCTION latchkey_notify_session_change();
-COMMENT ON TRIGGER sessions_notify_refreshed ON sessions IS 'Publishes a token rotation (NOTIFY latchkey_sessions, event refreshed, with the new version and no token) to the session''s live streams.';
+COMMENT ON TRIGGER sessions_notify_refreshed ON sessions IS 'Publishes a token rotation (NOTIFY latchkey_sessions, event refreshed, with the new version and no token) to the session''s live streams. A version bump that keeps the token (a tower-sessions data save) publishes nothing.';
 
 CREATE TRIGGER sessions_notify_deleted
     AFTER DELETE ON sessions

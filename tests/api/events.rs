@@ -647,3 +647,34 @@ async fn purging_expired_rows_publishes_nothing_but_deleting_a_live_one_does() {
     );
     assert_eq!(payload["reason"], "deleted");
 }
+
+#[tokio::test]
+async fn only_a_token_rotation_publishes_refreshed_not_a_data_save() {
+    let app = crate::helpers::spawn_app().await;
+    let login = app.login(latchkey::SessionKind::Stateless).await;
+    let sid = login.session_id();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .expect("listener");
+    listener.listen("latchkey_sessions").await.expect("listen");
+    // What a tower-sessions save does: new data, version + 1, same token.
+    sqlx::query("UPDATE sessions SET data = '{\"n\": 1}', version = version + 1 WHERE id = $1")
+        .bind(sid)
+        .execute(&app.db.pool)
+        .await
+        .expect("save");
+    assert_eq!(
+        app.refresh_json(&login.refresh_token()).await.status,
+        reqwest::StatusCode::OK
+    );
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification")
+        .expect("recv");
+    let payload: serde_json::Value = serde_json::from_str(first.payload()).expect("json");
+    assert_eq!(payload["event"], "refreshed");
+    assert_eq!(
+        payload["version"], 3,
+        "the data save published nothing; the rotation did"
+    );
+}
