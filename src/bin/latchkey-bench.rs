@@ -32,6 +32,9 @@ struct Args {
     /// Seconds per measured operation and store.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Tabs refreshing one token at once (`refresh-storm`).
+    #[arg(long, default_value_t = 20)]
+    tabs: usize,
     /// Server to create the scratch database on.
     #[arg(
         long,
@@ -42,11 +45,27 @@ struct Args {
 }
 
 /// The scenarios; add one here and in `main`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// tower-sessions `SessionStore`: latchkey's `PgSessionStore` against the stock
     /// `tower_sessions_sqlx_store::PostgresStore`.
     Store,
+    /// Stateless `POST /auth/refresh`, each client chaining its own tokens, against the same
+    /// SQL (`find_session` + `rotate`) through sqlx.
+    Refresh,
+    /// Stateful `GET /auth/session` with the cookie, against the `find_session` SELECT.
+    Check,
+    /// N tabs refresh one token at once, round after round; every answer must be 200 with
+    /// one common successor.
+    RefreshStorm,
+    /// Stateless logins against argon2id hashes/s of the same parameters on all cores.
+    Login,
+    /// Refresh latency while logins saturate the hashing pool, against refresh latency idle.
+    LoginFlood,
+    /// Resident memory of this process with 256 open keep-alive connections doing checks.
+    Memory,
+    /// Every scenario above, in order, each on a fresh database.
+    All,
 }
 
 #[tokio::main]
@@ -57,15 +76,38 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect_with(&base)
         .await
         .context("connecting")?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let outcome = match args.scenario {
-        Scenario::Store => store_scenario(base.clone().database(&name), &args).await,
+    let scenarios = if args.scenario == Scenario::All {
+        vec![
+            Scenario::Refresh,
+            Scenario::Check,
+            Scenario::RefreshStorm,
+            Scenario::Login,
+            Scenario::LoginFlood,
+            Scenario::Memory,
+            Scenario::Store,
+        ]
+    } else {
+        vec![args.scenario]
     };
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    let mut outcome = Ok(());
+    for (i, scenario) in scenarios.into_iter().enumerate() {
+        let name = format!("{name}_{i}");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        let options = base.clone().database(&name);
+        let result = match scenario {
+            Scenario::Store => store_scenario(options, &args).await,
+            other => service::run_scenario(other, options, &args).await,
+        };
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        if let Err(e) = result {
+            eprintln!("scenario {scenario:?} failed: {e:#}");
+            outcome = Err(e);
+        }
+    }
     outcome
 }
 
@@ -274,4 +316,879 @@ async fn run(
         p99_ms: pct(0.99),
     };
     Ok((sample, created))
+}
+
+/// The end-to-end scenarios: the service in-process on 127.0.0.1:0, a reqwest load generator,
+/// and the raw-SQL or argon2 baselines measured in the same run.
+mod service {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use latchkey::app::{Application, Settings};
+    use latchkey::auth::AuthConfig;
+    use rand::RngCore;
+    use secrecy::SecretString;
+    use serde_json::{json, Value};
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::PgPool;
+    use tokio::sync::{oneshot, Barrier};
+    use uuid::Uuid;
+
+    use super::{Args, Scenario};
+
+    const EMAIL: &str = "bench@example.com";
+    const PASSWORD: &str = "correct horse battery staple";
+    /// Database connections of the service and of the raw baseline (the service default).
+    const POOL: u32 = 16;
+    /// Size of a sealed successor (nonce + 32-byte secret + tag), for the raw rotate.
+    const SEALED_LEN: usize = 24 + 32 + 16;
+
+    /// The `find_session` statement of `src/store/sessions.rs`, verbatim.
+    const FIND_SESSION: &str = r#"
+            SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+                   sealed_successor, version, created_at, expires_at, absolute_expires_at,
+                   revoked_at, revoked_reason,
+                   coalesce(prev_valid_until > now(), false) AS "in_grace!",
+                   expires_at <= now() AS "expired!",
+                   last_used_at <= now() - make_interval(secs => $2) AS "touch_due!"
+            FROM sessions WHERE id = $1
+            "#;
+
+    /// The `rotate` statement of `src/store/sessions.rs`, verbatim.
+    const ROTATE: &str = r#"
+            WITH upd AS (
+                UPDATE sessions
+                SET prev_token_hash = token_hash,
+                    prev_valid_until = now() + make_interval(secs => $5),
+                    token_hash = $3,
+                    sealed_successor = $4,
+                    version = version + 1,
+                    refreshed_at = now(),
+                    last_used_at = now(),
+                    expires_at = least(now() + make_interval(secs => $6), absolute_expires_at)
+                WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
+                RETURNING id, owner_key, version, expires_at, absolute_expires_at
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
+                FROM upd
+            )
+            SELECT owner_key, version, expires_at, absolute_expires_at FROM upd
+            "#;
+
+    /// The service running in this process, with its user.
+    struct Service {
+        base: String,
+        client: reqwest::Client,
+        pool: PgPool,
+        stop: Option<oneshot::Sender<()>>,
+    }
+
+    impl Service {
+        async fn start(options: PgConnectOptions) -> anyhow::Result<Self> {
+            let pool = latchkey::db::pool_options(POOL)
+                .connect_with(options)
+                .await
+                .context("connecting the scratch database")?;
+            latchkey::MIGRATOR.run(&pool).await?;
+            let settings = Settings::local(
+                "127.0.0.1:0".parse()?,
+                SecretString::from("bench-secret-bench-secret-bench-secret!"),
+            );
+            let app = Application::build(settings, pool.clone()).await?;
+            let addr: SocketAddr = app.local_addr()?;
+            let state = app.state().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(app.run_until(async move {
+                let _ = stopped.await;
+            }));
+            let hash = state
+                .auth
+                .hasher()
+                .hash(SecretString::from(PASSWORD.to_owned()))
+                .await
+                .map_err(|e| anyhow::anyhow!("hash: {e}"))?;
+            state
+                .auth
+                .store()
+                .insert_user(EMAIL, &hash)
+                .await
+                .map_err(|e| anyhow::anyhow!("insert user: {e}"))?;
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(1024)
+                .build()?;
+            Ok(Self {
+                base: format!("http://{addr}"),
+                client,
+                pool,
+                stop: Some(stop),
+            })
+        }
+
+        fn stop(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+
+    /// One login's answer: the JSON body and the cookie value, if any.
+    struct Login {
+        body: Value,
+        cookie: Option<String>,
+    }
+
+    async fn login(client: &reqwest::Client, base: &str, mode: &str) -> anyhow::Result<Login> {
+        let res = client
+            .post(format!("{base}/auth/login"))
+            .json(&json!({ "email": EMAIL, "password": PASSWORD, "mode": mode }))
+            .send()
+            .await?;
+        let status = res.status();
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .map(str::to_owned);
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if status != reqwest::StatusCode::OK {
+            anyhow::bail!("login answered {status}: {body}");
+        }
+        Ok(Login { body, cookie })
+    }
+
+    fn field(body: &Value, name: &str) -> anyhow::Result<String> {
+        body[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no {name} in {body}"))
+    }
+
+    /// `POST /auth/refresh` with a JSON token; the successor on 200.
+    async fn refresh(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<String> {
+        let res = client
+            .post(format!("{base}/auth/refresh"))
+            .json(&json!({ "refresh_token": token }))
+            .send()
+            .await?;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if status != reqwest::StatusCode::OK {
+            anyhow::bail!("refresh answered {status}: {body}");
+        }
+        field(&body, "refresh_token")
+    }
+
+    /// Throughput and latency of one measured run; errors are counted, never dropped.
+    struct Stats {
+        ok: u64,
+        errors: u64,
+        first_error: Option<String>,
+        secs: f64,
+        lat_us: Vec<u32>,
+    }
+
+    impl Stats {
+        fn rps(&self) -> f64 {
+            self.ok as f64 / self.secs
+        }
+        fn pct(&self, p: f64) -> f64 {
+            if self.lat_us.is_empty() {
+                return f64::NAN;
+            }
+            let idx = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+            f64::from(self.lat_us[idx.min(self.lat_us.len() - 1)]) / 1000.0
+        }
+        fn print(&self, scenario: &str, clients: usize, variant: &str) {
+            println!(
+                "{:<14} {:>7} {:<12} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7}{}",
+                scenario,
+                clients,
+                variant,
+                self.rps(),
+                self.pct(0.50),
+                self.pct(0.99),
+                self.pct(0.999),
+                self.errors,
+                self.first_error
+                    .as_deref()
+                    .map(|e| format!("  first error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    fn header() {
+        println!(
+            "{:<14} {:>7} {:<12} {:>10} {:>8} {:>8} {:>8} {:>7}",
+            "scenario", "clients", "variant", "ok/s", "p50_ms", "p99_ms", "p99.9_ms", "errors"
+        );
+    }
+
+    fn ratio(scenario: &str, clients: usize, ours: &Stats, base: &Stats, goal: &str) {
+        println!(
+            "{:<14} {:>7} {:<12} {:>9.2}x {:>17.2}x {:>17}  ({goal})",
+            scenario,
+            clients,
+            "ratio",
+            ours.rps() / base.rps(),
+            ours.pct(0.99) / base.pct(0.99),
+            ""
+        );
+    }
+
+    /// Prints `label: n ok, e errors, r/s` on stderr once a second until `done`.
+    fn progress(label: String, ok: Arc<AtomicU64>, err: Arc<AtomicU64>, done: Arc<AtomicBool>) {
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let mut last = 0;
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = ok.load(Ordering::Relaxed);
+                eprint!(
+                    "\r\x1b[K{label}: {:>4.0}s {n} ok ({}/s) {} errors",
+                    began.elapsed().as_secs_f64(),
+                    n - last,
+                    err.load(Ordering::Relaxed)
+                );
+                last = n;
+            }
+            eprint!("\r\x1b[K");
+        });
+    }
+
+    /// Runs one task per state for `duration`; each call of `op` is one timed operation that
+    /// takes the state and hands it back (so a client can chain its tokens).
+    async fn drive<S, F, Fut>(label: String, states: Vec<S>, duration: Duration, op: F) -> Stats
+    where
+        S: Send + 'static,
+        F: Fn(S) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = (S, anyhow::Result<()>)> + Send,
+    {
+        let clients = states.len();
+        let start = Arc::new(Barrier::new(clients + 1));
+        let ok = Arc::new(AtomicU64::new(0));
+        let err = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::with_capacity(clients);
+        for state in states {
+            let (op, start, ok, err) = (op.clone(), start.clone(), ok.clone(), err.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::<u32>::with_capacity(1 << 14);
+                let mut first_error = None;
+                let mut state = state;
+                start.wait().await;
+                let began = Instant::now();
+                while began.elapsed() < duration {
+                    let t0 = Instant::now();
+                    let (next, result) = op(state).await;
+                    state = next;
+                    match result {
+                        Ok(()) => {
+                            lat.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            err.fetch_add(1, Ordering::Relaxed);
+                            first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
+                    }
+                }
+                (lat, first_error)
+            }));
+        }
+        progress(label, ok.clone(), err.clone(), done.clone());
+        start.wait().await;
+        let began = Instant::now();
+        let mut lat_us = Vec::new();
+        let mut first_error = None;
+        for task in tasks {
+            match task.await {
+                Ok((lat, e)) => {
+                    lat_us.extend(lat);
+                    if first_error.is_none() {
+                        first_error = e;
+                    }
+                }
+                Err(e) => {
+                    err.fetch_add(1, Ordering::Relaxed);
+                    first_error.get_or_insert_with(|| format!("client task: {e}"));
+                }
+            }
+        }
+        let secs = began.elapsed().as_secs_f64();
+        done.store(true, Ordering::Relaxed);
+        lat_us.sort_unstable();
+        Stats {
+            ok: ok.load(Ordering::Relaxed),
+            errors: err.load(Ordering::Relaxed),
+            first_error,
+            secs,
+            lat_us,
+        }
+    }
+
+    /// Dispatches an end-to-end scenario.
+    pub(super) async fn run_scenario(
+        scenario: Scenario,
+        options: PgConnectOptions,
+        args: &Args,
+    ) -> anyhow::Result<()> {
+        let svc = Service::start(options).await?;
+        let duration = Duration::from_secs(args.seconds);
+        let result = match scenario {
+            Scenario::Refresh => refresh_scenario(&svc, &args.clients, duration).await,
+            Scenario::Check => check_scenario(&svc, &args.clients, duration).await,
+            Scenario::RefreshStorm => storm_scenario(&svc, args.tabs, duration).await,
+            Scenario::Login => login_scenario(&svc, &args.clients, duration).await,
+            Scenario::LoginFlood => flood_scenario(&svc, duration).await,
+            Scenario::Memory => memory_scenario(&svc, duration).await,
+            Scenario::Store | Scenario::All => Ok(()),
+        };
+        svc.pool.close().await;
+        svc.stop();
+        result
+    }
+
+    /// Per-client state of the HTTP refresh loop.
+    struct Chain {
+        client: reqwest::Client,
+        base: String,
+        token: String,
+        session_id: Uuid,
+    }
+
+    async fn refresh_http(
+        svc: &Service,
+        clients: usize,
+        duration: Duration,
+        label: &str,
+    ) -> anyhow::Result<(Stats, Vec<Uuid>)> {
+        let mut chains = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            let l = login(&svc.client, &svc.base, "stateless").await?;
+            chains.push(Chain {
+                client: svc.client.clone(),
+                base: svc.base.clone(),
+                token: field(&l.body, "refresh_token")?,
+                session_id: Uuid::parse_str(&field(&l.body, "session_id")?)?,
+            });
+        }
+        let ids = chains.iter().map(|c| c.session_id).collect();
+        let stats = drive(
+            label.to_owned(),
+            chains,
+            duration,
+            |mut c: Chain| async move {
+                match refresh(&c.client, &c.base, &c.token).await {
+                    Ok(next) => {
+                        c.token = next;
+                        (c, Ok(()))
+                    }
+                    Err(e) => {
+                        // The chain is broken: count it, then start a new one so the run goes on.
+                        if let Ok(l) = login(&c.client, &c.base, "stateless").await {
+                            if let Ok(t) = field(&l.body, "refresh_token") {
+                                c.token = t;
+                            }
+                        }
+                        (c, Err(e))
+                    }
+                }
+            },
+        )
+        .await;
+        Ok((stats, ids))
+    }
+
+    /// Per-client state of the raw rotation loop.
+    struct RawChain {
+        pool: PgPool,
+        id: Uuid,
+    }
+
+    async fn raw_rotate(c: &RawChain, cfg: &AuthConfig) -> anyhow::Result<()> {
+        let row = sqlx::query(FIND_SESSION)
+            .bind(c.id)
+            .bind(cfg.touch_interval_secs as f64)
+            .fetch_optional(&c.pool)
+            .await?
+            .context("session vanished")?;
+        let version: i64 = sqlx::Row::try_get(&row, "version")?;
+        let mut hash = [0u8; 32];
+        let mut sealed = [0u8; SEALED_LEN];
+        rand::rng().fill_bytes(&mut hash);
+        rand::rng().fill_bytes(&mut sealed);
+        sqlx::query(ROTATE)
+            .bind(c.id)
+            .bind(version)
+            .bind(&hash[..])
+            .bind(&sealed[..])
+            .bind(cfg.grace_secs as f64)
+            .bind(cfg.idle_ttl_secs as f64)
+            .fetch_optional(&c.pool)
+            .await?
+            .context("rotation lost its compare-and-swap")?;
+        Ok(())
+    }
+
+    async fn refresh_raw(svc: &Service, ids: &[Uuid], duration: Duration) -> Stats {
+        let cfg = Arc::new(AuthConfig::default());
+        let chains = ids
+            .iter()
+            .map(|&id| RawChain {
+                pool: svc.pool.clone(),
+                id,
+            })
+            .collect();
+        drive(
+            "refresh-raw".to_owned(),
+            chains,
+            duration,
+            move |c: RawChain| {
+                let cfg = cfg.clone();
+                async move {
+                    let r = raw_rotate(&c, &cfg).await;
+                    (c, r)
+                }
+            },
+        )
+        .await
+    }
+
+    async fn refresh_scenario(
+        svc: &Service,
+        clients: &[usize],
+        duration: Duration,
+    ) -> anyhow::Result<()> {
+        println!(
+            "scenario=refresh seconds={} pool={POOL}",
+            duration.as_secs()
+        );
+        header();
+        for &n in clients {
+            super::quiesce(&svc.pool).await?;
+            let (ours, ids) = refresh_http(svc, n, duration, "refresh").await?;
+            ours.print("refresh", n, "http");
+            super::quiesce(&svc.pool).await?;
+            let raw = refresh_raw(svc, &ids, duration).await;
+            raw.print("refresh", n, "raw-sql");
+            ratio("refresh", n, &ours, &raw, "goal: ok/s >= 0.6x, p99 <= 2x");
+        }
+        Ok(())
+    }
+
+    /// Per-client state of the cookie check loop.
+    struct CookieClient {
+        client: reqwest::Client,
+        url: String,
+        cookie: String,
+    }
+
+    async fn check_once(c: &CookieClient) -> anyhow::Result<()> {
+        let res = c
+            .client
+            .get(&c.url)
+            .header("cookie", &c.cookie)
+            .send()
+            .await?;
+        let status = res.status();
+        let body = res.bytes().await?;
+        if status != reqwest::StatusCode::OK {
+            anyhow::bail!(
+                "session check answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    async fn cookie_clients(
+        svc: &Service,
+        n: usize,
+    ) -> anyhow::Result<(Vec<CookieClient>, Vec<Uuid>)> {
+        let mut out = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let l = login(&svc.client, &svc.base, "stateful").await?;
+            out.push(CookieClient {
+                client: svc.client.clone(),
+                url: format!("{}/auth/session", svc.base),
+                cookie: l.cookie.context("stateful login set no cookie")?,
+            });
+            ids.push(Uuid::parse_str(&field(&l.body, "session_id")?)?);
+        }
+        Ok((out, ids))
+    }
+
+    async fn check_scenario(
+        svc: &Service,
+        clients: &[usize],
+        duration: Duration,
+    ) -> anyhow::Result<()> {
+        println!("scenario=check seconds={} pool={POOL}", duration.as_secs());
+        header();
+        for &n in clients {
+            let (cs, ids) = cookie_clients(svc, n).await?;
+            super::quiesce(&svc.pool).await?;
+            let ours = drive(
+                "check".to_owned(),
+                cs,
+                duration,
+                |c: CookieClient| async move {
+                    let r = check_once(&c).await;
+                    (c, r)
+                },
+            )
+            .await;
+            ours.print("check", n, "http");
+            super::quiesce(&svc.pool).await?;
+            let touch = AuthConfig::default().touch_interval_secs as f64;
+            let raws = ids
+                .iter()
+                .map(|&id| RawChain {
+                    pool: svc.pool.clone(),
+                    id,
+                })
+                .collect();
+            let raw = drive(
+                "check-raw".to_owned(),
+                raws,
+                duration,
+                move |c: RawChain| async move {
+                    let r = sqlx::query(FIND_SESSION)
+                        .bind(c.id)
+                        .bind(touch)
+                        .fetch_optional(&c.pool)
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|row| row.map(|_| ()).context("session vanished"));
+                    (c, r)
+                },
+            )
+            .await;
+            raw.print("check", n, "raw-sql");
+            ratio("check", n, &ours, &raw, "goal: ok/s >= 0.6x");
+        }
+        Ok(())
+    }
+
+    async fn storm_scenario(svc: &Service, tabs: usize, duration: Duration) -> anyhow::Result<()> {
+        println!(
+            "scenario=refresh-storm seconds={} tabs={tabs}",
+            duration.as_secs()
+        );
+        let l = login(&svc.client, &svc.base, "stateless").await?;
+        let mut token = field(&l.body, "refresh_token")?;
+        let (mut rounds, mut forks, mut errors, mut answers) = (0u64, 0u64, 0u64, 0u64);
+        let mut round_ms = Vec::new();
+        let mut first_error: Option<String> = None;
+        let began = Instant::now();
+        let mut last_print = Instant::now();
+        while began.elapsed() < duration {
+            let t0 = Instant::now();
+            let barrier = Arc::new(Barrier::new(tabs));
+            let mut tasks = Vec::with_capacity(tabs);
+            for _ in 0..tabs {
+                let (client, base, tok, barrier) = (
+                    svc.client.clone(),
+                    svc.base.clone(),
+                    token.clone(),
+                    barrier.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    refresh(&client, &base, &tok).await
+                }));
+            }
+            let mut successors = std::collections::BTreeSet::new();
+            for t in tasks {
+                answers += 1;
+                match t.await.map_err(anyhow::Error::from).and_then(|r| r) {
+                    Ok(next) => {
+                        successors.insert(next);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            if successors.len() > 1 {
+                forks += 1;
+            }
+            round_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            rounds += 1;
+            match successors.into_iter().next() {
+                Some(next) => token = next,
+                None => {
+                    let l = login(&svc.client, &svc.base, "stateless").await?;
+                    token = field(&l.body, "refresh_token")?;
+                }
+            }
+            if last_print.elapsed() >= Duration::from_secs(1) {
+                eprint!("\r\x1b[Krefresh-storm: {rounds} rounds, {errors} errors, {forks} forks");
+                last_print = Instant::now();
+            }
+        }
+        eprint!("\r\x1b[K");
+        let secs = began.elapsed().as_secs_f64();
+        round_ms.sort_by(f64::total_cmp);
+        let pct = |p: f64| round_ms[((round_ms.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "refresh-storm tabs={tabs} rounds={rounds} rounds/s={:.1} answers={answers} \
+             round_p50_ms={:.2} round_p99_ms={:.2} errors={errors} forks={forks}{}",
+            rounds as f64 / secs,
+            pct(0.5),
+            pct(0.99),
+            first_error
+                .map(|e| format!(" first error: {e}"))
+                .unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// argon2id hashes/s of the service's parameters on every core, computed here.
+    async fn argon2_baseline(duration: Duration) -> anyhow::Result<(f64, usize)> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let params = latchkey::auth::password::owasp_params();
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::new();
+        let began = Instant::now();
+        for _ in 0..threads {
+            let (params, stop, count) = (params.clone(), stop.clone(), count.clone());
+            handles.push(tokio::task::spawn_blocking(move || {
+                use argon2::PasswordHasher as _;
+                let a = argon2::Argon2::new(
+                    argon2::Algorithm::Argon2id,
+                    argon2::Version::V0x13,
+                    params,
+                );
+                let salt = *b"bench-salt-16byt";
+                while !stop.load(Ordering::Relaxed) {
+                    a.hash_password_with_salt(PASSWORD.as_bytes(), &salt)
+                        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.await??;
+        }
+        Ok((
+            count.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64(),
+            threads,
+        ))
+    }
+
+    struct LoginClient {
+        client: reqwest::Client,
+        base: String,
+    }
+
+    async fn logins(svc: &Service, n: usize, duration: Duration, label: &str) -> Stats {
+        let cs = (0..n)
+            .map(|_| LoginClient {
+                client: svc.client.clone(),
+                base: svc.base.clone(),
+            })
+            .collect();
+        drive(
+            label.to_owned(),
+            cs,
+            duration,
+            |c: LoginClient| async move {
+                let r = login(&c.client, &c.base, "stateless").await.map(|_| ());
+                (c, r)
+            },
+        )
+        .await
+    }
+
+    async fn login_scenario(
+        svc: &Service,
+        clients: &[usize],
+        duration: Duration,
+    ) -> anyhow::Result<()> {
+        println!("scenario=login seconds={}", duration.as_secs());
+        header();
+        let (hps, threads) = argon2_baseline(duration).await?;
+        for &n in clients {
+            let ours = logins(svc, n, duration, "login").await;
+            ours.print("login", n, "http");
+            println!(
+                "{:<14} {:>7} {:<12} {:>10.1}   (argon2id m=19456 t=2 p=1 on {threads} threads)",
+                "login", n, "argon2-only", hps
+            );
+            println!(
+                "{:<14} {:>7} {:<12} {:>9.2}x   (goal: >= 0.9x)",
+                "login",
+                n,
+                "ratio",
+                ours.rps() / hps
+            );
+        }
+        Ok(())
+    }
+
+    async fn flood_scenario(svc: &Service, duration: Duration) -> anyhow::Result<()> {
+        const REFRESHERS: usize = 8;
+        const LOGINS: usize = 32;
+        println!(
+            "scenario=login-flood seconds={} refreshers={REFRESHERS} login-clients={LOGINS}",
+            duration.as_secs()
+        );
+        header();
+        super::quiesce(&svc.pool).await?;
+        let (idle, _) = refresh_http(svc, REFRESHERS, duration, "refresh idle").await?;
+        idle.print("login-flood", REFRESHERS, "refresh-idle");
+        super::quiesce(&svc.pool).await?;
+        // Set up the refresh chains first so their logins do not queue behind the flood.
+        let (flooded, flood) = {
+            let flood_svc_client = svc.client.clone();
+            let base = svc.base.clone();
+            let cs: Vec<LoginClient> = (0..LOGINS)
+                .map(|_| LoginClient {
+                    client: flood_svc_client.clone(),
+                    base: base.clone(),
+                })
+                .collect();
+            let mut chains = Vec::with_capacity(REFRESHERS);
+            for _ in 0..REFRESHERS {
+                let l = login(&svc.client, &svc.base, "stateless").await?;
+                chains.push(Chain {
+                    client: svc.client.clone(),
+                    base: svc.base.clone(),
+                    token: field(&l.body, "refresh_token")?,
+                    session_id: Uuid::nil(),
+                });
+            }
+            let flood_task = tokio::spawn(drive(
+                "login flood".to_owned(),
+                cs,
+                duration + Duration::from_secs(1),
+                |c: LoginClient| async move {
+                    let r = login(&c.client, &c.base, "stateless").await.map(|_| ());
+                    (c, r)
+                },
+            ));
+            // Let the hashing pool fill up before measuring.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let flooded = drive(
+                "refresh flooded".to_owned(),
+                chains,
+                duration,
+                |mut c: Chain| async move {
+                    match refresh(&c.client, &c.base, &c.token).await {
+                        Ok(next) => {
+                            c.token = next;
+                            (c, Ok(()))
+                        }
+                        Err(e) => (c, Err(e)),
+                    }
+                },
+            )
+            .await;
+            (flooded, flood_task.await?)
+        };
+        flooded.print("login-flood", REFRESHERS, "refresh-flood");
+        flood.print("login-flood", LOGINS, "logins");
+        println!(
+            "{:<14} {:>7} {:<12} {:>28.2}x  (p99 flooded / idle; goal: <= 2x)",
+            "login-flood",
+            REFRESHERS,
+            "ratio",
+            flooded.pct(0.99) / idle.pct(0.99)
+        );
+        Ok(())
+    }
+
+    fn rss_kib() -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        line.split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse()
+            .context("VmRSS number")
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    async fn memory_scenario(svc: &Service, duration: Duration) -> anyhow::Result<()> {
+        const CONNS: usize = 256;
+        println!(
+            "scenario=memory seconds={} connections={CONNS}",
+            duration.as_secs()
+        );
+        // Sessions first (each login is an argon2 verification), then measure.
+        let (cs, _) = cookie_clients(svc, 16).await?;
+        let before = rss_kib()?;
+        let fds_before = open_fds();
+        let peak = Arc::new(AtomicU64::new(before));
+        let fds_peak = Arc::new(AtomicU64::new(fds_before as u64));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (peak, fds_peak, done) = (peak.clone(), fds_peak.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(r) = rss_kib() {
+                        peak.fetch_max(r, Ordering::Relaxed);
+                    }
+                    fds_peak.fetch_max(open_fds() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        // One client per connection: each has its own connection pool, so 256 keep-alive
+        // connections stay open for the whole run.
+        let mut clients = Vec::with_capacity(CONNS);
+        for i in 0..CONNS {
+            let c = &cs[i % cs.len()];
+            clients.push(CookieClient {
+                client: reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()?,
+                url: c.url.clone(),
+                cookie: c.cookie.clone(),
+            });
+        }
+        let stats = drive(
+            "memory".to_owned(),
+            clients,
+            duration,
+            |c: CookieClient| async move {
+                let r = check_once(&c).await;
+                (c, r)
+            },
+        )
+        .await;
+        let during = rss_kib()?;
+        done.store(true, Ordering::Relaxed);
+        sampler.await?;
+        stats.print("memory", CONNS, "check");
+        println!(
+            "memory rss_before_kib={before} rss_peak_kib={} rss_end_kib={during} \
+             fds_before={fds_before} fds_peak={} (server, client and pools share this process; \
+             goal: <= 65536 KiB at {CONNS} connections)",
+            peak.load(Ordering::Relaxed),
+            fds_peak.load(Ordering::Relaxed)
+        );
+        Ok(())
+    }
 }
