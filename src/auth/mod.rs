@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::rng::{random_uuid, RngError, SecretSource};
-use crate::store::{NewSession, RevokeReason, Rotation, SessionRecord, Store, StoreError};
+use crate::store::{
+    NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary, Store, StoreError,
+};
 use crate::token::{seal_successor, unseal_successor, ApiKeyToken, Secret, SessionToken};
 use crate::SessionKind;
 use jwt::JwtKeys;
@@ -176,7 +178,7 @@ pub struct IssueSpec {
 }
 
 /// An authenticated caller: the session it presented and whom it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The caller's session.
     pub session_id: Uuid,
@@ -184,6 +186,9 @@ pub struct Caller {
     pub owner_key: String,
     /// How it authenticated.
     pub kind: SessionKind,
+    /// The session row as read while authenticating (no secret material), so "who am I"
+    /// costs no second query.
+    pub session: SessionSummary,
 }
 
 /// How a presented secret relates to the row.
@@ -612,19 +617,26 @@ impl Auth {
         if class == Presented::Previous && !rec.in_grace {
             return Err(self.reuse_detected(&rec).await);
         }
+        let mut session = rec.summary();
         if rec.touch_due {
-            self.store
+            let touched = self
+                .store
                 .touch(
                     rec.id,
                     self.config.idle_ttl_secs as f64,
                     self.config.touch_interval_secs as f64,
                 )
                 .await?;
+            if let Some((last_used_at, expires_at)) = touched {
+                session.last_used_at = last_used_at;
+                session.expires_at = expires_at;
+            }
         }
         Ok(Caller {
             session_id: rec.id,
             owner_key: rec.owner_key,
             kind: rec.kind,
+            session,
         })
     }
 
@@ -664,6 +676,7 @@ impl Auth {
             return Err(AuthError::TokenExpired);
         }
         Ok(Caller {
+            session: rec.summary(),
             session_id: rec.id,
             owner_key: rec.owner_key,
             kind: rec.kind,

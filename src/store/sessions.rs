@@ -102,6 +102,39 @@ pub struct SessionRecord {
     pub expired: bool,
     /// `last_used_at` is older than the touch interval.
     pub touch_due: bool,
+    /// Last authenticated use (throttled).
+    pub last_used_at: OffsetDateTime,
+    /// User-Agent at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
+}
+
+impl SessionRecord {
+    /// The row as its owner sees it: no hash, no sealed data.
+    pub fn summary(&self) -> SessionSummary {
+        let state = if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expired {
+            "expired"
+        } else {
+            "active"
+        };
+        SessionSummary {
+            session_id: self.id,
+            kind: self.kind,
+            owner_key: self.owner_key.clone(),
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+            expires_at: self.expires_at,
+            absolute_expires_at: self.absolute_expires_at,
+            revoked_at: self.revoked_at,
+            revoked_reason: self.revoked_reason.clone(),
+            state: state.to_owned(),
+            user_agent: self.user_agent.clone(),
+            ip: self.ip.clone(),
+        }
+    }
 }
 
 /// The outcome of a successful compare-and-swap rotation.
@@ -213,7 +246,8 @@ impl Store {
                    revoked_at, revoked_reason,
                    coalesce(prev_valid_until > now(), false) AS "in_grace!",
                    expires_at <= now() AS "expired!",
-                   last_used_at <= now() - make_interval(secs => $2) AS "touch_due!"
+                   last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
+                   last_used_at, user_agent, host(ip) AS ip
             FROM sessions WHERE id = $1
             "#,
             id,
@@ -282,7 +316,7 @@ impl Store {
     }
 
     /// Slides the idle expiry of a live session, at most once per `interval_secs`.
-    /// Returns whether a write happened.
+    /// Returns the new `(last_used_at, expires_at)` when a write happened.
     ///
     /// # Errors
     /// Database failures.
@@ -291,22 +325,23 @@ impl Store {
         id: Uuid,
         idle_ttl_secs: f64,
         interval_secs: f64,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query!(
+    ) -> StoreResult<Option<(OffsetDateTime, OffsetDateTime)>> {
+        let row = sqlx::query!(
             r#"
             UPDATE sessions
             SET last_used_at = now(),
                 expires_at = least(now() + make_interval(secs => $2), absolute_expires_at)
             WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
               AND last_used_at <= now() - make_interval(secs => $3)
+            RETURNING last_used_at, expires_at
             "#,
             id,
             idle_ttl_secs,
             interval_secs,
         )
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(row.map(|r| (r.last_used_at, r.expires_at)))
     }
 
     /// Revokes one session (if not already revoked) and records the event; on
@@ -402,34 +437,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
-    }
-
-    /// One session as its owner sees it, if it belongs to `owner_key`.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn session_summary(
-        &self,
-        owner_key: &str,
-        id: Uuid,
-    ) -> StoreResult<Option<SessionSummary>> {
-        Ok(sqlx::query_as!(
-            SessionSummary,
-            r#"
-            SELECT id AS session_id, kind AS "kind: SessionKind", owner_key, created_at,
-                   last_used_at, expires_at, absolute_expires_at, revoked_at, revoked_reason,
-                   CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-                        WHEN expires_at <= now() THEN 'expired'
-                        ELSE 'active' END AS "state!",
-                   user_agent, host(ip) AS ip
-            FROM sessions
-            WHERE id = $1 AND owner_key = $2
-            "#,
-            id,
-            owner_key,
-        )
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     /// Sessions of one owner (or all, newest first, at most 1000), without any secret
