@@ -32,6 +32,13 @@ struct Args {
     /// Seconds per measured operation and store.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Store operations to measure (`store`); `create` always runs first to seed the others.
+    #[arg(long, value_delimiter = ',', default_values_t = [Op::Create, Op::Load, Op::Save, Op::Touch])]
+    ops: Vec<Op>,
+    /// Measured runs per operation and store (`store`), alternating which store goes first;
+    /// the median run is reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Tabs refreshing one token at once (`refresh-storm`).
     #[arg(long, default_value_t = 20)]
     tabs: usize,
@@ -111,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     outcome
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Op {
     /// `create` of a new session with a small payload.
     Create,
@@ -132,6 +139,18 @@ impl Op {
             Self::Touch => "touch",
         }
     }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The run with the median throughput (its own latencies with it).
+fn median(mut samples: Vec<Sample>) -> Sample {
+    samples.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    samples.swap_remove(samples.len() / 2)
 }
 
 /// Throughput and latency of one measured run.
@@ -160,21 +179,34 @@ async fn store_scenario(options: PgConnectOptions, args: &Args) -> anyhow::Resul
     );
     for &clients in &args.clients {
         let mut seeds: HashMap<&str, Vec<Record>> = HashMap::new();
-        for op in [Op::Create, Op::Load, Op::Save, Op::Touch] {
-            let mut results = Vec::new();
-            for (label, store) in &stores {
-                quiesce(&pool).await?;
-                let (sample, created) = run(
-                    store.clone(),
-                    op,
-                    clients,
-                    Duration::from_secs(args.seconds),
-                    seeds.get(label).cloned().unwrap_or_default(),
-                )
-                .await?;
-                // Create seeds the later phases; the others hand back the records as the
-                // store now holds them, so the next phase starts from the stored state.
-                seeds.insert(label, created);
+        let ops = std::iter::once(Op::Create).chain(args.ops.iter().copied().filter(|&op| op != Op::Create));
+        for op in ops {
+            // Create runs once per store (it seeds the rest); the others run `rounds` times
+            // per store, alternating which store goes first so neither always pays for the
+            // other's leftovers (autovacuum, dirty buffers).
+            let rounds = if op == Op::Create { 1 } else { args.rounds.max(1) };
+            let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let (label, store) = &stores[i];
+                    quiesce(&pool).await?;
+                    let (sample, held) = run(
+                        store.clone(),
+                        op,
+                        clients,
+                        Duration::from_secs(args.seconds),
+                        seeds.get(label).cloned().unwrap_or_default(),
+                    )
+                    .await?;
+                    // Create seeds the later phases; the others hand back the records as the
+                    // store now holds them, so the next run starts from the stored state.
+                    seeds.insert(label, held);
+                    samples[i].push(sample);
+                }
+            }
+            let [stock, ours] = samples.map(median);
+            for (label, sample) in [("stock", &stock), ("latchkey", &ours)] {
                 println!(
                     "{:<7} {:>7} {:<9} {:>10.0} {:>8.2} {:>8.2}",
                     op.name(),
@@ -184,19 +216,16 @@ async fn store_scenario(options: PgConnectOptions, args: &Args) -> anyhow::Resul
                     sample.p50_ms,
                     sample.p99_ms
                 );
-                results.push(sample);
             }
-            if let [stock, ours] = &results[..] {
-                println!(
-                    "{:<7} {:>7} {:<9} {:>9.2}x {:>7.2}x {:>7.2}x   (latchkey / stock; latency: stock / latchkey)",
-                    op.name(),
-                    clients,
-                    "ratio",
-                    ours.rps / stock.rps,
-                    stock.p50_ms / ours.p50_ms,
-                    stock.p99_ms / ours.p99_ms
-                );
-            }
+            println!(
+                "{:<7} {:>7} {:<9} {:>9.2}x {:>7.2}x {:>7.2}x   (latchkey / stock; latency: stock / latchkey)",
+                op.name(),
+                clients,
+                "ratio",
+                ours.rps / stock.rps,
+                stock.p50_ms / ours.p50_ms,
+                stock.p99_ms / ours.p99_ms
+            );
         }
     }
     pool.close().await;
