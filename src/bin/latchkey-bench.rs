@@ -39,6 +39,10 @@ struct Args {
     /// the median run is reported.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Statements latchkey's store may run at once, coalescing what queues behind them
+    /// (`store`; 0 = no coalescing, one statement per call). Default: the store's own.
+    #[arg(long)]
+    store_lanes: Option<usize>,
     /// Tabs refreshing one token at once (`refresh-storm`).
     #[arg(long, default_value_t = 20)]
     tabs: usize,
@@ -167,11 +171,13 @@ async fn store_scenario(options: PgConnectOptions, args: &Args) -> anyhow::Resul
         .await?;
     latchkey::MIGRATOR.run(&pool).await?;
     let stock = tower_sessions_sqlx_store::PostgresStore::new(pool.clone());
+    let mut ours = PgSessionStore::new(pool.clone());
+    if let Some(lanes) = args.store_lanes {
+        ours = ours.with_coalescing(lanes, 64);
+    }
     stock.migrate().await?;
-    let stores: [(&str, Arc<dyn SessionStore>); 2] = [
-        ("stock", Arc::new(stock)),
-        ("latchkey", Arc::new(PgSessionStore::new(pool.clone()))),
-    ];
+    let stores: [(&str, Arc<dyn SessionStore>); 2] =
+        [("stock", Arc::new(stock)), ("latchkey", Arc::new(ours))];
     println!("scenario=store seconds={}", args.seconds);
     println!(
         "{:<7} {:>7} {:<9} {:>10} {:>8} {:>8}",
@@ -179,12 +185,17 @@ async fn store_scenario(options: PgConnectOptions, args: &Args) -> anyhow::Resul
     );
     for &clients in &args.clients {
         let mut seeds: HashMap<&str, Vec<Record>> = HashMap::new();
-        let ops = std::iter::once(Op::Create).chain(args.ops.iter().copied().filter(|&op| op != Op::Create));
+        let ops = std::iter::once(Op::Create)
+            .chain(args.ops.iter().copied().filter(|&op| op != Op::Create));
         for op in ops {
             // Create runs once per store (it seeds the rest); the others run `rounds` times
             // per store, alternating which store goes first so neither always pays for the
             // other's leftovers (autovacuum, dirty buffers).
-            let rounds = if op == Op::Create { 1 } else { args.rounds.max(1) };
+            let rounds = if op == Op::Create {
+                1
+            } else {
+                args.rounds.max(1)
+            };
             let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
             for round in 0..rounds {
                 let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };

@@ -4,6 +4,7 @@
 //! `version`, so no statement needs a cross-row transaction.
 
 mod api_keys;
+mod coalesce;
 mod expire;
 mod live;
 mod sessions;

@@ -24,22 +24,28 @@
 //!   and whose expiry moved forward by less than the touch interval (default 60 s) writes
 //!   nothing: with `Expiry::OnInactivity` and `with_always_save(true)` a session is written at
 //!   most once per interval.
+//! * **Coalesced statements.** Concurrent `create`s, `save`s and `load`s run as multi-row
+//!   statements, one round trip and one commit for many sessions; see
+//!   [`PgSessionStore::with_coalescing`].
 //! * **`delete` is immediate and final.** tower-sessions calls it for a logout (`flush`) and
 //!   for `cycle_id` alike, and cannot tell them apart. The row is revoked with reason
 //!   `deleted`, its data cleared, and a `revoked` event recorded; the row stays until
 //!   [`ExpiredDeletion::delete_expired`] or `latchkey expire` purges it.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::coalesce::{Answer, Exec, Lanes};
 use super::{ExpirePolicy, Store};
 
 /// The session-data key under which [`bind_owner`] keeps the owner key. The store mirrors it
@@ -149,15 +155,41 @@ pub struct PgSessionStore {
     pool: PgPool,
     absolute_ttl_secs: f64,
     touch_interval_secs: f64,
+    lanes: usize,
+    max_batch: usize,
+    /// The coalescing lanes, started on first use (on the runtime of that use) and stopped
+    /// when the last clone of the store is dropped.
+    coalesce: Arc<OnceLock<Coalesced>>,
+}
+
+/// One set of lanes per statement kind.
+#[derive(Debug)]
+struct Coalesced {
+    create: Lanes<NewRow, bool>,
+    save: Lanes<NewRow, ()>,
+    load: Lanes<[u8; 32], Option<(serde_json::Value, OffsetDateTime)>>,
+}
+
+/// A row as `create` inserts it and `save` updates it.
+struct NewRow {
+    id: Uuid,
+    hash: [u8; 32],
+    data: serde_json::Value,
+    owner: Option<String>,
+    expiry: OffsetDateTime,
 }
 
 impl PgSessionStore {
-    /// A store on `pool` with an absolute lifetime of 30 days and a touch interval of 60 s.
+    /// A store on `pool` with an absolute lifetime of 30 days, a touch interval of 60 s and
+    /// statement coalescing with up to 4 statements of each kind at once, of up to 64 rows.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             absolute_ttl_secs: 30.0 * 86_400.0,
             touch_interval_secs: 60.0,
+            lanes: 4,
+            max_batch: 64,
+            coalesce: Arc::default(),
         }
     }
 
@@ -165,6 +197,7 @@ impl PgSessionStore {
     /// clamped to it.
     pub fn with_absolute_ttl(mut self, ttl: Duration) -> Self {
         self.absolute_ttl_secs = ttl.as_secs_f64();
+        self.coalesce = Arc::default();
         self
     }
 
@@ -172,6 +205,24 @@ impl PgSessionStore {
     /// by at least this much (or backward at all). Zero writes on every save.
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
         self.touch_interval_secs = interval.as_secs_f64();
+        self.coalesce = Arc::default();
+        self
+    }
+
+    /// Statement coalescing: concurrent `create`s, `save`s and `load`s are gathered into
+    /// multi-row statements (one round trip, one commit for the lot) of up to `max_batch`
+    /// rows. Up to `lanes` statements of each kind run at once; a request that finds one free
+    /// runs at once (nothing waits on a timer), the others queue and go together into the next
+    /// statement that starts. Two requests for one session never share a statement and a
+    /// request never joins one while a running statement holds its row, so saves of one
+    /// session apply one by one, in order, each raising `version`, and two statements of the
+    /// store never deadlock each other. If a multi-row statement fails, each of its requests
+    /// runs alone, so one request's failure is no one else's. `lanes = 0` turns coalescing
+    /// off: one statement per call, as the stock store does.
+    pub fn with_coalescing(mut self, lanes: usize, max_batch: usize) -> Self {
+        self.lanes = lanes;
+        self.max_batch = max_batch.max(1);
+        self.coalesce = Arc::default();
         self
     }
 
@@ -190,9 +241,14 @@ impl PgSessionStore {
 /// (row id, token hash) of a cookie id.
 fn keys(id: &Id) -> (Uuid, [u8; 32]) {
     let hash: [u8; 32] = Sha256::digest(id.0.to_le_bytes()).into();
+    (row_of(&hash), hash)
+}
+
+/// The row id of a token hash: its first 16 bytes.
+fn row_of(hash: &[u8; 32]) -> Uuid {
     let mut head = [0u8; 16];
     head.copy_from_slice(&hash[..16]);
-    (Uuid::from_bytes(head), hash)
+    Uuid::from_bytes(head)
 }
 
 fn backend(e: sqlx::Error) -> session_store::Error {
@@ -215,33 +271,211 @@ fn encode(record: &Record) -> session_store::Result<(serde_json::Value, Option<S
     Ok((data, owner))
 }
 
+impl PgSessionStore {
+    /// The lanes, started on first use; `None` when coalescing is off.
+    fn coalesced(&self) -> Option<&Coalesced> {
+        if self.lanes == 0 {
+            return None;
+        }
+        Some(self.coalesce.get_or_init(|| {
+            let (ttl, touch) = (self.absolute_ttl_secs, self.touch_interval_secs);
+            let pool = self.pool.clone();
+            let create: Exec<NewRow, bool> =
+                Arc::new(move |rows| Box::pin(create_many(pool.clone(), ttl, rows)));
+            let pool = self.pool.clone();
+            let save: Exec<NewRow, ()> =
+                Arc::new(move |rows| Box::pin(save_many(pool.clone(), touch, rows)));
+            let pool = self.pool.clone();
+            let load: Exec<[u8; 32], _> =
+                Arc::new(move |hashes| Box::pin(load_many(pool.clone(), hashes)));
+            Coalesced {
+                create: Lanes::spawn(self.lanes, self.max_batch, create),
+                save: Lanes::spawn(self.lanes, self.max_batch, save),
+                load: Lanes::spawn(self.lanes, self.max_batch, load),
+            }
+        }))
+    }
+
+    /// One `create` attempt: `true` when the row went in, `false` on an id collision.
+    async fn insert(&self, row: NewRow) -> session_store::Result<bool> {
+        let row = match self.coalesced() {
+            None => row,
+            Some(c) => match c.create.submit(row.id, row).await {
+                Answer::Done(inserted) => return Ok(inserted),
+                Answer::Failed(e) => return Err(backend(e)),
+                Answer::RunAlone(row) => row,
+            },
+        };
+        let inserted = sqlx::query_scalar!(
+            r#"
+            INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
+                                  absolute_expires_at, data)
+            SELECT $1::uuid, 'stateful', coalesce($2, 'anon:' || $1::uuid::text), $3,
+                   least($4, cap.at), cap.at, $5
+            FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
+            ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
+            RETURNING version
+            "#,
+            row.id,
+            row.owner,
+            &row.hash[..],
+            row.expiry,
+            row.data,
+            self.absolute_ttl_secs,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(inserted.is_some())
+    }
+}
+
+/// Inserts `rows` in one statement; for each, whether it went in (`false`: id collision).
+async fn create_many(
+    pool: PgPool,
+    ttl_secs: f64,
+    rows: Vec<NewRow>,
+) -> (Vec<NewRow>, Result<Vec<bool>, sqlx::Error>) {
+    let c = Columns::of(&rows);
+    let inserted = sqlx::query_scalar!(
+        r#"
+        INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
+                              absolute_expires_at, data)
+        SELECT r.id, 'stateful', coalesce(r.owner, 'anon:' || r.id::text), r.hash,
+               least(r.expiry, cap.at), cap.at, r.data
+        FROM unnest($1::uuid[], $2::bytea[], $3::jsonb[], $4::text[], $5::timestamptz[])
+                 AS r(id, hash, data, owner, expiry),
+             (SELECT now() + make_interval(secs => $6) AS at) AS cap
+        ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
+        RETURNING id
+        "#,
+        &c.ids[..],
+        &c.hashes[..],
+        &c.data[..],
+        &c.owners[..] as &[Option<String>],
+        &c.expiries[..],
+        ttl_secs,
+    )
+    .fetch_all(&pool)
+    .await
+    .map(|ids| rows.iter().map(|r| ids.contains(&r.id)).collect());
+    (rows, inserted)
+}
+
+/// Saves `rows` in one statement (see [`PgSessionStore::save`] for what a save writes).
+async fn save_many(
+    pool: PgPool,
+    touch_secs: f64,
+    rows: Vec<NewRow>,
+) -> (Vec<NewRow>, Result<Vec<()>, sqlx::Error>) {
+    let c = Columns::of(&rows);
+    let saved = sqlx::query!(
+        r#"
+        UPDATE sessions s
+        SET data = r.data,
+            owner_key = coalesce(r.owner, 'anon:' || s.id::text),
+            expires_at = CASE
+                WHEN least(r.expiry, s.absolute_expires_at) >= s.expires_at
+                 AND least(r.expiry, s.absolute_expires_at)
+                     < s.expires_at + make_interval(secs => $6)
+                THEN s.expires_at
+                ELSE least(r.expiry, s.absolute_expires_at) END,
+            last_used_at = now(),
+            version = s.version + 1
+        FROM unnest($1::uuid[], $2::bytea[], $3::jsonb[], $4::text[], $5::timestamptz[])
+                 AS r(id, hash, data, owner, expiry)
+        WHERE s.id = r.id AND s.token_hash = r.hash AND s.kind = 'stateful'
+          AND s.revoked_at IS NULL AND s.expires_at > now()
+          AND (s.data IS DISTINCT FROM r.data
+               OR s.owner_key IS DISTINCT FROM coalesce(r.owner, 'anon:' || s.id::text)
+               OR least(r.expiry, s.absolute_expires_at) < s.expires_at
+               OR least(r.expiry, s.absolute_expires_at)
+                  >= s.expires_at + make_interval(secs => $6))
+        "#,
+        &c.ids[..],
+        &c.hashes[..],
+        &c.data[..],
+        &c.owners[..] as &[Option<String>],
+        &c.expiries[..],
+        touch_secs,
+    )
+    .execute(&pool)
+    .await
+    .map(|_| vec![(); rows.len()]);
+    (rows, saved)
+}
+
+/// Loads the live rows of `hashes` (full SHA-256 of the cookie ids) in one statement.
+async fn load_many(
+    pool: PgPool,
+    hashes: Vec<[u8; 32]>,
+) -> (
+    Vec<[u8; 32]>,
+    Result<Vec<Option<(serde_json::Value, OffsetDateTime)>>, sqlx::Error>,
+) {
+    let ids: Vec<Uuid> = hashes.iter().map(row_of).collect();
+    let found = sqlx::query!(
+        r#"
+        SELECT token_hash, data, expires_at
+        FROM sessions
+        WHERE id = ANY($1::uuid[]) AND kind = 'stateful'
+          AND revoked_at IS NULL AND expires_at > now()
+        "#,
+        &ids[..],
+    )
+    .fetch_all(&pool)
+    .await
+    .map(|rows| {
+        let mut by_hash: HashMap<Vec<u8>, (serde_json::Value, OffsetDateTime)> = rows
+            .into_iter()
+            .map(|r| (r.token_hash, (r.data, r.expires_at)))
+            .collect();
+        // Two loads of one session in a statement cannot happen (a lane puts one request
+        // per row in a statement), so each row is handed out once.
+        hashes.iter().map(|h| by_hash.remove(&h[..])).collect()
+    });
+    (hashes, found)
+}
+
+/// `rows` as one array per column, for `unnest`.
+struct Columns {
+    ids: Vec<Uuid>,
+    hashes: Vec<Vec<u8>>,
+    data: Vec<serde_json::Value>,
+    owners: Vec<Option<String>>,
+    expiries: Vec<OffsetDateTime>,
+}
+
+impl Columns {
+    fn of(rows: &[NewRow]) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.id).collect(),
+            hashes: rows.iter().map(|r| r.hash.to_vec()).collect(),
+            data: rows.iter().map(|r| r.data.clone()).collect(),
+            owners: rows.iter().map(|r| r.owner.clone()).collect(),
+            expiries: rows.iter().map(|r| r.expiry).collect(),
+        }
+    }
+}
+
+/// The row of a cookie id, as [`NewRow`].
+fn new_row(record: &Record) -> session_store::Result<NewRow> {
+    let (data, owner) = encode(record)?;
+    let (id, hash) = keys(&record.id);
+    Ok(NewRow {
+        id,
+        hash,
+        data,
+        owner,
+        expiry: record.expiry_date,
+    })
+}
+
 #[async_trait]
 impl SessionStore for PgSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let (data, owner) = encode(record)?;
         for _ in 0..CREATE_ATTEMPTS {
-            let (row_id, hash) = keys(&record.id);
-            let inserted = sqlx::query_scalar!(
-                r#"
-                INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
-                                      absolute_expires_at, data)
-                SELECT $1::uuid, 'stateful', coalesce($2, 'anon:' || $1::uuid::text), $3,
-                       least($4, cap.at), cap.at, $5
-                FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
-                ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
-                RETURNING version
-                "#,
-                row_id,
-                owner,
-                &hash[..],
-                record.expiry_date,
-                data,
-                self.absolute_ttl_secs,
-            )
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-            if inserted.is_some() {
+            if self.insert(new_row(record)?).await? {
                 return Ok(());
             }
             tracing::warn!("tower-sessions id collision; drawing a new id");
@@ -253,8 +487,15 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let (data, owner) = encode(record)?;
-        let (row_id, hash) = keys(&record.id);
+        let row = new_row(record)?;
+        let row = match self.coalesced() {
+            None => row,
+            Some(c) => match c.save.submit(row.id, row).await {
+                Answer::Done(()) => return Ok(()),
+                Answer::Failed(e) => return Err(backend(e)),
+                Answer::RunAlone(row) => row,
+            },
+        };
         // Only a live row is updated: a deleted, revoked or expired session stays gone.
         // A save that changes nothing but a small forward move of the expiry matches no row
         // and writes nothing; a data change within the touch interval keeps `expires_at`, so
@@ -280,11 +521,11 @@ impl SessionStore for PgSessionStore {
                    OR least($5, absolute_expires_at)
                       >= expires_at + make_interval(secs => $6))
             "#,
-            row_id,
-            &hash[..],
-            data,
-            owner,
-            record.expiry_date,
+            row.id,
+            &row.hash[..],
+            row.data,
+            row.owner,
+            row.expiry,
             self.touch_interval_secs,
         )
         .execute(&self.pool)
@@ -295,26 +536,40 @@ impl SessionStore for PgSessionStore {
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let (row_id, hash) = keys(session_id);
-        let row = sqlx::query!(
-            r#"
-            SELECT data, expires_at
-            FROM sessions
-            WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
-              AND revoked_at IS NULL AND expires_at > now()
-            "#,
-            row_id,
-            &hash[..],
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        let data: HashMap<String, serde_json::Value> = serde_json::from_value(row.data)
+        let found = match self.coalesced().map(|c| c.load.submit(row_id, hash)) {
+            None => None,
+            Some(answer) => match answer.await {
+                Answer::Done(found) => Some(found),
+                Answer::Failed(e) => return Err(backend(e)),
+                Answer::RunAlone(_) => None,
+            },
+        };
+        let found = match found {
+            Some(found) => found,
+            None => sqlx::query!(
+                r#"
+                SELECT data, expires_at
+                FROM sessions
+                WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
+                  AND revoked_at IS NULL AND expires_at > now()
+                "#,
+                row_id,
+                &hash[..],
+            )
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .map(|r| (r.data, r.expires_at)),
+        };
+        let Some((data, expiry_date)) = found else {
+            return Ok(None);
+        };
+        let data: HashMap<String, serde_json::Value> = serde_json::from_value(data)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         Ok(Some(Record {
             id: *session_id,
             data,
-            expiry_date: row.expires_at,
+            expiry_date,
         }))
     }
 

@@ -162,5 +162,11 @@ async fn stock(db: &TestDb) -> tower_sessions_sqlx_store::PostgresStore {
     store
 }
 
+/// Ours with statement coalescing off: one statement per call.
+async fn ours_alone(db: &TestDb) -> latchkey::store::PgSessionStore {
+    ours(db).await.with_coalescing(0, 1)
+}
+
 store_conformance!(latchkey_store, ours);
+store_conformance!(latchkey_store_uncoalesced, ours_alone);
 store_conformance!(stock_postgres_store, stock);

@@ -379,3 +379,123 @@ async fn a_record_without_the_owner_field_keeps_plain_session_data() {
     let got = store.load(&rec.id).await.expect("load").expect("present");
     assert!(got.data.is_empty());
 }
+
+/// Many sessions saved at once by many tasks (the store coalesces them into multi-row
+/// statements): every save lands, each session's version counts its own saves exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_saves_of_many_sessions_each_land_and_count_exactly() {
+    const TASKS: usize = 48;
+    const SAVES: usize = 10;
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    for round in 0..3 {
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for i in 0..TASKS {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rec = record("n", "0", in_an_hour());
+                store.create(&mut rec).await.expect("create");
+                barrier.wait().await;
+                for n in 1..=SAVES {
+                    rec.data.insert(
+                        "n".to_owned(),
+                        serde_json::json!(format!("{round}-{i}-{n}")),
+                    );
+                    store.save(&rec).await.expect("save");
+                }
+                rec
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let rec = t.await.expect("join");
+            let got = store.load(&rec.id).await.expect("load").expect("present");
+            assert_eq!(
+                got.data["n"],
+                serde_json::json!(format!("{round}-{i}-{SAVES}")),
+                "the last save of session {i} is what is stored"
+            );
+            assert_eq!(
+                version(&db, &rec.id).await,
+                1 + SAVES as i64,
+                "one version per save"
+            );
+        }
+    }
+}
+
+/// Many tasks save ONE session at once: no save is merged into another (each raises the
+/// version), and the row ends with one of the saved values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_saves_of_one_session_raise_the_version_once_each() {
+    const TASKS: usize = 24;
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    for round in 0..3_i64 {
+        let mut rec = record("who", "nobody", in_an_hour());
+        store.create(&mut rec).await.expect("create");
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for i in 0..TASKS {
+            let (store, barrier, mut mine) = (store.clone(), barrier.clone(), rec.clone());
+            tasks.push(tokio::spawn(async move {
+                mine.data
+                    .insert("who".to_owned(), serde_json::json!(format!("task-{i}")));
+                barrier.wait().await;
+                store.save(&mine).await.expect("save");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join");
+        }
+        assert_eq!(
+            version(&db, &rec.id).await,
+            1 + TASKS as i64,
+            "round {round}: every save of the one session was applied on its own"
+        );
+        let got = store.load(&rec.id).await.expect("load").expect("present");
+        let who = got.data["who"].as_str().expect("string").to_owned();
+        assert!(who.starts_with("task-"), "round {round}: stored {who}");
+    }
+}
+
+/// One save PostgreSQL refuses (a NUL character, which `jsonb` cannot hold) among many at
+/// once: that save fails, every other one lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_save_the_database_refuses_fails_alone_among_concurrent_saves() {
+    const TASKS: usize = 32;
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    for round in 0..3 {
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for i in 0..TASKS {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rec = record("v", "start", in_an_hour());
+                store.create(&mut rec).await.expect("create");
+                let value = if i == 7 {
+                    "bad\u{0}byte".to_owned()
+                } else {
+                    format!("ok-{i}")
+                };
+                rec.data.insert("v".to_owned(), serde_json::json!(value));
+                barrier.wait().await;
+                (i, rec.clone(), store.save(&rec).await)
+            }));
+        }
+        for t in tasks {
+            let (i, rec, saved) = t.await.expect("join");
+            let got = store.load(&rec.id).await.expect("load").expect("present");
+            if i == 7 {
+                assert!(saved.is_err(), "round {round}: the NUL save must fail");
+                assert_eq!(got.data["v"], serde_json::json!("start"));
+                assert_eq!(version(&db, &rec.id).await, 1);
+            } else {
+                saved.unwrap_or_else(|e| panic!("round {round}: save {i} failed: {e}"));
+                assert_eq!(got.data["v"], serde_json::json!(format!("ok-{i}")));
+                assert_eq!(version(&db, &rec.id).await, 2);
+            }
+        }
+    }
+}
