@@ -66,9 +66,18 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
     /// Spawns the dispatcher on the current tokio runtime: at most `lanes` statements in
     /// flight, each with at most `max_batch` requests. It ends when the `Lanes` is dropped
     /// and its last statement has answered.
-    pub(super) fn spawn(lanes: usize, max_batch: usize, exec: Exec<Q, R>) -> Self {
+    ///
+    /// `exclusive`: calls for one row never share or overlap a statement (writes). Reads
+    /// pass `false`: calls for one row may share a statement and each gets the row.
+    pub(super) fn spawn(lanes: usize, max_batch: usize, exclusive: bool, exec: Exec<Q, R>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(rx, lanes.max(1), max_batch.max(1), exec));
+        tokio::spawn(dispatch(
+            rx,
+            lanes.max(1),
+            max_batch.max(1),
+            exclusive,
+            exec,
+        ));
         Self { queue }
     }
 
@@ -92,12 +101,13 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
     }
 }
 
-/// Starts a statement whenever one of the `lanes` slots is free and requests are waiting; a
-/// request whose row is in a running statement waits for that statement to end.
+/// Starts a statement whenever one of the `lanes` slots is free and requests are waiting;
+/// when `exclusive`, a request whose row is in a running statement waits for it to end.
 async fn dispatch<Q: Send + 'static, R: Send + 'static>(
     mut rx: mpsc::Receiver<Job<Q, R>>,
     lanes: usize,
     max_batch: usize,
+    exclusive: bool,
     exec: Exec<Q, R>,
 ) {
     let (done_tx, mut done) = mpsc::unbounded_channel::<Vec<Uuid>>();
@@ -128,8 +138,10 @@ async fn dispatch<Q: Send + 'static, R: Send + 'static>(
             let mut batch = Vec::new();
             let mut later = VecDeque::with_capacity(waiting.len());
             for job in waiting.drain(..) {
-                if batch.len() < max_batch && busy.insert(job.row) {
-                    rows.push(job.row);
+                if batch.len() < max_batch && (!exclusive || busy.insert(job.row)) {
+                    if exclusive {
+                        rows.push(job.row);
+                    }
                     batch.push(job);
                 } else {
                     later.push_back(job);

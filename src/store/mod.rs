@@ -18,7 +18,10 @@ pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSum
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 
+use std::sync::{Arc, OnceLock};
+
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// A failure of the database, classified for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +75,28 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Coalesced [`Store::find_session`] reads (with their touch interval), started on
+    /// first use.
+    reads: Arc<OnceLock<(f64, SessionReads)>>,
 }
+
+/// The coalescer of [`Store::find_session`].
+type SessionReads = coalesce::Lanes<Uuid, Option<SessionRecord>>;
+
+/// Session reads that may run at once as statements of their own; the reads that arrive
+/// while all of them run share the next statement.
+const READ_LANES: usize = 4;
+
+/// Most session reads in one statement.
+const READ_BATCH: usize = 64;
 
 impl Store {
     /// Wraps a pool whose database has been migrated with [`crate::MIGRATOR`].
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            reads: Arc::default(),
+        }
     }
 
     /// The underlying pool.

@@ -1,10 +1,14 @@
 //! Statements on the `sessions` table and its audit trail.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, StoreResult};
+use super::coalesce::{Answer, Exec, Lanes};
+use super::{Store, StoreResult, READ_BATCH, READ_LANES};
 use crate::SessionKind;
 
 /// Why a session was revoked (the `revoked_reason` column).
@@ -234,6 +238,29 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn find_session(
+        &self,
+        id: Uuid,
+        touch_interval_secs: f64,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let (touch, reads) = self.reads.get_or_init(|| {
+            let (pool, touch) = (self.pool.clone(), touch_interval_secs);
+            let exec: Exec<Uuid, Option<SessionRecord>> =
+                Arc::new(move |ids| Box::pin(find_sessions(pool.clone(), ids, touch)));
+            (touch, Lanes::spawn(READ_LANES, READ_BATCH, false, exec))
+        });
+        // The lanes share one touch interval (an instance has one); another runs alone.
+        if *touch != touch_interval_secs {
+            return self.find_session_alone(id, touch_interval_secs).await;
+        }
+        match reads.submit(id, id).await {
+            Answer::Done(rec) => Ok(rec),
+            Answer::Failed(e) => Err(e.into()),
+            Answer::RunAlone(_) => self.find_session_alone(id, touch_interval_secs).await,
+        }
+    }
+
+    /// [`Store::find_session`] as a statement of its own.
+    async fn find_session_alone(
         &self,
         id: Uuid,
         touch_interval_secs: f64,
@@ -528,4 +555,36 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// [`Store::find_session`] for many sessions in one statement (the coalesced read): one
+/// answer per id, in order.
+async fn find_sessions(
+    pool: PgPool,
+    ids: Vec<Uuid>,
+    touch_interval_secs: f64,
+) -> (Vec<Uuid>, Result<Vec<Option<SessionRecord>>, sqlx::Error>) {
+    let found = sqlx::query_as!(
+        SessionRecord,
+        r#"
+        SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+               sealed_successor, version, created_at, expires_at, absolute_expires_at,
+               revoked_at, revoked_reason,
+               coalesce(prev_valid_until > now(), false) AS "in_grace!",
+               expires_at <= now() AS "expired!",
+               last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
+               last_used_at, user_agent, host(ip) AS ip
+        FROM sessions WHERE id = ANY($1::uuid[])
+        "#,
+        &ids[..],
+        touch_interval_secs,
+    )
+    .fetch_all(&pool)
+    .await
+    .map(|rows| {
+        ids.iter()
+            .map(|id| rows.iter().find(|r| r.id == *id).cloned())
+            .collect()
+    });
+    (ids, found)
 }

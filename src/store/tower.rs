@@ -289,9 +289,9 @@ impl PgSessionStore {
             let load: Exec<[u8; 32], _> =
                 Arc::new(move |hashes| Box::pin(load_many(pool.clone(), hashes)));
             Coalesced {
-                create: Lanes::spawn(self.lanes, self.max_batch, create),
-                save: Lanes::spawn(self.lanes, self.max_batch, save),
-                load: Lanes::spawn(self.lanes, self.max_batch, load),
+                create: Lanes::spawn(self.lanes, self.max_batch, true, create),
+                save: Lanes::spawn(self.lanes, self.max_batch, true, save),
+                load: Lanes::spawn(self.lanes, self.max_batch, false, load),
             }
         }))
     }
@@ -426,13 +426,15 @@ async fn load_many(
     .fetch_all(&pool)
     .await
     .map(|rows| {
-        let mut by_hash: HashMap<Vec<u8>, (serde_json::Value, OffsetDateTime)> = rows
+        let by_hash: HashMap<Vec<u8>, (serde_json::Value, OffsetDateTime)> = rows
             .into_iter()
             .map(|r| (r.token_hash, (r.data, r.expires_at)))
             .collect();
-        // Two loads of one session in a statement cannot happen (a lane puts one request
-        // per row in a statement), so each row is handed out once.
-        hashes.iter().map(|h| by_hash.remove(&h[..])).collect()
+        // Loads of one session may share a statement: each gets the row.
+        hashes
+            .iter()
+            .map(|h| by_hash.get(&h[..]).cloned())
+            .collect()
     });
     (hashes, found)
 }
