@@ -46,6 +46,9 @@ struct Args {
     /// Tabs refreshing one token at once (`refresh-storm`).
     #[arg(long, default_value_t = 20)]
     tabs: usize,
+    /// The service binary that `memory` runs as its own process (`latchkey serve`).
+    #[arg(long, default_value = "target/release/latchkey")]
+    server_bin: std::path::PathBuf,
     /// Server to create the scratch database on.
     #[arg(
         long,
@@ -73,7 +76,8 @@ enum Scenario {
     Login,
     /// Refresh latency while logins saturate the hashing pool, against refresh latency idle.
     LoginFlood,
-    /// Resident memory of this process with 256 open keep-alive connections doing checks.
+    /// Resident memory of the service binary (`--server-bin`, run as its own process) with
+    /// 256 open keep-alive connections doing checks.
     Memory,
     /// Every scenario above, in order, each on a fresh database.
     All,
@@ -358,8 +362,9 @@ async fn run(
     Ok((sample, created))
 }
 
-/// The end-to-end scenarios: the service in-process on 127.0.0.1:0, a reqwest load generator,
-/// and the raw-SQL or argon2 baselines measured in the same run.
+/// The end-to-end scenarios: the service in-process on 127.0.0.1:0 (for `memory`, the service
+/// binary as its own process), a reqwest load generator, and the raw-SQL or argon2 baselines
+/// measured in the same run.
 mod service {
     use std::future::Future;
     use std::net::SocketAddr;
@@ -680,16 +685,19 @@ mod service {
         options: PgConnectOptions,
         args: &Args,
     ) -> anyhow::Result<()> {
-        let svc = Service::start(options).await?;
         let duration = Duration::from_secs(args.seconds);
+        if scenario == Scenario::Memory {
+            // The service as its own process, so its memory is measured without the client's.
+            return memory::run(&args.server_bin, &options, duration).await;
+        }
+        let svc = Service::start(options).await?;
         let result = match scenario {
             Scenario::Refresh => refresh_scenario(&svc, &args.clients, duration).await,
             Scenario::Check => check_scenario(&svc, &args.clients, duration).await,
             Scenario::RefreshStorm => storm_scenario(&svc, args.tabs, duration).await,
             Scenario::Login => login_scenario(&svc, &args.clients, duration).await,
             Scenario::LoginFlood => flood_scenario(&svc, duration).await,
-            Scenario::Memory => memory_scenario(&svc, duration).await,
-            Scenario::Store | Scenario::All => Ok(()),
+            Scenario::Memory | Scenario::Store | Scenario::All => Ok(()),
         };
         svc.pool.close().await;
         svc.stop();
@@ -1153,82 +1161,346 @@ mod service {
         Ok(())
     }
 
-    fn rss_kib() -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string("/proc/self/status")?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .context("no VmRSS")?;
-        line.split_whitespace()
-            .nth(1)
-            .context("VmRSS value")?
-            .parse()
-            .context("VmRSS number")
-    }
+    /// `--scenario memory`: the service binary as a child process on the scratch database,
+    /// its `/proc/<pid>/status` read before, during and after 256 keep-alive connections.
+    mod memory {
+        use std::io::{BufRead, BufReader, Write};
+        use std::path::{Path, PathBuf};
+        use std::process::{Child, Command, Stdio};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
 
-    fn open_fds() -> usize {
-        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-    }
+        use anyhow::{bail, Context};
+        use sqlx::postgres::PgConnectOptions;
+        use sqlx::ConnectOptions;
 
-    async fn memory_scenario(svc: &Service, duration: Duration) -> anyhow::Result<()> {
+        use super::{check_once, drive, login, CookieClient, EMAIL, PASSWORD};
+
+        /// Keep-alive connections held open for the whole run.
         const CONNS: usize = 256;
-        println!(
-            "scenario=memory seconds={} connections={CONNS}",
-            duration.as_secs()
-        );
-        // Sessions first (each login is an argon2 verification), then measure.
-        let (cs, _) = cookie_clients(svc, 16).await?;
-        let before = rss_kib()?;
-        let fds_before = open_fds();
-        let peak = Arc::new(AtomicU64::new(before));
-        let fds_peak = Arc::new(AtomicU64::new(fds_before as u64));
-        let done = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let (peak, fds_peak, done) = (peak.clone(), fds_peak.clone(), done.clone());
-            tokio::spawn(async move {
-                while !done.load(Ordering::Relaxed) {
-                    if let Ok(r) = rss_kib() {
-                        peak.fetch_max(r, Ordering::Relaxed);
-                    }
-                    fds_peak.fetch_max(open_fds() as u64, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        };
-        // One client per connection: each has its own connection pool, so 256 keep-alive
-        // connections stay open for the whole run.
-        let mut clients = Vec::with_capacity(CONNS);
-        for i in 0..CONNS {
-            let c = &cs[i % cs.len()];
-            clients.push(CookieClient {
-                client: reqwest::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()?,
-                url: c.url.clone(),
-                cookie: c.cookie.clone(),
-            });
+        /// Sessions the connections share; each login is one argon2 verification in the service.
+        const SESSIONS: usize = 16;
+        /// The goal: the service's resident memory at 256 connections.
+        const GOAL_KIB: u64 = 64 * 1024;
+        /// A fixed access-token key, so the service does not warn about a random one.
+        const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret!";
+
+        /// Memory of one process: `/proc/<pid>/status` (KiB), its threads and open descriptors.
+        #[derive(Debug, Clone, Copy, Default)]
+        struct Usage {
+            rss: u64,
+            hwm: u64,
+            anon: u64,
+            file: u64,
+            threads: u64,
+            fds: u64,
         }
-        let stats = drive(
-            "memory".to_owned(),
-            clients,
-            duration,
-            |c: CookieClient| async move {
-                let r = check_once(&c).await;
-                (c, r)
-            },
-        )
-        .await;
-        let during = rss_kib()?;
-        done.store(true, Ordering::Relaxed);
-        sampler.await?;
-        stats.print("memory", CONNS, "check");
-        println!(
-            "memory rss_before_kib={before} rss_peak_kib={} rss_end_kib={during} \
-             fds_before={fds_before} fds_peak={} (server, client and pools share this process; \
-             goal: <= 65536 KiB at {CONNS} connections)",
-            peak.load(Ordering::Relaxed),
-            fds_peak.load(Ordering::Relaxed)
-        );
-        Ok(())
+
+        impl Usage {
+            fn read(pid: u32) -> anyhow::Result<Self> {
+                let path = format!("/proc/{pid}/status");
+                let status = std::fs::read_to_string(&path).with_context(|| path.clone())?;
+                let value = |name: &str| -> anyhow::Result<u64> {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .with_context(|| format!("no {name} in {path}"))?
+                        .parse()
+                        .with_context(|| format!("{name} in {path}"))
+                };
+                Ok(Self {
+                    rss: value("VmRSS:")?,
+                    hwm: value("VmHWM:")?,
+                    anon: value("RssAnon:")?,
+                    file: value("RssFile:")?,
+                    threads: value("Threads:")?,
+                    fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64,
+                })
+            }
+
+            /// The larger of each figure (for the peak over the samples).
+            fn max(self, other: Self) -> Self {
+                Self {
+                    rss: self.rss.max(other.rss),
+                    hwm: self.hwm.max(other.hwm),
+                    anon: self.anon.max(other.anon),
+                    file: self.file.max(other.file),
+                    threads: self.threads.max(other.threads),
+                    fds: self.fds.max(other.fds),
+                }
+            }
+
+            fn header() {
+                println!(
+                    "{:<8} {:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>5}",
+                    "scenario",
+                    "phase",
+                    "rss_kib",
+                    "hwm_kib",
+                    "anon_kib",
+                    "file_kib",
+                    "threads",
+                    "fds"
+                );
+            }
+
+            fn print(&self, phase: &str) {
+                println!(
+                    "{:<8} {:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>5}",
+                    "memory",
+                    phase,
+                    self.rss,
+                    self.hwm,
+                    self.anon,
+                    self.file,
+                    self.threads,
+                    self.fds
+                );
+            }
+        }
+
+        /// `latchkey serve` as a child process; killed if dropped while still running.
+        struct Server {
+            child: Child,
+            base: String,
+        }
+
+        impl Server {
+            /// Starts `bin serve` on a port the kernel picks, reads the address from its log
+            /// and waits for `/readyz`.
+            async fn start(
+                bin: &Path,
+                url: &str,
+                client: &reqwest::Client,
+            ) -> anyhow::Result<Self> {
+                let mut child = Command::new(bin)
+                    .args(["serve", "--bind", "127.0.0.1:0"])
+                    .env("DATABASE_URL", url)
+                    .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
+                    .env("NO_COLOR", "1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .with_context(|| {
+                        format!(
+                            "starting {} (build it with `cargo build --release --bin latchkey` \
+                             or pass --server-bin)",
+                            bin.display()
+                        )
+                    })?;
+                let stderr = child.stderr.take().context("the service's stderr")?;
+                let mut server = Self {
+                    child,
+                    base: String::new(),
+                };
+                // Echo the service's log, and hand over the address it announces.
+                let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+                std::thread::spawn(move || {
+                    let mut tx = Some(tx);
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        eprintln!("latchkey serve: {line}");
+                        let addr = line
+                            .contains("latchkey listening")
+                            .then(|| line.split("addr=").nth(1))
+                            .flatten()
+                            .and_then(|rest| rest.split_whitespace().next());
+                        if let Some(addr) = addr {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(addr.to_owned());
+                            }
+                        }
+                    }
+                });
+                let addr = tokio::time::timeout(Duration::from_secs(60), rx)
+                    .await
+                    .context("latchkey serve did not announce its address within 60 s")?
+                    .context("latchkey serve exited before listening (its log is above)")?;
+                server.base = format!("http://{addr}");
+                let began = Instant::now();
+                loop {
+                    match client.get(format!("{}/readyz", server.base)).send().await {
+                        Ok(r) if r.status().is_success() => return Ok(server),
+                        _ if began.elapsed() > Duration::from_secs(30) => {
+                            bail!("{}/readyz did not answer 200 within 30 s", server.base)
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+
+            fn pid(&self) -> u32 {
+                self.child.id()
+            }
+
+            /// SIGTERM, then waits for the drain; an unclean exit is an error.
+            async fn stop(mut self) -> anyhow::Result<()> {
+                let pid = self.pid().to_string();
+                let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+                if !sent.success() {
+                    bail!("kill -TERM {pid} failed");
+                }
+                let began = Instant::now();
+                loop {
+                    if let Some(status) = self.child.try_wait()? {
+                        if !status.success() {
+                            bail!("latchkey serve exited with {status}");
+                        }
+                        return Ok(());
+                    }
+                    if began.elapsed() > Duration::from_secs(30) {
+                        bail!("latchkey serve still running 30 s after SIGTERM");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                if matches!(self.child.try_wait(), Ok(None)) {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                }
+            }
+        }
+
+        /// `latchkey user add`, as an operator creates the account.
+        fn add_user(bin: &Path, url: &str) -> anyhow::Result<()> {
+            let mut add = Command::new(bin)
+                .args(["user", "add", "--email", EMAIL, "--password-stdin"])
+                .env("DATABASE_URL", url)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting latchkey user add")?;
+            add.stdin
+                .take()
+                .context("stdin of latchkey user add")?
+                .write_all(format!("{PASSWORD}\n").as_bytes())?;
+            let status = add.wait()?;
+            if !status.success() {
+                bail!("latchkey user add exited with {status}");
+            }
+            Ok(())
+        }
+
+        /// Starts the service, logs in, holds [`CONNS`] connections doing checks for
+        /// `duration` and prints the service's memory before, at the peak and after.
+        pub(super) async fn run(
+            bin: &Path,
+            options: &PgConnectOptions,
+            duration: Duration,
+        ) -> anyhow::Result<()> {
+            let url = options.to_url_lossy().to_string();
+            let setup = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            let server = Server::start(bin, &url, &setup).await?;
+            let pid = server.pid();
+            let idle = Usage::read(pid)?;
+            {
+                let (bin, url) = (PathBuf::from(bin), url.clone());
+                tokio::task::spawn_blocking(move || add_user(&bin, &url)).await??;
+            }
+            let mut cookies = Vec::with_capacity(SESSIONS);
+            for _ in 0..SESSIONS {
+                let l = login(&setup, &server.base, "stateful").await?;
+                cookies.push(l.cookie.context("stateful login set no cookie")?);
+            }
+            // Its idle keep-alive connection is not one of the 256.
+            drop(setup);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = Usage::read(pid)?;
+
+            let done = Arc::new(AtomicBool::new(false));
+            let sampler = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let mut peak = Usage::default();
+                    while !done.load(Ordering::Relaxed) {
+                        if let Ok(u) = Usage::read(pid) {
+                            peak = peak.max(u);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    peak
+                })
+            };
+            // One client per connection: each keeps its own connection open for the run.
+            let clients = (0..CONNS)
+                .map(|i| {
+                    Ok(CookieClient {
+                        client: reqwest::Client::builder()
+                            .pool_max_idle_per_host(1)
+                            .build()?,
+                        url: format!("{}/auth/session", server.base),
+                        cookie: cookies[i % SESSIONS].clone(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let stats = drive(
+                "memory".to_owned(),
+                clients,
+                duration,
+                |c: CookieClient| async move {
+                    let r = check_once(&c).await;
+                    (c, r)
+                },
+            )
+            .await;
+            done.store(true, Ordering::Relaxed);
+            let peak = sampler.await?;
+            // Let the service see the connections close before the last reading.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = Usage::read(pid)?;
+            server.stop().await?;
+
+            // The service inherits this environment; glibc's malloc settings change the result.
+            let malloc_env: Vec<String> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            println!(
+                "scenario=memory seconds={} connections={CONNS} sessions={SESSIONS} server={} \
+                 malloc_env={}",
+                duration.as_secs(),
+                bin.display(),
+                if malloc_env.is_empty() {
+                    "none".to_owned()
+                } else {
+                    malloc_env.join(",")
+                }
+            );
+            Usage::header();
+            idle.print("idle");
+            before.print("logged-in");
+            peak.print("peak");
+            after.print("after");
+            super::header();
+            stats.print("memory", CONNS, "check");
+            let verdict = if peak.rss <= GOAL_KIB {
+                format!(
+                    "met, {:.1} MiB to spare",
+                    (GOAL_KIB - peak.rss) as f64 / 1024.0
+                )
+            } else {
+                format!(
+                    "NOT met, {:.1} MiB over",
+                    (peak.rss - GOAL_KIB) as f64 / 1024.0
+                )
+            };
+            println!(
+                "memory service peak VmRSS {:.1} MiB, {} more descriptors than before the \
+                 connections (peak: each column's maximum over samples every 100 ms); \
+                 goal <= 64 MiB at {CONNS} connections: {verdict}",
+                peak.rss as f64 / 1024.0,
+                peak.fds.saturating_sub(before.fds)
+            );
+            Ok(())
+        }
     }
 }
