@@ -20,6 +20,10 @@ use tokio::sync::Barrier;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::SessionStore;
 
+/// The allocator the `latchkey` binary ships with, so in-process scenarios measure it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks latchkey against its peers on one machine, in one run.
 #[derive(Debug, Parser)]
 struct Args {
