@@ -3,10 +3,11 @@
 //! for the lot, instead of one statement and one commit each.
 //!
 //! Nothing waits on a timer. Up to `lanes` statements of a kind run at once; a call that
-//! finds a free slot starts its statement at once, and the calls that arrive while every slot
-//! is busy queue up and go together into the next statement that starts (the way
-//! PostgreSQL's group commit gathers WAL flushes). A lone caller gets a statement of one;
-//! under load the statements grow by themselves.
+//! finds a free slot runs its statement itself, at once, with no hand-off to another task.
+//! The calls that arrive while every slot is busy queue up, and when a statement ends the
+//! queue goes together into the next one (the way PostgreSQL's group commit gathers WAL
+//! flushes). A lone caller gets a statement of one; under load the statements grow by
+//! themselves.
 //!
 //! A call never joins a statement that already has a call for its row, nor starts while a
 //! running statement holds its row: calls for one row run one after the other, in order, so
@@ -19,19 +20,17 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// Calls waiting per lane before callers wait to enqueue.
-const QUEUE: usize = 1024;
-
-/// What a lane answers a caller.
+/// What a caller gets back.
 pub(super) enum Answer<Q, R> {
-    /// The multi-row statement ran; this is the caller's share of its result.
+    /// The statement ran; this is the caller's share of its result.
     Done(R),
-    /// The statement failed: run the single-row statement instead (the request comes back).
+    /// A multi-row statement failed: run the single-row statement instead (the request comes
+    /// back).
     RunAlone(Q),
     /// The statement failed with nobody else in it: the error, as the single-row statement
     /// would have met it.
@@ -45,101 +44,138 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(super) type Exec<Q, R> =
     Arc<dyn Fn(Vec<Q>) -> BoxFuture<(Vec<Q>, Result<Vec<R>, sqlx::Error>)> + Send + Sync>;
 
+/// A queued call.
 struct Job<Q, R> {
     row: Uuid,
     request: Q,
     reply: oneshot::Sender<Answer<Q, R>>,
 }
 
-/// The coalescer of one kind of statement: a dispatcher task and its queue.
+/// The coalescer of one kind of statement.
 pub(super) struct Lanes<Q, R> {
-    queue: mpsc::Sender<Job<Q, R>>,
+    inner: Arc<Inner<Q, R>>,
 }
 
-impl<Q, R> fmt::Debug for Lanes<Q, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lanes").finish_non_exhaustive()
-    }
-}
-
-impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
-    /// Spawns the dispatcher on the current tokio runtime: at most `lanes` statements in
-    /// flight, each with at most `max_batch` requests. It ends when the `Lanes` is dropped
-    /// and its last statement has answered.
-    ///
-    /// `exclusive`: calls for one row never share or overlap a statement (writes). Reads
-    /// pass `false`: calls for one row may share a statement and each gets the row.
-    pub(super) fn spawn(lanes: usize, max_batch: usize, exclusive: bool, exec: Exec<Q, R>) -> Self {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(
-            rx,
-            lanes.max(1),
-            max_batch.max(1),
-            exclusive,
-            exec,
-        ));
-        Self { queue }
-    }
-
-    /// Runs `request` (on row `row`) in the next statement that has room for it.
-    ///
-    /// When the dispatcher is gone (its runtime shut down) the answer is `RunAlone`; if it
-    /// went away while holding the request, it is `Failed` with [`sqlx::Error::WorkerCrashed`].
-    pub(super) async fn submit(&self, row: Uuid, request: Q) -> Answer<Q, R> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            row,
-            request,
-            reply,
-        };
-        if let Err(mpsc::error::SendError(job)) = self.queue.send(job).await {
-            return Answer::RunAlone(job.request);
-        }
-        answer
-            .await
-            .unwrap_or(Answer::Failed(sqlx::Error::WorkerCrashed))
-    }
-}
-
-/// Starts a statement whenever one of the `lanes` slots is free and requests are waiting;
-/// when `exclusive`, a request whose row is in a running statement waits for it to end.
-async fn dispatch<Q: Send + 'static, R: Send + 'static>(
-    mut rx: mpsc::Receiver<Job<Q, R>>,
+struct Inner<Q, R> {
     lanes: usize,
     max_batch: usize,
     exclusive: bool,
     exec: Exec<Q, R>,
-) {
-    let (done_tx, mut done) = mpsc::unbounded_channel::<Vec<Uuid>>();
-    let mut waiting: VecDeque<Job<Q, R>> = VecDeque::new();
-    let mut busy: HashSet<Uuid> = HashSet::new();
-    let mut running = 0usize;
-    let mut open = true;
-    loop {
-        tokio::select! {
-            job = rx.recv(), if open => match job {
-                Some(job) => waiting.push_back(job),
-                None => open = false,
-            },
-            Some(rows) = done.recv(), if running > 0 => {
-                running -= 1;
-                for row in rows {
-                    busy.remove(&row);
+    state: Mutex<State<Q, R>>,
+}
+
+struct State<Q, R> {
+    /// Statements running.
+    running: usize,
+    /// Rows held by running statements (`exclusive` only).
+    busy: HashSet<Uuid>,
+    /// Calls waiting for a statement, oldest first.
+    waiting: VecDeque<Job<Q, R>>,
+}
+
+impl<Q, R> fmt::Debug for Lanes<Q, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lanes")
+            .field("lanes", &self.inner.lanes)
+            .field("max_batch", &self.inner.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
+    /// At most `lanes` statements at once, each with at most `max_batch` requests.
+    ///
+    /// `exclusive`: calls for one row never share or overlap a statement (writes). Reads
+    /// pass `false`: calls for one row may share a statement and each gets the row.
+    pub(super) fn new(lanes: usize, max_batch: usize, exclusive: bool, exec: Exec<Q, R>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                lanes: lanes.max(1),
+                max_batch: max_batch.max(1),
+                exclusive,
+                exec,
+                state: Mutex::new(State {
+                    running: 0,
+                    busy: HashSet::new(),
+                    waiting: VecDeque::new(),
+                }),
+            }),
+        }
+    }
+
+    /// Runs `request` (on row `row`): at once, in the caller's task, when a slot is free and
+    /// (for `exclusive`) no running statement holds the row; else in the next statement that
+    /// has room for it.
+    pub(super) async fn submit(&self, row: Uuid, request: Q) -> Answer<Q, R> {
+        let inner = &self.inner;
+        let queued = {
+            let mut state = inner.lock();
+            if state.running < inner.lanes && !(inner.exclusive && state.busy.contains(&row)) {
+                state.running += 1;
+                if inner.exclusive {
+                    state.busy.insert(row);
+                }
+                Err(request)
+            } else {
+                let (reply, answer) = oneshot::channel();
+                state.waiting.push_back(Job {
+                    row,
+                    request,
+                    reply,
+                });
+                Ok(answer)
+            }
+        };
+        match queued {
+            Ok(answer) => answer
+                .await
+                .unwrap_or(Answer::Failed(sqlx::Error::WorkerCrashed)),
+            Err(request) => {
+                // The slot is given back (and the queue started) even if this future is
+                // dropped half-way.
+                let _slot = Slot {
+                    inner: inner.clone(),
+                    rows: if inner.exclusive { vec![row] } else { vec![] },
+                };
+                match (inner.exec)(vec![request]).await {
+                    (_, Ok(mut results)) if results.len() == 1 => {
+                        Answer::Done(results.pop().expect("one result"))
+                    }
+                    (_, Err(e)) => Answer::Failed(e),
+                    (mut requests, Ok(_)) => {
+                        tracing::error!("coalesced statement answered the wrong number of rows");
+                        Answer::RunAlone(requests.pop().expect("one request"))
+                    }
                 }
             }
-            else => return,
         }
-        while let Ok(job) = rx.try_recv() {
-            waiting.push_back(job);
+    }
+}
+
+impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
+    fn lock(&self) -> MutexGuard<'_, State<Q, R>> {
+        // A panic while holding the lock leaves consistent counters (no code between the
+        // updates can panic), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A statement ended: frees its slot and rows, and starts statements for the queue while
+    /// slots are free.
+    fn finish(self: &Arc<Self>, rows: &[Uuid]) {
+        let mut state = self.lock();
+        state.running -= 1;
+        for row in rows {
+            state.busy.remove(row);
         }
-        while running < lanes && !waiting.is_empty() {
-            // Oldest first, one request per row, none on a row a running statement holds.
+        while state.running < self.lanes && !state.waiting.is_empty() {
+            // Oldest first, one call per row (`exclusive`), none on a busy row.
             let mut rows = Vec::new();
             let mut batch = Vec::new();
-            let mut later = VecDeque::with_capacity(waiting.len());
-            for job in waiting.drain(..) {
-                if batch.len() < max_batch && (!exclusive || busy.insert(job.row)) {
-                    if exclusive {
+            let mut later = VecDeque::with_capacity(state.waiting.len());
+            let waiting = std::mem::take(&mut state.waiting);
+            for job in waiting {
+                if batch.len() < self.max_batch && (!self.exclusive || state.busy.insert(job.row)) {
+                    if self.exclusive {
                         rows.push(job.row);
                     }
                     batch.push(job);
@@ -147,17 +183,39 @@ async fn dispatch<Q: Send + 'static, R: Send + 'static>(
                     later.push_back(job);
                 }
             }
-            waiting = later;
+            state.waiting = later;
             if batch.is_empty() {
                 break;
             }
-            running += 1;
-            let (exec, done_tx) = (exec.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                run(&exec, batch).await;
-                let _ = done_tx.send(rows);
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                // No runtime left to run it (shutting down): its callers get `WorkerCrashed`.
+                for row in &rows {
+                    state.busy.remove(row);
+                }
+                break;
+            };
+            state.running += 1;
+            let slot = Slot {
+                inner: self.clone(),
+                rows,
+            };
+            runtime.spawn(async move {
+                let slot = slot;
+                run(&slot.inner.exec, batch).await;
             });
         }
+    }
+}
+
+/// A running statement's slot; dropping it ends the statement's turn.
+struct Slot<Q: Send + 'static, R: Send + 'static> {
+    inner: Arc<Inner<Q, R>>,
+    rows: Vec<Uuid>,
+}
+
+impl<Q: Send + 'static, R: Send + 'static> Drop for Slot<Q, R> {
+    fn drop(&mut self) {
+        self.inner.finish(&self.rows);
     }
 }
 

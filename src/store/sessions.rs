@@ -246,7 +246,7 @@ impl Store {
             let (pool, touch) = (self.pool.clone(), touch_interval_secs);
             let exec: Exec<Uuid, Option<SessionRecord>> =
                 Arc::new(move |ids| Box::pin(find_sessions(pool.clone(), ids, touch)));
-            (touch, Lanes::spawn(READ_LANES, READ_BATCH, false, exec))
+            (touch, Lanes::new(READ_LANES, READ_BATCH, false, exec))
         });
         // The lanes share one touch interval (an instance has one); another runs alone.
         if *touch != touch_interval_secs {
@@ -265,24 +265,7 @@ impl Store {
         id: Uuid,
         touch_interval_secs: f64,
     ) -> StoreResult<Option<SessionRecord>> {
-        let rec = sqlx::query_as!(
-            SessionRecord,
-            r#"
-            SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
-                   sealed_successor, version, created_at, expires_at, absolute_expires_at,
-                   revoked_at, revoked_reason,
-                   coalesce(prev_valid_until > now(), false) AS "in_grace!",
-                   expires_at <= now() AS "expired!",
-                   last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
-                   last_used_at, user_agent, host(ip) AS ip
-            FROM sessions WHERE id = $1
-            "#,
-            id,
-            touch_interval_secs,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(rec)
+        Ok(find_one(&self.pool, id, touch_interval_secs).await?)
     }
 
     /// Rotates the token with a compare-and-swap on `version`: the current hash becomes the
@@ -558,12 +541,19 @@ impl Store {
 }
 
 /// [`Store::find_session`] for many sessions in one statement (the coalesced read): one
-/// answer per id, in order.
+/// answer per id, in order. A single id takes the single-row statement: its generic plan is
+/// a primary-key probe, while an array statement is planned again at each run.
 async fn find_sessions(
     pool: PgPool,
     ids: Vec<Uuid>,
     touch_interval_secs: f64,
 ) -> (Vec<Uuid>, Result<Vec<Option<SessionRecord>>, sqlx::Error>) {
+    if let [id] = &ids[..] {
+        let found = find_one(&pool, *id, touch_interval_secs)
+            .await
+            .map(|r| vec![r]);
+        return (ids, found);
+    }
     let found = sqlx::query_as!(
         SessionRecord,
         r#"
@@ -587,4 +577,30 @@ async fn find_sessions(
             .collect()
     });
     (ids, found)
+}
+
+/// The `find_session` statement for one id.
+async fn find_one(
+    pool: &PgPool,
+    id: Uuid,
+    touch_interval_secs: f64,
+) -> Result<Option<SessionRecord>, sqlx::Error> {
+    let rec = sqlx::query_as!(
+        SessionRecord,
+        r#"
+        SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+               sealed_successor, version, created_at, expires_at, absolute_expires_at,
+               revoked_at, revoked_reason,
+               coalesce(prev_valid_until > now(), false) AS "in_grace!",
+               expires_at <= now() AS "expired!",
+               last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
+               last_used_at, user_agent, host(ip) AS ip
+        FROM sessions WHERE id = $1
+        "#,
+        id,
+        touch_interval_secs,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(rec)
 }

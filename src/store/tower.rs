@@ -289,9 +289,9 @@ impl PgSessionStore {
             let load: Exec<[u8; 32], _> =
                 Arc::new(move |hashes| Box::pin(load_many(pool.clone(), hashes)));
             Coalesced {
-                create: Lanes::spawn(self.lanes, self.max_batch, true, create),
-                save: Lanes::spawn(self.lanes, self.max_batch, true, save),
-                load: Lanes::spawn(self.lanes, self.max_batch, false, load),
+                create: Lanes::new(self.lanes, self.max_batch, true, create),
+                save: Lanes::new(self.lanes, self.max_batch, true, save),
+                load: Lanes::new(self.lanes, self.max_batch, false, load),
             }
         }))
     }
@@ -306,36 +306,107 @@ impl PgSessionStore {
                 Answer::RunAlone(row) => row,
             },
         };
-        let inserted = sqlx::query_scalar!(
-            r#"
-            INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
-                                  absolute_expires_at, data)
-            SELECT $1::uuid, 'stateful', coalesce($2, 'anon:' || $1::uuid::text), $3,
-                   least($4, cap.at), cap.at, $5
-            FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
-            ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
-            RETURNING version
-            "#,
-            row.id,
-            row.owner,
-            &row.hash[..],
-            row.expiry,
-            row.data,
-            self.absolute_ttl_secs,
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(inserted.is_some())
+        insert_one(&self.pool, self.absolute_ttl_secs, &row)
+            .await
+            .map_err(backend)
     }
 }
 
+/// Saves one row. Only a live row is updated: a deleted, revoked or expired session stays
+/// gone. A save that changes nothing but a small forward move of the expiry matches no row and
+/// writes nothing; a data change within the touch interval keeps `expires_at`, so no indexed
+/// column changes and the update can be HOT.
+async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"
+        UPDATE sessions
+        SET data = $3,
+            owner_key = coalesce($4, 'anon:' || id::text),
+            expires_at = CASE
+                WHEN least($5, absolute_expires_at) >= expires_at
+                 AND least($5, absolute_expires_at)
+                     < expires_at + make_interval(secs => $6)
+                THEN expires_at
+                ELSE least($5, absolute_expires_at) END,
+            last_used_at = now(),
+            version = version + 1
+        WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
+          AND revoked_at IS NULL AND expires_at > now()
+          AND (data IS DISTINCT FROM $3
+               OR owner_key IS DISTINCT FROM coalesce($4, 'anon:' || id::text)
+               OR least($5, absolute_expires_at) < expires_at
+               OR least($5, absolute_expires_at)
+                  >= expires_at + make_interval(secs => $6))
+        "#,
+        row.id,
+        &row.hash[..],
+        row.data,
+        row.owner,
+        row.expiry,
+        touch_secs,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Loads the live row of one token hash: its data and expiry.
+async fn load_one(
+    pool: &PgPool,
+    hash: &[u8; 32],
+) -> Result<Option<(serde_json::Value, OffsetDateTime)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"
+        SELECT data, expires_at
+        FROM sessions
+        WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
+          AND revoked_at IS NULL AND expires_at > now()
+        "#,
+        row_of(hash),
+        &hash[..],
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.data, r.expires_at)))
+}
+
+/// Inserts one row: `true` when it went in, `false` on an id collision.
+async fn insert_one(pool: &PgPool, ttl_secs: f64, row: &NewRow) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query_scalar!(
+        r#"
+        INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
+                              absolute_expires_at, data)
+        SELECT $1::uuid, 'stateful', coalesce($2, 'anon:' || $1::uuid::text), $3,
+               least($4, cap.at), cap.at, $5
+        FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
+        ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
+        RETURNING version
+        "#,
+        row.id,
+        row.owner,
+        &row.hash[..],
+        row.expiry,
+        row.data,
+        ttl_secs,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(inserted.is_some())
+}
+
 /// Inserts `rows` in one statement; for each, whether it went in (`false`: id collision).
+///
+/// A single row takes the single-row statement: its generic plan is a primary-key probe,
+/// while an array statement is planned again at each run.
 async fn create_many(
     pool: PgPool,
     ttl_secs: f64,
     rows: Vec<NewRow>,
 ) -> (Vec<NewRow>, Result<Vec<bool>, sqlx::Error>) {
+    if let [row] = &rows[..] {
+        let inserted = insert_one(&pool, ttl_secs, row).await.map(|i| vec![i]);
+        return (rows, inserted);
+    }
     let c = Columns::of(&rows);
     let inserted = sqlx::query_scalar!(
         r#"
@@ -362,12 +433,16 @@ async fn create_many(
     (rows, inserted)
 }
 
-/// Saves `rows` in one statement (see [`PgSessionStore::save`] for what a save writes).
+/// Saves `rows` in one statement (a single row: the single-row statement).
 async fn save_many(
     pool: PgPool,
     touch_secs: f64,
     rows: Vec<NewRow>,
 ) -> (Vec<NewRow>, Result<Vec<()>, sqlx::Error>) {
+    if let [row] = &rows[..] {
+        let saved = save_one(&pool, touch_secs, row).await.map(|()| vec![()]);
+        return (rows, saved);
+    }
     let c = Columns::of(&rows);
     let saved = sqlx::query!(
         r#"
@@ -405,7 +480,8 @@ async fn save_many(
     (rows, saved)
 }
 
-/// Loads the live rows of `hashes` (full SHA-256 of the cookie ids) in one statement.
+/// Loads the live rows of `hashes` (full SHA-256 of the cookie ids) in one statement (a
+/// single one: the single-row statement).
 async fn load_many(
     pool: PgPool,
     hashes: Vec<[u8; 32]>,
@@ -413,6 +489,10 @@ async fn load_many(
     Vec<[u8; 32]>,
     Result<Vec<Option<(serde_json::Value, OffsetDateTime)>>, sqlx::Error>,
 ) {
+    if let [hash] = &hashes[..] {
+        let found = load_one(&pool, hash).await.map(|f| vec![f]);
+        return (hashes, found);
+    }
     let ids: Vec<Uuid> = hashes.iter().map(row_of).collect();
     let found = sqlx::query!(
         r#"
@@ -498,42 +578,9 @@ impl SessionStore for PgSessionStore {
                 Answer::RunAlone(row) => row,
             },
         };
-        // Only a live row is updated: a deleted, revoked or expired session stays gone.
-        // A save that changes nothing but a small forward move of the expiry matches no row
-        // and writes nothing; a data change within the touch interval keeps `expires_at`, so
-        // no indexed column changes and the update can be HOT.
-        sqlx::query!(
-            r#"
-            UPDATE sessions
-            SET data = $3,
-                owner_key = coalesce($4, 'anon:' || id::text),
-                expires_at = CASE
-                    WHEN least($5, absolute_expires_at) >= expires_at
-                     AND least($5, absolute_expires_at)
-                         < expires_at + make_interval(secs => $6)
-                    THEN expires_at
-                    ELSE least($5, absolute_expires_at) END,
-                last_used_at = now(),
-                version = version + 1
-            WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
-              AND revoked_at IS NULL AND expires_at > now()
-              AND (data IS DISTINCT FROM $3
-                   OR owner_key IS DISTINCT FROM coalesce($4, 'anon:' || id::text)
-                   OR least($5, absolute_expires_at) < expires_at
-                   OR least($5, absolute_expires_at)
-                      >= expires_at + make_interval(secs => $6))
-            "#,
-            row.id,
-            &row.hash[..],
-            row.data,
-            row.owner,
-            row.expiry,
-            self.touch_interval_secs,
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        save_one(&self.pool, self.touch_interval_secs, &row)
+            .await
+            .map_err(backend)
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
@@ -548,20 +595,7 @@ impl SessionStore for PgSessionStore {
         };
         let found = match found {
             Some(found) => found,
-            None => sqlx::query!(
-                r#"
-                SELECT data, expires_at
-                FROM sessions
-                WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
-                  AND revoked_at IS NULL AND expires_at > now()
-                "#,
-                row_id,
-                &hash[..],
-            )
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .map(|r| (r.data, r.expires_at)),
+            None => load_one(&self.pool, &hash).await.map_err(backend)?,
         };
         let Some((data, expiry_date)) = found else {
             return Ok(None);

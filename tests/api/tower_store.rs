@@ -499,3 +499,31 @@ async fn a_save_the_database_refuses_fails_alone_among_concurrent_saves() {
         }
     }
 }
+
+/// A request dropped half-way (a client that went away) gives its statement slot back: with
+/// one slot, a leaked slot would make every later request wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_dropped_mid_statement_do_not_leak_their_slot() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone()).with_coalescing(1, 8);
+    let mut rec = record("n", "0", in_an_hour());
+    store.create(&mut rec).await.expect("create");
+    for n in 0..200 {
+        rec.data
+            .insert("n".to_owned(), serde_json::json!(n.to_string()));
+        let cut = Duration::from_micros(50 * (n % 20));
+        let _ = tokio::time::timeout(cut, store.save(&rec)).await;
+        let _ = tokio::time::timeout(cut, store.load(&rec.id)).await;
+    }
+    rec.data.insert("n".to_owned(), serde_json::json!("last"));
+    tokio::time::timeout(Duration::from_secs(10), store.save(&rec))
+        .await
+        .expect("a save after the dropped ones runs")
+        .expect("save");
+    let got = tokio::time::timeout(Duration::from_secs(10), store.load(&rec.id))
+        .await
+        .expect("a load after the dropped ones runs")
+        .expect("load")
+        .expect("present");
+    assert_eq!(got.data["n"], serde_json::json!("last"));
+}
