@@ -85,7 +85,7 @@ type SessionReads = coalesce::Lanes<Uuid, Option<SessionRecord>>;
 
 /// Session reads that may run at once as statements of their own; the reads that arrive
 /// while all of them run share the next statement.
-const READ_LANES: usize = 4;
+const READ_LANES: usize = 2;
 
 /// Most session reads in one statement.
 const READ_BATCH: usize = 64;

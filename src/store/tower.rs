@@ -181,13 +181,13 @@ struct NewRow {
 
 impl PgSessionStore {
     /// A store on `pool` with an absolute lifetime of 30 days, a touch interval of 60 s and
-    /// statement coalescing with up to 4 statements of each kind at once, of up to 64 rows.
+    /// statement coalescing with up to 2 statements of each kind at once, of up to 64 rows.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             absolute_ttl_secs: 30.0 * 86_400.0,
             touch_interval_secs: 60.0,
-            lanes: 4,
+            lanes: 2,
             max_batch: 64,
             coalesce: Arc::default(),
         }
