@@ -179,12 +179,17 @@ async fn store_scenario(options: PgConnectOptions, args: &Args) -> anyhow::Resul
     );
     for &clients in &args.clients {
         let mut seeds: HashMap<&str, Vec<Record>> = HashMap::new();
-        let ops = std::iter::once(Op::Create).chain(args.ops.iter().copied().filter(|&op| op != Op::Create));
+        let ops = std::iter::once(Op::Create)
+            .chain(args.ops.iter().copied().filter(|&op| op != Op::Create));
         for op in ops {
             // Create runs once per store (it seeds the rest); the others run `rounds` times
             // per store, alternating which store goes first so neither always pays for the
             // other's leftovers (autovacuum, dirty buffers).
-            let rounds = if op == Op::Create { 1 } else { args.rounds.max(1) };
+            let rounds = if op == Op::Create {
+                1
+            } else {
+                args.rounds.max(1)
+            };
             let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
             for round in 0..rounds {
                 let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
