@@ -4,8 +4,14 @@
 //! migrations: each call purges one bounded batch of each category in its own short
 //! transaction, picking rows with `FOR UPDATE SKIP LOCKED`. [`Store::expire`] calls it until a
 //! batch comes back empty; the procedure `latchkey_expire()` does the same from SQL (pg_cron).
+//!
+//! Each batch resumes where the previous one stopped ([`ExpireCursor`]), so it does not step
+//! again over the index entries of the rows already deleted. A row that was locked when the
+//! cursor went past it is behind the cursor: the purge ends only when a batch from the start
+//! (no cursor) finds nothing.
 
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use super::{Store, StoreResult};
 
@@ -55,6 +61,36 @@ impl ExpireCounts {
     }
 }
 
+/// Where the next batch of each category starts (`>=`, so rows sharing the key are not lost):
+/// the largest key deleted so far in that category, or `None` for the start of its index.
+/// Returned by [`Store::expire_batch`] as the largest key each batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpireCursor {
+    /// `expires_at` of expired sessions.
+    pub expired: Option<OffsetDateTime>,
+    /// `revoked_at` of old revoked sessions.
+    pub revoked: Option<OffsetDateTime>,
+    /// `occurred_at` of old events.
+    pub events: Option<OffsetDateTime>,
+}
+
+impl ExpireCursor {
+    /// The start of every index: a batch from here sees every row.
+    pub const START: Self = Self {
+        expired: None,
+        revoked: None,
+        events: None,
+    };
+
+    /// Moves each category that a batch deleted something in to the batch's last key; the
+    /// others stay where they were.
+    pub fn advance(&mut self, last: &ExpireCursor) {
+        self.expired = last.expired.or(self.expired);
+        self.revoked = last.revoked.or(self.revoked);
+        self.events = last.events.or(self.events);
+    }
+}
+
 /// Totals of a whole purge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ExpireReport {
@@ -72,33 +108,54 @@ pub struct ExpireReport {
 
 impl Store {
     /// One call of `latchkey_expire_batch()`: purges at most `batch_size` rows of each
-    /// category in one short transaction (or counts everything on a dry run).
+    /// category, starting at `from`, in one short transaction (or counts everything on a dry
+    /// run, whatever `from`). Returns the counts and the largest key deleted per category
+    /// (`None` where nothing was), to pass to [`ExpireCursor::advance`].
     ///
     /// # Errors
     /// Database failures; an invalid policy is refused by the function (`22023`).
-    pub async fn expire_batch(&self, policy: &ExpirePolicy) -> StoreResult<ExpireCounts> {
+    pub async fn expire_batch(
+        &self,
+        policy: &ExpirePolicy,
+        from: &ExpireCursor,
+    ) -> StoreResult<(ExpireCounts, ExpireCursor)> {
         let batch = i32::try_from(policy.batch_size).unwrap_or(i32::MAX);
         let row = sqlx::query!(
             r#"
-            SELECT expired AS "expired!", revoked AS "revoked!", events AS "events!"
-            FROM latchkey_expire_batch($1, make_interval(secs => $2), make_interval(secs => $3), $4)
+            SELECT expired AS "expired!", revoked AS "revoked!", events AS "events!",
+                   expired_last, revoked_last, events_last
+            FROM latchkey_expire_batch($1, make_interval(secs => $2), make_interval(secs => $3), $4,
+                                       $5, $6, $7)
             "#,
             batch,
             policy.retain_revoked_secs,
             policy.retain_events_secs,
             policy.dry_run,
+            from.expired,
+            from.revoked,
+            from.events,
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(ExpireCounts {
-            expired: row.expired,
-            revoked: row.revoked,
-            events: row.events,
-        })
+        Ok((
+            ExpireCounts {
+                expired: row.expired,
+                revoked: row.revoked,
+                events: row.events,
+            },
+            ExpireCursor {
+                expired: row.expired_last,
+                revoked: row.revoked_last,
+                events: row.events_last,
+            },
+        ))
     }
 
-    /// Purges until a batch comes back empty, each batch its own transaction; on a dry run,
-    /// counts once. `progress` sees the running totals after every batch.
+    /// Purges until a batch comes back empty, each batch its own transaction and resuming where
+    /// the previous one stopped; then makes one more pass from the start (for rows that were
+    /// locked when the cursor went past them) and stops only when that pass finds nothing. On a
+    /// dry run, counts once. `progress` sees the running totals after every batch that deleted
+    /// something.
     ///
     /// # Errors
     /// Database failures; the totals of the batches already committed are lost to the
@@ -113,7 +170,7 @@ impl Store {
             ..ExpireReport::default()
         };
         if policy.dry_run {
-            let c = self.expire_batch(policy).await?;
+            let (c, _) = self.expire_batch(policy, &ExpireCursor::START).await?;
             let most = c.expired.max(c.revoked).max(c.events);
             let size = i64::from(policy.batch_size.max(1));
             report.expired = c.expired;
@@ -122,11 +179,24 @@ impl Store {
             report.batches = (most + size - 1) / size;
             return Ok(report);
         }
+        let mut cursor = ExpireCursor::START;
+        let mut from_start = true;
         loop {
-            let c = self.expire_batch(policy).await?;
+            let from = if from_start {
+                ExpireCursor::START
+            } else {
+                cursor
+            };
+            let (c, last) = self.expire_batch(policy, &from).await?;
             if c.is_empty() {
-                return Ok(report);
+                if from_start {
+                    return Ok(report);
+                }
+                from_start = true;
+                continue;
             }
+            from_start = false;
+            cursor.advance(&last);
             report.expired += c.expired;
             report.revoked += c.revoked;
             report.events += c.events;

@@ -12,7 +12,7 @@ mod tower;
 mod users;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
-pub use expire::{ExpireCounts, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
+pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};

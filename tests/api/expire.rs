@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use latchkey::store::{ExpirePolicy, ExpireReport, Store};
+use latchkey::store::{ExpireCursor, ExpirePolicy, ExpireReport, Store};
 use sqlx::{Connection, PgPool};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -360,6 +360,311 @@ async fn expire_skips_rows_locked_by_another_transaction_instead_of_waiting_for_
     tx.rollback().await.expect("rollback");
     let second = store.expire(&policy(4), |_| {}).await.expect("expire");
     assert_eq!((second.expired, second.revoked, second.events), (10, 0, 1));
+}
+
+/// Sessions and events for a purge of many batches whose keys tie across batch boundaries:
+/// 1000 expired sessions on 7 shared `expires_at` values (~143 each) and 350 on distinct ones,
+/// 450 old revoked sessions on 3 shared `revoked_at`, 700 old events on 4 shared
+/// `occurred_at`; and what must stay (live, recently revoked, recent events). Returns
+/// (expired, revoked, events) to purge.
+async fn seed_ties(pool: &PgPool) -> (i64, i64, i64) {
+    let sessions = [
+        // (tag, count, expires_at, revoked_at)
+        (
+            "tie",
+            1000,
+            "date_trunc('second', now()) - (i % 7 + 1) * interval '1 hour'",
+            "NULL",
+        ),
+        (
+            "one",
+            350,
+            "date_trunc('second', now()) - i * interval '1 second'",
+            "NULL",
+        ),
+        (
+            "live",
+            300,
+            "date_trunc('second', now()) + (i % 3 + 1) * interval '1 hour'",
+            "NULL",
+        ),
+        (
+            "rold",
+            450,
+            "now() + interval '1 hour'",
+            "date_trunc('second', now()) - interval '8 days' - (i % 3) * interval '1 hour'",
+        ),
+        (
+            "rnew",
+            50,
+            "now() + interval '1 hour'",
+            "date_trunc('second', now()) - interval '1 day'",
+        ),
+    ];
+    for (tag, n, exp, rev) in sessions {
+        sqlx::query(&format!(
+            "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
+                                   created_at, revoked_at, revoked_reason)
+             SELECT md5('{tag}' || i)::uuid, 'stateful', 'user:' || md5('owner' || (i % 7))::uuid,
+                    sha256(convert_to('{tag}' || i, 'UTF8')), {exp}, now() + interval '20 days',
+                    now() - interval '40 days', {rev}, CASE WHEN {rev} IS NULL THEN NULL ELSE 'logout' END
+             FROM generate_series(1, $1) AS i"
+        ))
+        .bind(n)
+        .execute(pool)
+        .await
+        .expect("seed sessions");
+    }
+    for (n, at) in [
+        (
+            700,
+            "date_trunc('second', now()) - interval '100 days' - (i % 4) * interval '1 day'",
+        ),
+        (100, "now() - interval '10 days'"),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO session_events (occurred_at, session_id, owner_key, event)
+             SELECT {at}, md5('ev' || i)::uuid, 'user:' || md5('owner' || (i % 7))::uuid, 'created'
+             FROM generate_series(1, $1) AS i"
+        ))
+        .bind(n)
+        .execute(pool)
+        .await
+        .expect("seed events");
+    }
+    (1350, 450, 700)
+}
+
+#[tokio::test]
+async fn each_batch_resumes_at_the_cursor_and_the_cursor_passes_alone_reach_every_row() {
+    let db = TestDb::new().await;
+    let (expired, revoked, events) = seed_ties(&db.pool).await;
+    let keep = survivors(&db.pool).await;
+    assert_eq!(keep.len(), 350);
+    let store = Store::new(db.pool.clone());
+    let batch = policy(100);
+
+    // A batch starts at its cursor: past every key, it finds nothing although rows are due.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let past_all = ExpireCursor {
+        expired: Some(later),
+        revoked: Some(later),
+        events: Some(later),
+    };
+    let (c, last) = store.expire_batch(&batch, &past_all).await.expect("batch");
+    assert!(c.is_empty(), "{c:?}");
+    assert_eq!(last, ExpireCursor::START, "nothing deleted, no key");
+
+    // Cursor passes only, as `expire` runs them: every batch full until its category runs out,
+    // nothing left below a cursor, and no row lost on a key shared across a batch boundary.
+    let mut cursor = ExpireCursor::START;
+    let mut got = Vec::new();
+    loop {
+        let (c, last) = store.expire_batch(&batch, &cursor).await.expect("batch");
+        if c.is_empty() {
+            break;
+        }
+        if let Some(at) = last.expired {
+            let below: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sessions WHERE expires_at < $1")
+                    .bind(at)
+                    .fetch_one(&db.pool)
+                    .await
+                    .expect("count");
+            assert_eq!(below, 0, "an expired row was left below the cursor");
+        }
+        cursor.advance(&last);
+        got.push((c.expired, c.revoked, c.events));
+    }
+    let sizes = |n: i64| -> Vec<i64> {
+        (0..14)
+            .map(|k| (n - 100 * k).clamp(0, 100))
+            .collect::<Vec<_>>()
+    };
+    let (e, r, v): (Vec<i64>, Vec<i64>, Vec<i64>) = (
+        got.iter().map(|g| g.0).collect(),
+        got.iter().map(|g| g.1).collect(),
+        got.iter().map(|g| g.2).collect(),
+    );
+    assert_eq!(e, sizes(expired), "expired per batch");
+    assert_eq!(r, sizes(revoked), "revoked per batch");
+    assert_eq!(v, sizes(events), "events per batch");
+
+    // A pass from the start finds nothing the cursors missed.
+    let (rest, _) = store
+        .expire_batch(&batch, &ExpireCursor::START)
+        .await
+        .expect("batch");
+    assert!(rest.is_empty(), "left behind the cursors: {rest:?}");
+    assert_eq!(session_ids(&db.pool).await, keep);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM session_events WHERE occurred_at < now() - interval '90 days'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM session_events").await,
+        100 + 1350,
+        "recent events kept, one 'expired' event per purged session"
+    );
+}
+
+#[tokio::test]
+async fn expire_and_the_procedure_purge_many_batches_with_shared_keys_exactly() {
+    let (by_store, by_sql) = tokio::join!(TestDb::new(), TestDb::new());
+    let want = seed_ties(&by_store.pool).await;
+    seed_ties(&by_sql.pool).await;
+    let keep = survivors(&by_store.pool).await;
+
+    let report = Store::new(by_store.pool.clone())
+        .expire(&policy(100), |_| {})
+        .await
+        .expect("expire");
+    assert_eq!((report.expired, report.revoked, report.events), want);
+    assert_eq!(
+        report.batches, 14,
+        "ceil(1350 / 100): no batch wasted on ties"
+    );
+    assert_eq!(session_ids(&by_store.pool).await, keep);
+
+    let (expired, revoked, events, batches): (i64, i64, i64, i64) =
+        sqlx::query_as("CALL latchkey_expire(batch_size => 100)")
+            .fetch_one(&by_sql.pool)
+            .await
+            .expect("call latchkey_expire");
+    assert_eq!((expired, revoked, events), want);
+    assert_eq!(batches, 14);
+    assert_eq!(session_ids(&by_sql.pool).await, keep);
+    for db in [&by_store, &by_sql] {
+        assert_eq!(
+            count(&db.pool, "SELECT count(*) FROM session_events").await,
+            100 + 1350
+        );
+    }
+}
+
+/// How a purge is started in [`a_row_locked_while_the_cursor_passes_it_is_purged_by_the_final_pass`].
+#[derive(Debug, Clone, Copy)]
+enum Purger {
+    Store,
+    Procedure,
+}
+
+/// 40 expired sessions with distinct `expires_at`. The first one is held `FOR UPDATE` by
+/// another transaction when the purge starts, so the first batch skips it; a trigger then
+/// stops the purge inside that batch (on the second row, behind an advisory lock the test
+/// holds) until the test has released the first row. By then the cursor is past it: only a
+/// pass from the start can still purge it.
+async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+         SELECT md5('gone' || i)::uuid, 'stateful', 'user:' || md5('owner')::uuid,
+                sha256(convert_to('gone' || i, 'UTF8')), now() - (100 - i) * interval '1 minute',
+                now() + interval '1 day'
+         FROM generate_series(1, 40) AS i",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("seed");
+    let locked: Uuid = sqlx::query_scalar("SELECT md5('gone1')::uuid")
+        .fetch_one(&db.pool)
+        .await
+        .expect("id");
+    sqlx::query(
+        "CREATE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN OLD; END $$",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("gate function");
+    sqlx::query(
+        "CREATE TRIGGER test_gate BEFORE DELETE ON sessions FOR EACH ROW
+         WHEN (OLD.id = md5('gone2')::uuid) EXECUTE FUNCTION test_gate()",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("gate trigger");
+
+    let mut gate = sqlx::PgConnection::connect_with(&db.options)
+        .await
+        .expect("connect");
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut gate)
+        .await
+        .expect("close the gate");
+    let mut holder = sqlx::PgConnection::connect_with(&db.options)
+        .await
+        .expect("connect");
+    let mut tx = holder.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(locked)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("lock the first row");
+
+    let pool = db.pool.clone();
+    let purge = tokio::spawn(async move {
+        match purger {
+            Purger::Store => {
+                let r = Store::new(pool)
+                    .expire(&policy(5), |_| {})
+                    .await
+                    .expect("expire");
+                (r.expired, r.batches)
+            }
+            Purger::Procedure => {
+                let (expired, _, _, batches): (i64, i64, i64, i64) =
+                    sqlx::query_as("CALL latchkey_expire(batch_size => 5)")
+                        .fetch_one(&pool)
+                        .await
+                        .expect("call latchkey_expire");
+                (expired, batches)
+            }
+        }
+    });
+
+    // Wait until the first batch is held at the gate (it has already skipped the locked row).
+    let waiting = "SELECT count(*) FROM pg_locks
+                   WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count(&db.pool, waiting).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge never reached the gate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tx.rollback().await.expect("release the first row");
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut gate)
+        .await
+        .expect("open the gate");
+
+    let (expired, batches) = tokio::time::timeout(std::time::Duration::from_secs(60), purge)
+        .await
+        .expect("purge finished")
+        .expect("task");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM sessions").await,
+        0,
+        "{purger:?}: the row released behind the cursor was not purged"
+    );
+    assert_eq!(expired, 40, "{purger:?}");
+    assert_eq!(
+        batches, 9,
+        "{purger:?}: 8 cursor batches + the one from the start"
+    );
+}
+
+#[tokio::test]
+async fn a_row_locked_while_the_cursor_passes_it_is_purged_by_the_final_pass() {
+    purge_with_a_row_released_behind_the_cursor(Purger::Store).await;
+    purge_with_a_row_released_behind_the_cursor(Purger::Procedure).await;
 }
 
 /// `postgres://…/<database>` for the CLI, from DATABASE_URL (or the local default).

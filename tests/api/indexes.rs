@@ -18,21 +18,30 @@ const NOT_HOT: &[(&str, &str)] = &[(
 /// variables they use and the parameter that stands for each in the EXPLAIN.
 const FUNCTION_STATEMENTS: &[(&str, &[(&str, &str)])] = &[
     (
-        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE expires_at <= now() \
-         ORDER BY expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
+        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE expires_at >= expired_start \
+         AND expires_at <= now() ORDER BY expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
          RETURNING id, owner_key, expires_at, absolute_expires_at, revoked_at",
-        &[("batch_size", "$1::int")],
+        &[("batch_size", "$1::int"), ("expired_start", "$2::timestamptz")],
     ),
     (
-        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE revoked_at < revoked_before \
-         AND expires_at > now() ORDER BY revoked_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
-         RETURNING id",
-        &[("batch_size", "$1::int"), ("revoked_before", "$2::timestamptz")],
+        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE revoked_at >= revoked_start \
+         AND revoked_at < revoked_before AND expires_at > now() ORDER BY revoked_at LIMIT batch_size \
+         FOR UPDATE SKIP LOCKED)) RETURNING id, revoked_at",
+        &[
+            ("batch_size", "$1::int"),
+            ("revoked_start", "$2::timestamptz"),
+            ("revoked_before", "$3::timestamptz"),
+        ],
     ),
     (
-        "DELETE FROM session_events WHERE id = ANY (ARRAY(SELECT id FROM session_events WHERE occurred_at < events_before \
-         ORDER BY occurred_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) RETURNING id",
-        &[("batch_size", "$1::int"), ("events_before", "$2::timestamptz")],
+        "DELETE FROM session_events WHERE id = ANY (ARRAY(SELECT id FROM session_events WHERE occurred_at >= events_start \
+         AND occurred_at < events_before ORDER BY occurred_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
+         RETURNING id, occurred_at",
+        &[
+            ("batch_size", "$1::int"),
+            ("events_start", "$2::timestamptz"),
+            ("events_before", "$3::timestamptz"),
+        ],
     ),
 ];
 
