@@ -138,18 +138,22 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
                     rows: if inner.exclusive { vec![row] } else { vec![] },
                 };
                 match (inner.exec)(vec![request]).await {
-                    (_, Ok(mut results)) if results.len() == 1 => {
-                        Answer::Done(results.pop().expect("one result"))
-                    }
                     (_, Err(e)) => Answer::Failed(e),
-                    (mut requests, Ok(_)) => {
-                        tracing::error!("coalesced statement answered the wrong number of rows");
-                        Answer::RunAlone(requests.pop().expect("one request"))
-                    }
+                    (_, Ok(mut results)) => match (results.pop(), results.is_empty()) {
+                        (Some(result), true) => Answer::Done(result),
+                        _ => Answer::Failed(miscounted()),
+                    },
                 }
             }
         }
     }
+}
+
+/// A statement answered another number of rows than it was given: a bug, reported as an
+/// error to every caller (never rerun: the statement may have written).
+fn miscounted() -> sqlx::Error {
+    tracing::error!("coalesced statement answered the wrong number of rows");
+    sqlx::Error::Protocol("coalesced statement answered the wrong number of rows".to_owned())
 }
 
 impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
@@ -235,13 +239,13 @@ async fn run<Q, R>(exec: &Exec<Q, R>, batch: Vec<Job<Q, R>>) {
                 let _ = reply.send(Answer::Failed(e));
             }
         }
-        (requests, outcome) => {
-            match outcome {
-                Ok(_) => tracing::error!("coalesced statement answered the wrong number of rows"),
-                Err(e) => {
-                    tracing::debug!(error = %e, rows = n, "coalesced statement failed; running its rows one by one")
-                }
+        (_, Ok(_)) => {
+            for reply in replies {
+                let _ = reply.send(Answer::Failed(miscounted()));
             }
+        }
+        (requests, Err(e)) => {
+            tracing::debug!(error = %e, rows = n, "coalesced statement failed; running its rows one by one");
             for (reply, request) in replies.into_iter().zip(requests) {
                 let _ = reply.send(Answer::RunAlone(request));
             }
