@@ -166,47 +166,61 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
     /// A statement ended: frees its slot and rows, and starts statements for the queue while
     /// slots are free.
     fn finish(self: &Arc<Self>, rows: &[Uuid]) {
-        let mut state = self.lock();
-        state.running -= 1;
-        for row in rows {
-            state.busy.remove(row);
-        }
-        while state.running < self.lanes && !state.waiting.is_empty() {
-            // Oldest first, one call per row (`exclusive`), none on a busy row.
-            let mut rows = Vec::new();
-            let mut batch = Vec::new();
-            let mut later = VecDeque::with_capacity(state.waiting.len());
-            let waiting = std::mem::take(&mut state.waiting);
-            for job in waiting {
-                if batch.len() < self.max_batch && (!self.exclusive || state.busy.insert(job.row)) {
-                    if self.exclusive {
-                        rows.push(job.row);
+        let mut start = Vec::new();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        {
+            let mut state = self.lock();
+            state.running -= 1;
+            for row in rows {
+                state.busy.remove(row);
+            }
+            while state.running < self.lanes && !state.waiting.is_empty() {
+                // Oldest first, one call per row (`exclusive`), none on a busy row.
+                let mut rows = Vec::new();
+                let mut batch = Vec::new();
+                let mut later = VecDeque::with_capacity(state.waiting.len());
+                let waiting = std::mem::take(&mut state.waiting);
+                for job in waiting {
+                    if batch.len() < self.max_batch
+                        && (!self.exclusive || state.busy.insert(job.row))
+                    {
+                        if self.exclusive {
+                            rows.push(job.row);
+                        }
+                        batch.push(job);
+                    } else {
+                        later.push_back(job);
                     }
-                    batch.push(job);
-                } else {
-                    later.push_back(job);
                 }
-            }
-            state.waiting = later;
-            if batch.is_empty() {
-                break;
-            }
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                // No runtime left to run it (shutting down): its callers get `WorkerCrashed`.
-                for row in &rows {
-                    state.busy.remove(row);
+                state.waiting = later;
+                if batch.is_empty() {
+                    break;
                 }
-                break;
-            };
-            state.running += 1;
-            let slot = Slot {
-                inner: self.clone(),
-                rows,
-            };
-            runtime.spawn(async move {
-                let slot = slot;
-                run(&slot.inner.exec, batch).await;
-            });
+                if runtime.is_none() {
+                    // No runtime left to run it (shutting down): its callers get
+                    // `WorkerCrashed` when `batch` is dropped.
+                    for row in &rows {
+                        state.busy.remove(row);
+                    }
+                    break;
+                }
+                state.running += 1;
+                start.push((rows, batch));
+            }
+        }
+        // Spawned after the lock is released: a runtime that is shutting down drops a new
+        // task at once, and its slot's `finish` takes the lock again.
+        if let Some(runtime) = runtime {
+            for (rows, batch) in start {
+                let slot = Slot {
+                    inner: self.clone(),
+                    rows,
+                };
+                runtime.spawn(async move {
+                    let slot = slot;
+                    run(&slot.inner.exec, batch).await;
+                });
+            }
         }
     }
 }
