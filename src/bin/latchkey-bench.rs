@@ -843,6 +843,20 @@ mod service {
         cookie: String,
     }
 
+    /// Every client checks its session in a loop for `duration`.
+    async fn drive_checks(label: &str, clients: Vec<CookieClient>, duration: Duration) -> Stats {
+        drive(
+            label.to_owned(),
+            clients,
+            duration,
+            |c: CookieClient| async move {
+                let r = check_once(&c).await;
+                (c, r)
+            },
+        )
+        .await
+    }
+
     async fn check_once(c: &CookieClient) -> anyhow::Result<()> {
         let res = c
             .client
@@ -889,16 +903,7 @@ mod service {
         for &n in clients {
             let (cs, ids) = cookie_clients(svc, n).await?;
             super::quiesce(&svc.pool).await?;
-            let ours = drive(
-                "check".to_owned(),
-                cs,
-                duration,
-                |c: CookieClient| async move {
-                    let r = check_once(&c).await;
-                    (c, r)
-                },
-            )
-            .await;
+            let ours = drive_checks("check", cs, duration).await;
             ours.print("check", n, "http");
             super::quiesce(&svc.pool).await?;
             let touch = AuthConfig::default().touch_interval_secs as f64;
@@ -1179,7 +1184,7 @@ mod service {
         use sqlx::postgres::PgConnectOptions;
         use sqlx::ConnectOptions;
 
-        use super::{check_once, drive, login, CookieClient, EMAIL, PASSWORD};
+        use super::{drive_checks, login, CookieClient, EMAIL, PASSWORD};
 
         /// Keep-alive connections held open for the whole run.
         const CONNS: usize = 256;
@@ -1446,16 +1451,7 @@ mod service {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let stats = drive(
-                "memory".to_owned(),
-                clients,
-                duration,
-                |c: CookieClient| async move {
-                    let r = check_once(&c).await;
-                    (c, r)
-                },
-            )
-            .await;
+            let stats = drive_checks("memory", clients, duration).await;
             done.store(true, Ordering::Relaxed);
             let peak = sampler.await?;
             // Let the service see the connections close before the last reading.
