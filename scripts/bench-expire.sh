@@ -4,15 +4,16 @@
 # refresh statement (compare-and-swap rotation + audit event, as in src/store/sessions.rs)
 # under a steady pgbench load: without a purge, during the batched purge, during the DELETE.
 #
-#   scripts/bench-expire.sh            # N=1000000 live + N expired, batch 1000
-#   N=200000 BATCH=5000 scripts/bench-expire.sh
+#   scripts/bench-expire.sh            # N=1000000 live + N expired
+#   N=200000 PURGES="200:4 200:1 1000:0" scripts/bench-expire.sh
 #
 # Needs psql, pgbench and a local PostgreSQL (DATABASE_URL_BASE, default
 # postgres://postgres@127.0.0.1:5432). Creates and drops its own database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000000}"
-BATCH="${BATCH:-1000}"
+# batch:pause_ratio pairs; the first is latchkey expire's default, the second runs back to back.
+PURGES="${PURGES:-200:4 1000:0}"
 RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
 CLIENTS="${CLIENTS:-4}"
 IDLE_SECS="${IDLE_SECS:-20}"
@@ -91,16 +92,23 @@ echo "== idle: refresh at $RATE/s, no purge, ${IDLE_SECS}s" >&2
 load_start "$IDLE_SECS" idle; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
 echo "refresh idle:            $(latency idle "$t0" "$t1")"
 
-echo "== batched purge: latchkey expire --batch $BATCH under the same load" >&2
-load_start 900 purge; sleep 2
-t0=$(now_ms)
-summary=$(DATABASE_URL="$url" "$bin" expire --batch "$BATCH")
-t1=$(now_ms)
-kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
-ms=$((t1 - t0))
-echo "latchkey expire:         $summary"
-echo "batched purge:           $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
-echo "refresh during purge:    $(latency purge "$t0" "$t1")"
+# Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load.
+fresh=1
+for setting in $PURGES; do
+  batch="${setting%%:*}"; pause="${setting##*:}"
+  [ "$fresh" = 1 ] || load
+  fresh=0
+  echo "== batched purge: latchkey expire --batch $batch --pause-ratio $pause under the same load" >&2
+  load_start 900 "purge$batch-$pause"; sleep 2
+  t0=$(now_ms)
+  summary=$(DATABASE_URL="$url" "$bin" expire --batch "$batch" --pause-ratio "$pause")
+  t1=$(now_ms)
+  kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  ms=$((t1 - t0))
+  echo "latchkey expire --batch $batch --pause-ratio $pause: $summary"
+  echo "  batched purge:         $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
+  echo "  refresh during purge:  $(latency "purge$batch-$pause" "$t0" "$t1")"
+done
 
 load
 echo "== one plain DELETE under the same load" >&2

@@ -74,7 +74,7 @@ pub enum ApiKeyCommand {
 #[derive(Debug, Args, Clone)]
 pub struct ExpireArgs {
     /// Rows per category deleted in one short transaction (1 to 100000).
-    #[arg(long, env = "LATCHKEY_EXPIRE_BATCH", default_value_t = 1000,
+    #[arg(long, env = "LATCHKEY_EXPIRE_BATCH", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::store::MAX_EXPIRE_BATCH)))]
     pub batch: u32,
     /// Count what would be purged, delete nothing.
@@ -91,6 +91,19 @@ pub struct ExpireArgs {
     #[arg(long, env = "LATCHKEY_RETAIN_EVENTS_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub retain_events: u32,
+    /// After each batch, rest this many times as long as the batch took (0 to 100; 0 = back
+    /// to back). Trades purge time for the latency of the traffic running beside it.
+    #[arg(long, env = "LATCHKEY_EXPIRE_PAUSE_RATIO", default_value_t = 4.0,
+          value_parser = parse_pause_ratio)]
+    pub pause_ratio: f64,
+}
+
+/// A pause ratio: a finite number from 0 to 100.
+fn parse_pause_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=100.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number from 0 to 100")),
+    }
 }
 
 impl ExpireArgs {
@@ -101,6 +114,7 @@ impl ExpireArgs {
             retain_revoked_secs: f64::from(self.retain_revoked) * 86_400.0,
             retain_events_secs: f64::from(self.retain_events) * 86_400.0,
             dry_run: self.dry_run,
+            pause_ratio: self.pause_ratio,
         }
     }
 }

@@ -789,6 +789,12 @@ async fn the_cli_fails_with_a_clear_message_on_bad_flags_or_an_unreachable_datab
     assert_ne!(code, Some(0));
     assert!(err.contains("--retain-events"), "stderr: {err}");
 
+    for ratio in ["--pause-ratio=-1", "--pause-ratio=101", "--pause-ratio=NaN"] {
+        let (code, _, err) = cli(&url, &["expire", ratio]).await;
+        assert_eq!(code, Some(2), "{ratio}");
+        assert!(err.contains("--pause-ratio"), "stderr: {err}");
+    }
+
     let (code, out, err) = cli("postgres://postgres@127.0.0.1:1/nowhere", &["expire"]).await;
     assert_eq!(code, Some(1));
     assert!(out.is_empty(), "no summary on failure: {out}");
@@ -799,14 +805,21 @@ async fn the_cli_fails_with_a_clear_message_on_bad_flags_or_an_unreachable_datab
 }
 
 #[tokio::test]
-async fn the_sql_function_refuses_a_bad_batch_size() {
+async fn the_sql_function_and_procedure_refuse_bad_arguments() {
     let db = TestDb::new().await;
-    let err = sqlx::query("SELECT * FROM latchkey_expire_batch(0)")
-        .fetch_one(&db.pool)
-        .await
-        .expect_err("batch 0 refused");
-    let db_err = err.as_database_error().expect("database error");
-    assert_eq!(db_err.code().as_deref(), Some("22023"));
+    for bad in [
+        "SELECT * FROM latchkey_expire_batch(0)",
+        "CALL latchkey_expire(pause_ratio => -1)",
+        "CALL latchkey_expire(pause_ratio => 101)",
+        "CALL latchkey_expire(pause_ratio => 'NaN')",
+    ] {
+        let err = sqlx::query(bad)
+            .execute(&db.pool)
+            .await
+            .expect_err("refused");
+        let db_err = err.as_database_error().expect("database error");
+        assert_eq!(db_err.code().as_deref(), Some("22023"), "{bad}");
+    }
 }
 
 #[tokio::test]
