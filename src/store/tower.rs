@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use sqlx::types::Json;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
@@ -167,7 +168,7 @@ pub struct PgSessionStore {
 struct Coalesced {
     create: Lanes<NewRow, bool>,
     save: Lanes<NewRow, ()>,
-    load: Lanes<[u8; 32], Option<(serde_json::Value, OffsetDateTime)>>,
+    load: Lanes<[u8; 32], Option<Loaded>>,
 }
 
 /// A row as `create` inserts it and `save` updates it.
@@ -253,6 +254,16 @@ fn row_of(hash: &[u8; 32]) -> Uuid {
 
 fn backend(e: sqlx::Error) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
+}
+
+/// A failed load: data that does not decode into a record is a decode error, the rest backend.
+fn read_error(e: sqlx::Error) -> session_store::Error {
+    match e {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            session_store::Error::Decode(e.to_string())
+        }
+        e => backend(e),
+    }
 }
 
 /// The data as a JSON object, and the owner key it binds (validated).
@@ -350,14 +361,18 @@ async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sq
     Ok(())
 }
 
+/// Session data as the store reads it: decoded from the column straight into the map a
+/// [`Record`] holds, with no intermediate JSON tree.
+type Data = HashMap<String, serde_json::Value>;
+
+/// A loaded row: its data and expiry.
+type Loaded = (Data, OffsetDateTime);
+
 /// Loads the live row of one token hash: its data and expiry.
-async fn load_one(
-    pool: &PgPool,
-    hash: &[u8; 32],
-) -> Result<Option<(serde_json::Value, OffsetDateTime)>, sqlx::Error> {
+async fn load_one(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<Loaded>, sqlx::Error> {
     let row = sqlx::query!(
         r#"
-        SELECT data, expires_at
+        SELECT data AS "data: Json<Data>", expires_at
         FROM sessions
         WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
           AND revoked_at IS NULL AND expires_at > now()
@@ -367,7 +382,7 @@ async fn load_one(
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| (r.data, r.expires_at)))
+    Ok(row.map(|r| (r.data.0, r.expires_at)))
 }
 
 /// Inserts one row: `true` when it went in, `false` on an id collision.
@@ -485,10 +500,7 @@ async fn save_many(
 async fn load_many(
     pool: PgPool,
     hashes: Vec<[u8; 32]>,
-) -> (
-    Vec<[u8; 32]>,
-    Result<Vec<Option<(serde_json::Value, OffsetDateTime)>>, sqlx::Error>,
-) {
+) -> (Vec<[u8; 32]>, Result<Vec<Option<Loaded>>, sqlx::Error>) {
     if let [hash] = &hashes[..] {
         let found = load_one(&pool, hash).await.map(|f| vec![f]);
         return (hashes, found);
@@ -496,7 +508,7 @@ async fn load_many(
     let ids: Vec<Uuid> = hashes.iter().map(row_of).collect();
     let found = sqlx::query!(
         r#"
-        SELECT token_hash, data, expires_at
+        SELECT token_hash, data AS "data: Json<Data>", expires_at
         FROM sessions
         WHERE id = ANY($1::uuid[]) AND kind = 'stateful'
           AND revoked_at IS NULL AND expires_at > now()
@@ -506,9 +518,9 @@ async fn load_many(
     .fetch_all(&pool)
     .await
     .map(|rows| {
-        let by_hash: HashMap<Vec<u8>, (serde_json::Value, OffsetDateTime)> = rows
+        let by_hash: HashMap<Vec<u8>, Loaded> = rows
             .into_iter()
-            .map(|r| (r.token_hash, (r.data, r.expires_at)))
+            .map(|r| (r.token_hash, (r.data.0, r.expires_at)))
             .collect();
         // Loads of one session may share a statement: each gets the row.
         hashes
@@ -589,19 +601,17 @@ impl SessionStore for PgSessionStore {
             None => None,
             Some(answer) => match answer.await {
                 Answer::Done(found) => Some(found),
-                Answer::Failed(e) => return Err(backend(e)),
+                Answer::Failed(e) => return Err(read_error(e)),
                 Answer::RunAlone(_) => None,
             },
         };
         let found = match found {
             Some(found) => found,
-            None => load_one(&self.pool, &hash).await.map_err(backend)?,
+            None => load_one(&self.pool, &hash).await.map_err(read_error)?,
         };
         let Some((data, expiry_date)) = found else {
             return Ok(None);
         };
-        let data: HashMap<String, serde_json::Value> = serde_json::from_value(data)
-            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         Ok(Some(Record {
             id: *session_id,
             data,
@@ -636,8 +646,8 @@ impl SessionStore for PgSessionStore {
 impl ExpiredDeletion for PgSessionStore {
     /// Runs the same batched purge as `latchkey expire` (the SQL function
     /// `latchkey_expire_batch`, default retention): expired sessions of any kind, revoked or
-    /// not, through `sessions_expires_at_idx`, with an `expired` event each. Safe to run
-    /// concurrently with another purge.
+    /// not, through `sessions_expires_at_idx` (no `expired` audit events, as by default).
+    /// Safe to run concurrently with another purge.
     async fn delete_expired(&self) -> session_store::Result<()> {
         self.purge_expired().await.map(|_| ())
     }
