@@ -5,14 +5,15 @@
 # under a steady pgbench load: without a purge, during the batched purge, during the DELETE.
 #
 #   scripts/bench-expire.sh            # N=1000000 live + N expired
-#   N=200000 PURGES="200:4 200:1 1000:0" scripts/bench-expire.sh
+#   N=200000 PURGES="200:4 200:4:ev 1000:0" scripts/bench-expire.sh
 #
 # Needs psql, pgbench and a local PostgreSQL (DATABASE_URL_BASE, default
 # postgres://postgres@127.0.0.1:5432). Creates and drops its own database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000000}"
-# batch:pause_ratio pairs; the first is latchkey expire's default, the second runs back to back.
+# batch:pause_ratio[:ev] settings; the first is latchkey expire's default, the second runs
+# back to back; ":ev" adds --expired-events.
 PURGES="${PURGES:-200:4 1000:0}"
 RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
 CLIENTS="${CLIENTS:-4}"
@@ -23,8 +24,9 @@ url="$base/$db"
 work="$(mktemp -d)"
 trap 'cat "$work"/*.out >&2 || true; rm -rf "$work"; psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
-cargo build -q --bin latchkey
-bin=target/debug/latchkey
+# LATCHKEY_BIN: a latchkey binary to use instead of building the debug one.
+bin="${LATCHKEY_BIN:-}"
+if [ -z "$bin" ]; then cargo build -q --bin latchkey; bin=target/debug/latchkey; fi
 psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 DATABASE_URL="$url" "$bin" migrate >/dev/null
 
@@ -46,6 +48,8 @@ SELECT md5('exp' || i)::uuid, 'stateful', 'user:' || md5('o' || (i % 200000))::u
 FROM generate_series(1, $N) AS i;
 VACUUM ANALYZE sessions;
 VACUUM ANALYZE session_events;
+-- Write the load out now, so its checkpoint does not fall into a measured window.
+CHECKPOINT;
 SQL
   echo "load: $((2 * N)) sessions in $(( ($(now_ms) - t0) / 1000 )) s" >&2
 }
@@ -95,19 +99,22 @@ echo "refresh idle:            $(latency idle "$t0" "$t1")"
 # Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load.
 fresh=1
 for setting in $PURGES; do
-  batch="${setting%%:*}"; pause="${setting##*:}"
+  IFS=: read -r batch pause audit <<<"$setting"
+  flags=(--batch "$batch" --pause-ratio "$pause")
+  # A third field "ev": with the 'expired' audit event of each purged session (--expired-events).
+  [ "${audit:-}" = ev ] && flags+=(--expired-events)
   [ "$fresh" = 1 ] || load
   fresh=0
-  echo "== batched purge: latchkey expire --batch $batch --pause-ratio $pause under the same load" >&2
-  load_start 900 "purge$batch-$pause"; sleep 2
+  echo "== batched purge: latchkey expire ${flags[*]} under the same load" >&2
+  load_start 900 "purge$batch-$pause${audit:-}"; sleep 2
   t0=$(now_ms)
-  summary=$(DATABASE_URL="$url" "$bin" expire --batch "$batch" --pause-ratio "$pause")
+  summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}")
   t1=$(now_ms)
   kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   ms=$((t1 - t0))
-  echo "latchkey expire --batch $batch --pause-ratio $pause: $summary"
+  echo "latchkey expire ${flags[*]}: $summary"
   echo "  batched purge:         $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
-  echo "  refresh during purge:  $(latency "purge$batch-$pause" "$t0" "$t1")"
+  echo "  refresh during purge:  $(latency "purge$batch-$pause${audit:-}" "$t0" "$t1")"
 done
 
 load

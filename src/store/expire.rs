@@ -36,6 +36,10 @@ pub struct ExpirePolicy {
     /// WAL writer, the checkpointer and the foreground traffic room between batches; see
     /// [`ExpirePolicy::MAX_PAUSE`].
     pub pause_ratio: f64,
+    /// Also record an `expired` event in `session_events` for each purged session that had
+    /// not been revoked. Off by default: on a large purge those rows and their index entries
+    /// are most of the writes (about three times the WAL; `docs/BENCHMARKS.md`, Expiry).
+    pub expired_events: bool,
 }
 
 impl ExpirePolicy {
@@ -56,9 +60,9 @@ impl ExpirePolicy {
 
 impl Default for ExpirePolicy {
     /// Batches of 200, revoked sessions kept 7 days, events 90 days, a rest four times as long
-    /// as each batch (`pause_ratio` 4): the purge keeps a connection busy a fifth of the time,
-    /// which kept the refresh p99 near 2.5× its idle value during a purge of 1M scattered rows
-    /// on a 2-core machine, against 40× back to back (`docs/BENCHMARKS.md`, Expiry).
+    /// as each batch (`pause_ratio` 4), no `expired` events: during a purge of 1M scattered
+    /// rows on a 2-core machine the refresh p99 rose 1.7× its idle value, against 15× with
+    /// the events and far more back to back (`docs/BENCHMARKS.md`, Expiry).
     fn default() -> Self {
         Self {
             batch_size: 200,
@@ -66,6 +70,7 @@ impl Default for ExpirePolicy {
             retain_events_secs: 90.0 * 86_400.0,
             dry_run: false,
             pause_ratio: 4.0,
+            expired_events: false,
         }
     }
 }
@@ -152,7 +157,7 @@ impl Store {
             SELECT expired AS "expired!", revoked AS "revoked!", events AS "events!",
                    expired_last, revoked_last, events_last
             FROM latchkey_expire_batch($1, make_interval(secs => $2), make_interval(secs => $3), $4,
-                                       $5, $6, $7)
+                                       $5, $6, $7, $8)
             "#,
             batch,
             policy.retain_revoked_secs,
@@ -161,6 +166,7 @@ impl Store {
             from.expired,
             from.revoked,
             from.events,
+            policy.expired_events,
         )
         .fetch_one(&self.pool)
         .await?;

@@ -160,9 +160,12 @@ async fn survivors(pool: &PgPool) -> BTreeSet<Uuid> {
     .collect()
 }
 
+/// The default policy with `batch` rows per batch and the `expired` events on, so the tests
+/// also check that each purged session gets exactly one.
 fn policy(batch: u32) -> ExpirePolicy {
     ExpirePolicy {
         batch_size: batch,
+        expired_events: true,
         ..ExpirePolicy::default()
     }
 }
@@ -531,7 +534,7 @@ async fn expire_and_the_procedure_purge_many_batches_with_shared_keys_exactly() 
     assert_eq!(session_ids(&by_store.pool).await, keep);
 
     let (expired, revoked, events, batches): (i64, i64, i64, i64) =
-        sqlx::query_as("CALL latchkey_expire(batch_size => 100)")
+        sqlx::query_as("CALL latchkey_expire(batch_size => 100, expired_events => true)")
             .fetch_one(&by_sql.pool)
             .await
             .expect("call latchkey_expire");
@@ -712,14 +715,18 @@ async fn the_sql_procedure_and_the_cli_agree_on_the_same_data() {
 
     // pg_cron's way: one CALL, committing between batches.
     let (expired, revoked, events, batches): (i64, i64, i64, i64) =
-        sqlx::query_as("CALL latchkey_expire(batch_size => 5)")
+        sqlx::query_as("CALL latchkey_expire(batch_size => 5, expired_events => true)")
             .fetch_one(&by_sql.pool)
             .await
             .expect("call latchkey_expire");
 
     // cron's way: the binary.
     let url = url_of(&by_cli).await;
-    let (code, out, err) = cli(&url, &["expire", "--batch", "5", "--json"]).await;
+    let (code, out, err) = cli(
+        &url,
+        &["expire", "--batch", "5", "--expired-events", "--json"],
+    )
+    .await;
     assert_eq!(code, Some(0), "stderr: {err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "one summary line: {out}");
@@ -739,10 +746,62 @@ async fn the_sql_procedure_and_the_cli_agree_on_the_same_data() {
         session_ids(&by_sql.pool).await,
         session_ids(&by_cli.pool).await
     );
+    for pool in [&by_sql.pool, &by_cli.pool] {
+        assert_eq!(
+            count(pool, "SELECT count(*) FROM session_events").await,
+            i64::from(MIX.events_recent) + MIX.expired_events_added(),
+            "recent events kept, one 'expired' event per purged session not revoked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn by_default_the_procedure_and_the_cli_purge_the_same_rows_and_record_no_expired_event() {
+    let (by_sql, by_cli) = tokio::join!(TestDb::new(), TestDb::new());
+    seed(&by_sql.pool, MIX).await;
+    seed(&by_cli.pool, MIX).await;
+    let keep = survivors(&by_sql.pool).await;
+
+    let (expired, revoked, events, _): (i64, i64, i64, i64) =
+        sqlx::query_as("CALL latchkey_expire(batch_size => 5)")
+            .fetch_one(&by_sql.pool)
+            .await
+            .expect("call latchkey_expire");
     assert_eq!(
-        count(&by_sql.pool, "SELECT count(*) FROM session_events").await,
-        count(&by_cli.pool, "SELECT count(*) FROM session_events").await,
+        (expired, revoked, events),
+        (MIX.expired(), MIX.revoked(), MIX.events())
     );
+
+    let url = url_of(&by_cli).await;
+    let (code, out, err) = cli(&url, &["expire", "--batch", "5", "--json"]).await;
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("json summary");
+    assert_eq!(
+        (
+            json["expired"].clone(),
+            json["revoked"].clone(),
+            json["events"].clone()
+        ),
+        (expired.into(), revoked.into(), events.into())
+    );
+
+    for pool in [&by_sql.pool, &by_cli.pool] {
+        assert_eq!(session_ids(pool).await, keep);
+        assert_eq!(
+            count(
+                pool,
+                "SELECT count(*) FROM session_events WHERE event = 'expired'"
+            )
+            .await,
+            0,
+            "no 'expired' event was recorded"
+        );
+        assert_eq!(
+            count(pool, "SELECT count(*) FROM session_events").await,
+            i64::from(MIX.events_recent),
+            "only the recent events are left"
+        );
+    }
 }
 
 #[tokio::test]
@@ -769,9 +828,9 @@ async fn the_cli_prints_a_summary_line_and_its_dry_run_deletes_nothing() {
     .await;
     assert_eq!(code, Some(0));
     // Retention 0: every revoked session goes, and every event older than the batch that
-    // looks at it, including the 30 'expired' events the first batch wrote.
+    // looks at it (the 40 seeded; the purge records no 'expired' event by default).
     assert!(
-        out.starts_with("expired=34 revoked=12 events=70 batches=2 ms="),
+        out.starts_with("expired=34 revoked=12 events=40 batches=1 ms="),
         "summary: {out}"
     );
 }

@@ -363,7 +363,7 @@ async fn expired_deletion_runs_the_shared_purge_on_a_table_of_100k_rows() {
             .fetch_one(&db.pool)
             .await
             .expect("events");
-    assert_eq!(events, 1000);
+    assert_eq!(events, 0, "the default purge records no 'expired' events");
 }
 
 #[tokio::test]
