@@ -212,7 +212,7 @@ impl PgSessionStore {
 
     /// Statement coalescing: concurrent `create`s, `save`s and `load`s are gathered into
     /// multi-row statements (one round trip, one commit for the lot) of up to `max_batch`
-    /// rows. Up to `lanes` statements of each kind run at once; a request that finds one free
+    /// rows (loads: at most 1024). Up to `lanes` statements of each kind run at once; a request that finds one free
     /// runs at once (nothing waits on a timer), the others queue and go together into the next
     /// statement that starts. Two requests for one session never share a statement and a
     /// request never joins one while a running statement holds its row, so saves of one
@@ -230,6 +230,17 @@ impl PgSessionStore {
     /// The pool the store uses.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The statements the store builds at run time instead of with `query!` (so they are not
+    /// in `.sqlx/`), each with its number of parameters: the multi-row load, once per padded
+    /// size. For the test that checks every statement's plan.
+    #[doc(hidden)]
+    pub fn runtime_statements() -> Vec<(&'static str, usize)> {
+        (1..=MAX_LOAD_BATCH.trailing_zeros())
+            .map(|bits| 1usize << bits)
+            .map(|size| (load_many_sql(size), size))
+            .collect()
     }
 
     /// The `sessions.id` of the row that holds the session with cookie id `id`: the first 16
@@ -302,7 +313,7 @@ impl PgSessionStore {
             Coalesced {
                 create: Lanes::new(self.lanes, self.max_batch, true, create),
                 save: Lanes::new(self.lanes, self.max_batch, true, save),
-                load: Lanes::new(self.lanes, self.max_batch, false, load),
+                load: Lanes::new(self.lanes, self.max_batch.min(MAX_LOAD_BATCH), false, load),
             }
         }))
     }
@@ -326,7 +337,8 @@ impl PgSessionStore {
 /// Saves one row. Only a live row is updated: a deleted, revoked or expired session stays
 /// gone. A save that changes nothing but a small forward move of the expiry matches no row and
 /// writes nothing; a data change within the touch interval keeps `expires_at`, so no indexed
-/// column changes and the update can be HOT.
+/// column changes and the update can be HOT. Its multi-row form, over arrays, is the SQL
+/// function `latchkey_store_save_many`: a change here goes there too, in a new migration.
 async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"
@@ -385,7 +397,9 @@ async fn load_one(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<Loaded>, sqlx
     Ok(row.map(|r| (r.data.0, r.expires_at)))
 }
 
-/// Inserts one row: `true` when it went in, `false` on an id collision.
+/// Inserts one row: `true` when it went in, `false` on an id collision. Its multi-row form,
+/// over arrays, is the SQL function `latchkey_store_create_many`: a change here goes there
+/// too, in a new migration.
 async fn insert_one(pool: &PgPool, ttl_secs: f64, row: &NewRow) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query_scalar!(
         r#"
@@ -411,8 +425,9 @@ async fn insert_one(pool: &PgPool, ttl_secs: f64, row: &NewRow) -> Result<bool, 
 
 /// Inserts `rows` in one statement; for each, whether it went in (`false`: id collision).
 ///
-/// A single row takes the single-row statement: its generic plan is a primary-key probe,
-/// while an array statement is planned again at each run.
+/// A single row takes the single-row statement. More run the SQL function
+/// `latchkey_store_create_many` (migration `20261128000800`), the same INSERT over arrays, kept
+/// in PL/pgSQL so its plan is made once per connection instead of at every run.
 async fn create_many(
     pool: PgPool,
     ttl_secs: f64,
@@ -424,17 +439,7 @@ async fn create_many(
     }
     let c = Columns::of(&rows);
     let inserted = sqlx::query_scalar!(
-        r#"
-        INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
-                              absolute_expires_at, data)
-        SELECT r.id, 'stateful', coalesce(r.owner, 'anon:' || r.id::text), r.hash,
-               least(r.expiry, cap.at), cap.at, r.data
-        FROM unnest($1::uuid[], $2::bytea[], $3::jsonb[], $4::text[], $5::timestamptz[])
-                 AS r(id, hash, data, owner, expiry),
-             (SELECT now() + make_interval(secs => $6) AS at) AS cap
-        ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
-        RETURNING id
-        "#,
+        r#"SELECT latchkey_store_create_many($1, $2, $3, $4, $5, $6) AS "ids!""#,
         &c.ids[..],
         &c.hashes[..],
         &c.data[..],
@@ -442,13 +447,17 @@ async fn create_many(
         &c.expiries[..],
         ttl_secs,
     )
-    .fetch_all(&pool)
+    .fetch_one(&pool)
     .await
     .map(|ids| rows.iter().map(|r| ids.contains(&r.id)).collect());
     (rows, inserted)
 }
 
 /// Saves `rows` in one statement (a single row: the single-row statement).
+///
+/// The multi-row save is the SQL function `latchkey_store_save_many` (migration
+/// `20261128000800`): the same UPDATE as [`save_one`] over arrays, kept in PL/pgSQL so its plan
+/// is made once per connection instead of at every run.
 async fn save_many(
     pool: PgPool,
     touch_secs: f64,
@@ -459,29 +468,8 @@ async fn save_many(
         return (rows, saved);
     }
     let c = Columns::of(&rows);
-    let saved = sqlx::query!(
-        r#"
-        UPDATE sessions s
-        SET data = r.data,
-            owner_key = coalesce(r.owner, 'anon:' || s.id::text),
-            expires_at = CASE
-                WHEN least(r.expiry, s.absolute_expires_at) >= s.expires_at
-                 AND least(r.expiry, s.absolute_expires_at)
-                     < s.expires_at + make_interval(secs => $6)
-                THEN s.expires_at
-                ELSE least(r.expiry, s.absolute_expires_at) END,
-            last_used_at = now(),
-            version = s.version + 1
-        FROM unnest($1::uuid[], $2::bytea[], $3::jsonb[], $4::text[], $5::timestamptz[])
-                 AS r(id, hash, data, owner, expiry)
-        WHERE s.id = r.id AND s.token_hash = r.hash AND s.kind = 'stateful'
-          AND s.revoked_at IS NULL AND s.expires_at > now()
-          AND (s.data IS DISTINCT FROM r.data
-               OR s.owner_key IS DISTINCT FROM coalesce(r.owner, 'anon:' || s.id::text)
-               OR least(r.expiry, s.absolute_expires_at) < s.expires_at
-               OR least(r.expiry, s.absolute_expires_at)
-                  >= s.expires_at + make_interval(secs => $6))
-        "#,
+    let saved = sqlx::query_scalar!(
+        "SELECT latchkey_store_save_many($1, $2, $3, $4, $5, $6)",
         &c.ids[..],
         &c.hashes[..],
         &c.data[..],
@@ -489,7 +477,7 @@ async fn save_many(
         &c.expiries[..],
         touch_secs,
     )
-    .execute(&pool)
+    .fetch_one(&pool)
     .await
     .map(|_| vec![(); rows.len()]);
     (rows, saved)
@@ -505,22 +493,16 @@ async fn load_many(
         let found = load_one(&pool, hash).await.map(|f| vec![f]);
         return (hashes, found);
     }
-    let ids: Vec<Uuid> = hashes.iter().map(row_of).collect();
-    let found = sqlx::query!(
-        r#"
-        SELECT token_hash, data AS "data: Json<Data>", expires_at
-        FROM sessions
-        WHERE id = ANY($1::uuid[]) AND kind = 'stateful'
-          AND revoked_at IS NULL AND expires_at > now()
-        "#,
-        &ids[..],
-    )
-    .fetch_all(&pool)
-    .await
-    .map(|rows| {
+    let size = hashes.len().next_power_of_two();
+    let mut query = sqlx::query_as::<_, (Vec<u8>, Json<Data>, OffsetDateTime)>(load_many_sql(size));
+    for i in 0..size {
+        // Padded with the last id: a repeated id matches its row once.
+        query = query.bind(row_of(&hashes[i.min(hashes.len() - 1)]));
+    }
+    let found = query.fetch_all(&pool).await.map(|rows| {
         let by_hash: HashMap<Vec<u8>, Loaded> = rows
             .into_iter()
-            .map(|r| (r.token_hash, (r.data.0, r.expires_at)))
+            .map(|(hash, data, expiry)| (hash, (data.0, expiry)))
             .collect();
         // Loads of one session may share a statement: each gets the row.
         hashes
@@ -529,6 +511,33 @@ async fn load_many(
             .collect()
     });
     (hashes, found)
+}
+
+/// Most sessions one multi-row load reads (its statement has this many parameters at most).
+const MAX_LOAD_BATCH: usize = 1024;
+
+/// The multi-row load of `size` ids (a power of two up to [`MAX_LOAD_BATCH`]):
+/// `id IN ($1, …, $size)`.
+///
+/// A fixed number of id parameters, rather than one array, is what lets PostgreSQL keep the
+/// statement's plan: the generic plan of `id = ANY($1::uuid[])` guesses 10 ids and always
+/// looks dearer than a custom plan for the few actually sent, so that statement was planned
+/// again at every run. With `size` parameters both plans expect `size` rows and the cached one
+/// wins. Batches are padded to the next power of two, so there are at most 11 such statements
+/// per connection.
+fn load_many_sql(size: usize) -> &'static str {
+    static SQL: [OnceLock<String>; 11] = [const { OnceLock::new() }; 11];
+    debug_assert!(size.is_power_of_two() && size <= MAX_LOAD_BATCH);
+    let slot = size.trailing_zeros() as usize;
+    SQL[slot.min(SQL.len() - 1)].get_or_init(|| {
+        let ids: Vec<String> = (1..=size).map(|i| format!("${i}")).collect();
+        format!(
+            "SELECT token_hash, data, expires_at FROM sessions \
+             WHERE id IN ({}) AND kind = 'stateful' \
+               AND revoked_at IS NULL AND expires_at > now()",
+            ids.join(", ")
+        )
+    })
 }
 
 /// `rows` as one array per column, for `unnest`.

@@ -2,8 +2,11 @@
 //!
 //! The statements are not listed by hand: every `query!` of the crate is in `.sqlx/`, so a
 //! new statement is checked as soon as its query data is committed. The statements that run
-//! inside the SQL function `latchkey_expire_batch()` are listed in [`FUNCTION_STATEMENTS`],
-//! and the test first checks the function still contains them word for word.
+//! inside the SQL functions (`latchkey_expire_batch()`, the store's multi-row
+//! `latchkey_store_save_many()` and `latchkey_store_create_many()`) are listed in
+//! [`FUNCTION_STATEMENTS`], and the test first checks each function still contains them word
+//! for word; the store's statements built at run time come from
+//! `PgSessionStore::runtime_statements`.
 
 use crate::helpers::TestDb;
 use sqlx::{Connection, PgConnection};
@@ -14,16 +17,33 @@ const NOT_HOT: &[(&str, &str)] = &[(
     "latchkey sessions list without --owner: a top-N of the whole table, run by hand",
 )];
 
-/// The batch statements of `latchkey_expire_batch()` as written there, with the plpgsql
-/// variables they use and the parameter that stands for each in the EXPLAIN.
-const FUNCTION_STATEMENTS: &[(&str, &[(&str, &str)])] = &[
+/// The statements of the SQL functions as written there (function, statement), with the
+/// plpgsql variables they use and the parameter that stands for each in the EXPLAIN.
+type FunctionStatement = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The store functions' arrays and their types.
+const STORE_ARRAYS: [(&str, &str); 5] = [
+    ("ids", "$1::uuid[]"),
+    ("hashes", "$2::bytea[]"),
+    ("session_data", "$3::jsonb[]"),
+    ("owners", "$4::text[]"),
+    ("expiries", "$5::timestamptz[]"),
+];
+
+const FUNCTION_STATEMENTS: &[FunctionStatement] = &[
     (
+        "latchkey_expire_batch",
         "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE expires_at >= expired_start \
          AND expires_at <= now() ORDER BY expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
          RETURNING id, owner_key, expires_at, absolute_expires_at, revoked_at",
         &[("batch_size", "$1::int"), ("expired_start", "$2::timestamptz")],
     ),
     (
+        "latchkey_expire_batch",
         "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE revoked_at >= revoked_start \
          AND revoked_at < revoked_before AND expires_at > now() ORDER BY revoked_at LIMIT batch_size \
          FOR UPDATE SKIP LOCKED)) RETURNING id, revoked_at",
@@ -34,6 +54,7 @@ const FUNCTION_STATEMENTS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "latchkey_expire_batch",
         "DELETE FROM session_events WHERE id = ANY (ARRAY(SELECT id FROM session_events WHERE occurred_at >= events_start \
          AND occurred_at < events_before ORDER BY occurred_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
          RETURNING id, occurred_at",
@@ -41,6 +62,46 @@ const FUNCTION_STATEMENTS: &[(&str, &[(&str, &str)])] = &[
             ("batch_size", "$1::int"),
             ("events_start", "$2::timestamptz"),
             ("events_before", "$3::timestamptz"),
+        ],
+    ),
+    (
+        "latchkey_store_save_many",
+        "UPDATE sessions s SET data = r.data, owner_key = coalesce(r.owner, 'anon:' || s.id::text), \
+         expires_at = CASE WHEN least(r.expiry, s.absolute_expires_at) >= s.expires_at \
+         AND least(r.expiry, s.absolute_expires_at) < s.expires_at + make_interval(secs => touch_secs) \
+         THEN s.expires_at ELSE least(r.expiry, s.absolute_expires_at) END, last_used_at = now(), \
+         version = s.version + 1 \
+         FROM unnest(ids, hashes, session_data, owners, expiries) AS r(id, hash, data, owner, expiry) \
+         WHERE s.id = r.id AND s.token_hash = r.hash AND s.kind = 'stateful' \
+         AND s.revoked_at IS NULL AND s.expires_at > now() \
+         AND (s.data IS DISTINCT FROM r.data \
+         OR s.owner_key IS DISTINCT FROM coalesce(r.owner, 'anon:' || s.id::text) \
+         OR least(r.expiry, s.absolute_expires_at) < s.expires_at \
+         OR least(r.expiry, s.absolute_expires_at) >= s.expires_at + make_interval(secs => touch_secs))",
+        &[
+            STORE_ARRAYS[0],
+            STORE_ARRAYS[1],
+            STORE_ARRAYS[2],
+            STORE_ARRAYS[3],
+            STORE_ARRAYS[4],
+            ("touch_secs", "$6::float8"),
+        ],
+    ),
+    (
+        "latchkey_store_create_many",
+        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at, data) \
+         SELECT r.id, 'stateful', coalesce(r.owner, 'anon:' || r.id::text), r.hash, \
+         least(r.expiry, cap.at), cap.at, r.data \
+         FROM unnest(ids, hashes, session_data, owners, expiries) AS r(id, hash, data, owner, expiry), \
+         (SELECT now() + make_interval(secs => ttl_secs) AS at) AS cap \
+         ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING RETURNING id",
+        &[
+            STORE_ARRAYS[0],
+            STORE_ARRAYS[1],
+            STORE_ARRAYS[2],
+            STORE_ARRAYS[3],
+            STORE_ARRAYS[4],
+            ("ttl_secs", "$6::float8"),
         ],
     ),
 ];
@@ -165,20 +226,18 @@ async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions()
     .await;
     assert!(scans_a_session_table(&scan), "{scan}");
 
-    let source: String =
-        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'latchkey_expire_batch'")
-            .fetch_one(&mut conn)
-            .await
-            .expect("function source");
-    let source = squash(&source);
-
     let mut statements = compiled_statements();
     assert!(statements.len() >= 10, "the .sqlx query data is there");
-    for (text, vars) in FUNCTION_STATEMENTS {
+    for (function, text, vars) in FUNCTION_STATEMENTS {
+        let source: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = $1")
+            .bind(function)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("source of {function}: {e}"));
         let text = squash(text);
         assert!(
-            source.contains(&text),
-            "latchkey_expire_batch() no longer runs `{text}`: update FUNCTION_STATEMENTS"
+            squash(&source).contains(&text),
+            "{function}() no longer runs `{text}`: update FUNCTION_STATEMENTS"
         );
         let mut sql = text;
         for (var, param) in *vars {
@@ -189,6 +248,9 @@ async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions()
             .map(|(_, p)| p)
             .collect::<std::collections::BTreeSet<_>>();
         statements.push((sql, params.len()));
+    }
+    for (sql, params) in latchkey::store::PgSessionStore::runtime_statements() {
+        statements.push((sql.to_owned(), params));
     }
 
     let mut offenders = Vec::new();

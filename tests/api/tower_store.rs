@@ -527,3 +527,254 @@ async fn requests_dropped_mid_statement_do_not_leak_their_slot() {
         .expect("present");
     assert_eq!(got.data["n"], serde_json::json!("last"));
 }
+
+/// The multi-row save (`latchkey_store_save_many`, what coalesced saves run) keeps every
+/// guard of a single save, called directly so each case is certain to share one statement:
+/// a deleted, a revoked-by-owner, an expired and a never-created session stay as they are;
+/// an unchanged session whose expiry slid inside the touch interval is not written; a changed
+/// one is, once, with its owner binding.
+#[tokio::test]
+async fn the_multi_row_save_keeps_every_guard_of_a_single_save() {
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone());
+    let user = Owner::User(Uuid::new_v4());
+    let mut recs = Vec::new();
+    for i in 0..6 {
+        let mut rec = record("k", &format!("v{i}"), in_an_hour());
+        if i == 1 {
+            rec.data
+                .insert(OWNER_FIELD.to_owned(), serde_json::json!(user.key()));
+        }
+        if i < 5 {
+            store.create(&mut rec).await.expect("create");
+        }
+        recs.push(rec);
+    }
+    let [deleted, revoked, changed, touched, expired, missing] = &mut recs[..] else {
+        unreachable!()
+    };
+    store.delete(&deleted.id).await.expect("delete");
+    sqlx::query("SELECT latchkey_revoke_owner($1)")
+        .bind(user.key())
+        .execute(&db.pool)
+        .await
+        .expect("revoke owner");
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(PgSessionStore::row_id(&expired.id))
+        .execute(&db.pool)
+        .await
+        .expect("expire");
+    // `changed` is bound to the owner now, after the revocation: it stays live.
+    changed
+        .data
+        .insert(OWNER_FIELD.to_owned(), serde_json::json!(user.key()));
+    touched.expiry_date += time::Duration::seconds(30);
+    for rec in [
+        &mut *deleted,
+        &mut *revoked,
+        &mut *changed,
+        &mut *expired,
+        &mut *missing,
+    ] {
+        rec.data.insert("k".to_owned(), serde_json::json!("late"));
+    }
+    let before: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT version, coalesce(data->>'k', '') FROM sessions ORDER BY created_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("before");
+
+    let row = |r: &Record| PgSessionStore::row_id(&r.id);
+    let hash = |r: &Record| {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(r.id.0.to_le_bytes()).to_vec()
+    };
+    let all = [
+        &*deleted, &*revoked, &*changed, &*touched, &*expired, &*missing,
+    ];
+    let saved: i64 = sqlx::query_scalar("SELECT latchkey_store_save_many($1, $2, $3, $4, $5, 60)")
+        .bind(all.iter().map(|r| row(r)).collect::<Vec<_>>())
+        .bind(all.iter().map(|r| hash(r)).collect::<Vec<_>>())
+        .bind(
+            all.iter()
+                .map(|r| serde_json::to_value(&r.data).expect("json"))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            all.iter()
+                .map(|r| {
+                    r.data
+                        .get(OWNER_FIELD)
+                        .map(|o| o.as_str().expect("key").to_owned())
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(all.iter().map(|r| r.expiry_date).collect::<Vec<_>>())
+        .fetch_one(&db.pool)
+        .await
+        .expect("save many");
+    assert_eq!(saved, 1, "only the changed, live session is written");
+
+    let state = |r: &Record| {
+        let pool = db.pool.clone();
+        let id = PgSessionStore::row_id(&r.id);
+        async move {
+            sqlx::query_as::<_, (i64, Option<String>, String, bool)>(
+                "SELECT version, data->>'k', owner_key, revoked_at IS NULL AND expires_at > now()
+                 FROM sessions WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+        }
+    };
+    let (v, k, owner, live) = state(changed).await;
+    assert_eq!((v, k.as_deref(), live), (2, Some("late"), true));
+    assert_eq!(owner, user.key(), "the binding is mirrored into owner_key");
+    assert_eq!(
+        state(touched).await.0,
+        1,
+        "a slide inside the interval writes nothing"
+    );
+    for (what, rec) in [
+        ("deleted", &*deleted),
+        ("revoked", &*revoked),
+        ("expired", &*expired),
+    ] {
+        let (v, k, _, live) = state(rec).await;
+        assert!(!live, "{what} stays dead");
+        assert_eq!(v, 1, "{what}: no version written");
+        assert_ne!(
+            k.as_deref(),
+            Some("late"),
+            "{what}: the late data is not stored"
+        );
+    }
+    let missing_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE id = $1")
+        .bind(PgSessionStore::row_id(&missing.id))
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(missing_rows, 0, "a save never inserts");
+    let after: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT version, coalesce(data->>'k', '') FROM sessions ORDER BY created_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("after");
+    assert_eq!(
+        after.iter().filter(|a| !before.contains(a)).count(),
+        1,
+        "one row changed in all"
+    );
+}
+
+/// Many sessions deleted, then saved at once by in-flight requests through one coalescing
+/// lane (so the saves queue into multi-row statements): none comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_saves_after_deletes_bring_no_session_back() {
+    const TASKS: usize = 40;
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone()).with_coalescing(1, 64);
+    for round in 0..3 {
+        let mut recs = Vec::new();
+        for _ in 0..TASKS {
+            let mut rec = record("n", "0", in_an_hour());
+            store.create(&mut rec).await.expect("create");
+            store.delete(&rec.id).await.expect("delete");
+            rec.data.insert("n".to_owned(), serde_json::json!("late"));
+            recs.push(rec);
+        }
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for rec in recs.clone() {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store.save(&rec).await
+            }));
+        }
+        for t in tasks {
+            t.await
+                .expect("join")
+                .expect("a save into nothing is not an error");
+        }
+        for rec in &recs {
+            assert!(store.load(&rec.id).await.expect("load").is_none());
+            assert_eq!(
+                version(&db, &rec.id).await,
+                1,
+                "round {round}: nothing written"
+            );
+        }
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_at IS NULL")
+                .fetch_one(&db.pool)
+                .await
+                .expect("count");
+        assert_eq!(live, 0, "round {round}");
+    }
+}
+
+/// Many loads at once through one coalescing lane, so they queue into multi-row statements
+/// (of every padded size, and more than the 1024 one statement reads): live sessions, some
+/// read by several requests at once, revoked, expired and unknown ones. Each request gets its
+/// own session's data, or nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_loads_each_get_their_own_session_or_nothing() {
+    const SESSIONS: usize = 37;
+    const LOADS: usize = 1100;
+    let db = TestDb::new().await;
+    let store = PgSessionStore::new(db.pool.clone()).with_coalescing(1, 4096);
+    let mut recs = Vec::new();
+    for i in 0..SESSIONS {
+        let mut rec = record("i", &i.to_string(), in_an_hour());
+        store.create(&mut rec).await.expect("create");
+        recs.push(rec);
+    }
+    // Every fifth revoked, every seventh expired, and ids that were never created.
+    for (i, rec) in recs.iter().enumerate() {
+        if i % 5 == 4 {
+            store.delete(&rec.id).await.expect("delete");
+        } else if i % 7 == 6 {
+            sqlx::query("UPDATE sessions SET expires_at = now() WHERE id = $1")
+                .bind(PgSessionStore::row_id(&rec.id))
+                .execute(&db.pool)
+                .await
+                .expect("expire");
+        }
+    }
+    let live = |i: usize| i < SESSIONS && i % 5 != 4 && i % 7 != 6;
+    let unknown = record("i", "never", in_an_hour());
+    for round in 0..3 {
+        let barrier = Arc::new(Barrier::new(LOADS));
+        let mut tasks = Vec::new();
+        for n in 0..LOADS {
+            // Sessions 0..SESSIONS several times over, and one unknown id in eleven.
+            let i = if n % 11 == 10 {
+                SESSIONS
+            } else {
+                (n * 7) % SESSIONS
+            };
+            let id = recs.get(i).map_or(unknown.id, |r| r.id);
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                (i, store.load(&id).await)
+            }));
+        }
+        for t in tasks {
+            let (i, got) = t.await.expect("join");
+            let got = got.unwrap_or_else(|e| panic!("round {round}: load {i}: {e}"));
+            if live(i) {
+                let got = got.unwrap_or_else(|| panic!("round {round}: session {i} missing"));
+                assert_eq!(got.id, recs[i].id);
+                assert_eq!(got.data["i"], serde_json::json!(i.to_string()));
+            } else {
+                assert!(got.is_none(), "round {round}: session {i} must not load");
+            }
+        }
+    }
+}
