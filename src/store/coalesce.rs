@@ -20,7 +20,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -264,5 +264,60 @@ async fn run<Q, R>(exec: &Exec<Q, R>, batch: Vec<Job<Q, R>>) {
                 let _ = reply.send(Answer::RunAlone(request));
             }
         }
+    }
+}
+
+/// Most ids one [`IdList`] statement takes.
+pub(super) const MAX_ID_LIST: usize = 1024;
+
+/// A multi-row read by id written with one parameter per id (`id IN ($1, …, $n)`), in one
+/// statement per power of two up to [`MAX_ID_LIST`]; a batch is padded up to the next size
+/// by repeating its last id ([`IdList::padded`]), which matches its row once.
+///
+/// Why not one array parameter: the generic plan of `id = ANY($1::uuid[])` guesses 10 ids
+/// and always looks dearer than a custom plan for the few actually sent, so PostgreSQL plans
+/// that statement again at every run. With `n` parameters both plans expect `n` rows and the
+/// plan cache keeps the generic one. Each size's text is built once per process.
+pub(super) struct IdList {
+    /// The statement, given the parameter list (`$2, $3, …`).
+    build: fn(&str) -> String,
+    /// The number of the first id parameter (the ones before it are the statement's own).
+    first: usize,
+    sizes: [OnceLock<String>; 11],
+}
+
+impl IdList {
+    /// `build` makes the statement from the list of id parameters, which start at `$first`.
+    pub(super) const fn new(first: usize, build: fn(&str) -> String) -> Self {
+        Self {
+            build,
+            first,
+            sizes: [const { OnceLock::new() }; 11],
+        }
+    }
+
+    /// The statement for `n` ids (1 ≤ `n` ≤ [`MAX_ID_LIST`]) and its number of id parameters.
+    pub(super) fn statement(&self, n: usize) -> (&str, usize) {
+        let size = n.clamp(1, MAX_ID_LIST).next_power_of_two();
+        let sql = self.sizes[size.trailing_zeros() as usize].get_or_init(|| {
+            let params: Vec<String> = (self.first..self.first + size)
+                .map(|i| format!("${i}"))
+                .collect();
+            (self.build)(&params.join(", "))
+        });
+        (sql, size)
+    }
+
+    /// Every size's statement with its total number of parameters, for plan checks.
+    pub(super) fn all(&self) -> Vec<(&str, usize)> {
+        (0..self.sizes.len())
+            .map(|bits| self.statement(1 << bits))
+            .map(|(sql, ids)| (sql, ids + self.first - 1))
+            .collect()
+    }
+
+    /// `ids` padded to `size` by repeating the last one.
+    pub(super) fn padded<T: Copy>(ids: &[T], size: usize) -> impl Iterator<Item = T> + '_ {
+        (0..size).filter_map(move |i| ids.get(i.min(ids.len().saturating_sub(1))).copied())
     }
 }

@@ -23,6 +23,16 @@ use std::sync::{Arc, OnceLock};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The statements built at run time instead of with `query!` (so they are not in `.sqlx/`),
+/// each with its number of parameters: the coalesced reads by id, once per size. For the
+/// test that checks every statement's plan.
+#[doc(hidden)]
+pub fn runtime_statements() -> Vec<(&'static str, usize)> {
+    let mut all = sessions::FIND_MANY.all();
+    all.extend(tower::LOAD_MANY.all());
+    all
+}
+
 /// A failure of the database, classified for the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::coalesce::{Answer, Exec, Lanes};
+use super::coalesce::{Answer, Exec, IdList, Lanes};
 use super::{Store, StoreResult, READ_BATCH, READ_LANES};
 use crate::SessionKind;
 
@@ -74,7 +74,7 @@ pub struct NewSession {
 }
 
 /// A session row as the protocol needs it, with time comparisons made on the database clock.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     /// Primary key.
     pub id: Uuid,
@@ -541,8 +541,8 @@ impl Store {
 }
 
 /// [`Store::find_session`] for many sessions in one statement (the coalesced read): one
-/// answer per id, in order. A single id takes the single-row statement: its generic plan is
-/// a primary-key probe, while an array statement is planned again at each run.
+/// answer per id, in order. A single id takes the single-row statement; more take
+/// [`FIND_MANY`], whose plan PostgreSQL keeps.
 async fn find_sessions(
     pool: PgPool,
     ids: Vec<Uuid>,
@@ -554,30 +554,33 @@ async fn find_sessions(
             .map(|r| vec![r]);
         return (ids, found);
     }
-    let found = sqlx::query_as!(
-        SessionRecord,
-        r#"
-        SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
-               sealed_successor, version, created_at, expires_at, absolute_expires_at,
-               revoked_at, revoked_reason,
-               coalesce(prev_valid_until > now(), false) AS "in_grace!",
-               expires_at <= now() AS "expired!",
-               last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
-               last_used_at, user_agent, host(ip) AS ip
-        FROM sessions WHERE id = ANY($1::uuid[])
-        "#,
-        &ids[..],
-        touch_interval_secs,
-    )
-    .fetch_all(&pool)
-    .await
-    .map(|rows| {
+    let (sql, size) = FIND_MANY.statement(ids.len());
+    let mut query = sqlx::query_as::<_, SessionRecord>(sql).bind(touch_interval_secs);
+    for id in IdList::padded(&ids, size) {
+        query = query.bind(id);
+    }
+    let found = query.fetch_all(&pool).await.map(|rows| {
         ids.iter()
             .map(|id| rows.iter().find(|r| r.id == *id).cloned())
             .collect()
     });
     (ids, found)
 }
+
+/// The `find_session` statement for many ids (`id IN (…)`, one parameter per id; see
+/// [`IdList`]). Its columns are [`find_one`]'s.
+pub(super) static FIND_MANY: IdList = IdList::new(2, |ids| {
+    format!(
+        "SELECT id, kind, owner_key, token_hash, prev_token_hash, \
+                sealed_successor, version, created_at, expires_at, absolute_expires_at, \
+                revoked_at, revoked_reason, \
+                coalesce(prev_valid_until > now(), false) AS in_grace, \
+                expires_at <= now() AS expired, \
+                last_used_at <= now() - make_interval(secs => $1) AS touch_due, \
+                last_used_at, user_agent, host(ip) AS ip \
+         FROM sessions WHERE id IN ({ids})"
+    )
+});
 
 /// The `find_session` statement for one id.
 async fn find_one(

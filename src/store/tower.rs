@@ -46,7 +46,7 @@ use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::Session;
 use uuid::Uuid;
 
-use super::coalesce::{Answer, Exec, Lanes};
+use super::coalesce::{Answer, Exec, IdList, Lanes, MAX_ID_LIST};
 use super::{ExpirePolicy, Store};
 
 /// The session-data key under which [`bind_owner`] keeps the owner key. The store mirrors it
@@ -232,17 +232,6 @@ impl PgSessionStore {
         &self.pool
     }
 
-    /// The statements the store builds at run time instead of with `query!` (so they are not
-    /// in `.sqlx/`), each with its number of parameters: the multi-row load, once per padded
-    /// size. For the test that checks every statement's plan.
-    #[doc(hidden)]
-    pub fn runtime_statements() -> Vec<(&'static str, usize)> {
-        (1..=MAX_LOAD_BATCH.trailing_zeros())
-            .map(|bits| 1usize << bits)
-            .map(|size| (load_many_sql(size), size))
-            .collect()
-    }
-
     /// The `sessions.id` of the row that holds the session with cookie id `id`: the first 16
     /// bytes of SHA-256 of the id. Operators use it with `latchkey sessions revoke`.
     pub fn row_id(id: &Id) -> Uuid {
@@ -313,7 +302,7 @@ impl PgSessionStore {
             Coalesced {
                 create: Lanes::new(self.lanes, self.max_batch, true, create),
                 save: Lanes::new(self.lanes, self.max_batch, true, save),
-                load: Lanes::new(self.lanes, self.max_batch.min(MAX_LOAD_BATCH), false, load),
+                load: Lanes::new(self.lanes, self.max_batch.min(MAX_ID_LIST), false, load),
             }
         }))
     }
@@ -493,11 +482,11 @@ async fn load_many(
         let found = load_one(&pool, hash).await.map(|f| vec![f]);
         return (hashes, found);
     }
-    let size = hashes.len().next_power_of_two();
-    let mut query = sqlx::query_as::<_, (Vec<u8>, Json<Data>, OffsetDateTime)>(load_many_sql(size));
-    for i in 0..size {
-        // Padded with the last id: a repeated id matches its row once.
-        query = query.bind(row_of(&hashes[i.min(hashes.len() - 1)]));
+    let ids: Vec<Uuid> = hashes.iter().map(row_of).collect();
+    let (sql, size) = LOAD_MANY.statement(ids.len());
+    let mut query = sqlx::query_as::<_, (Vec<u8>, Json<Data>, OffsetDateTime)>(sql);
+    for id in IdList::padded(&ids, size) {
+        query = query.bind(id);
     }
     let found = query.fetch_all(&pool).await.map(|rows| {
         let by_hash: HashMap<Vec<u8>, Loaded> = rows
@@ -513,32 +502,14 @@ async fn load_many(
     (hashes, found)
 }
 
-/// Most sessions one multi-row load reads (its statement has this many parameters at most).
-const MAX_LOAD_BATCH: usize = 1024;
-
-/// The multi-row load of `size` ids (a power of two up to [`MAX_LOAD_BATCH`]):
-/// `id IN ($1, …, $size)`.
-///
-/// A fixed number of id parameters, rather than one array, is what lets PostgreSQL keep the
-/// statement's plan: the generic plan of `id = ANY($1::uuid[])` guesses 10 ids and always
-/// looks dearer than a custom plan for the few actually sent, so that statement was planned
-/// again at every run. With `size` parameters both plans expect `size` rows and the cached one
-/// wins. Batches are padded to the next power of two, so there are at most 11 such statements
-/// per connection.
-fn load_many_sql(size: usize) -> &'static str {
-    static SQL: [OnceLock<String>; 11] = [const { OnceLock::new() }; 11];
-    debug_assert!(size.is_power_of_two() && size <= MAX_LOAD_BATCH);
-    let slot = size.trailing_zeros() as usize;
-    SQL[slot.min(SQL.len() - 1)].get_or_init(|| {
-        let ids: Vec<String> = (1..=size).map(|i| format!("${i}")).collect();
-        format!(
-            "SELECT token_hash, data, expires_at FROM sessions \
-             WHERE id IN ({}) AND kind = 'stateful' \
-               AND revoked_at IS NULL AND expires_at > now()",
-            ids.join(", ")
-        )
-    })
-}
+/// The multi-row load (`id IN (…)`, one parameter per id; see [`IdList`] for why).
+pub(super) static LOAD_MANY: IdList = IdList::new(1, |ids| {
+    format!(
+        "SELECT token_hash, data, expires_at FROM sessions \
+         WHERE id IN ({ids}) AND kind = 'stateful' \
+           AND revoked_at IS NULL AND expires_at > now()"
+    )
+});
 
 /// `rows` as one array per column, for `unnest`.
 struct Columns {

@@ -5,8 +5,8 @@
 //! inside the SQL functions (`latchkey_expire_batch()`, the store's multi-row
 //! `latchkey_store_save_many()` and `latchkey_store_create_many()`) are listed in
 //! [`FUNCTION_STATEMENTS`], and the test first checks each function still contains them word
-//! for word; the store's statements built at run time come from
-//! `PgSessionStore::runtime_statements`.
+//! for word; the statements built at run time (the coalesced reads) come from
+//! `latchkey::store::runtime_statements`.
 
 use crate::helpers::TestDb;
 use sqlx::{Connection, PgConnection};
@@ -249,7 +249,7 @@ async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions()
             .collect::<std::collections::BTreeSet<_>>();
         statements.push((sql, params.len()));
     }
-    for (sql, params) in latchkey::store::PgSessionStore::runtime_statements() {
+    for (sql, params) in latchkey::store::runtime_statements() {
         statements.push((sql.to_owned(), params));
     }
 

@@ -14,6 +14,7 @@ mod malformed;
 mod modes;
 mod owners;
 mod proxy;
+mod reads;
 mod refresh;
 mod secrets;
 mod serve;
