@@ -3,7 +3,7 @@
 -- PgSessionStore gathers concurrent saves into one UPDATE … FROM unnest(arrays). Sent as a
 -- prepared statement, PostgreSQL plans it again at every run: its generic plan estimates 10
 -- rows for the unnest and always looks dearer than a custom plan for the actual few, so the
--- plan cache never keeps it. Planning is then most of the statement's CPU: pgbench, 4 rows
+-- plan cache never keeps it. Planning is then a third of the statement's CPU: pgbench, 4 rows
 -- per statement, 2 clients, commits not waiting for the WAL flush (to see the CPU alone):
 -- 5,801 statements/s planned each time, 8,549 with the generic plan, 8,182 through this
 -- function (docs/BENCHMARKS.md). PL/pgSQL keeps a statement's plan for the session, and the

@@ -212,14 +212,14 @@ impl PgSessionStore {
 
     /// Statement coalescing: concurrent `create`s, `save`s and `load`s are gathered into
     /// multi-row statements (one round trip, one commit for the lot) of up to `max_batch`
-    /// rows (loads: at most 1024). Up to `lanes` statements of each kind run at once; a request that finds one free
-    /// runs at once (nothing waits on a timer), the others queue and go together into the next
-    /// statement that starts. Two requests for one session never share a statement and a
-    /// request never joins one while a running statement holds its row, so saves of one
-    /// session apply one by one, in order, each raising `version`, and two statements of the
-    /// store never deadlock each other. If a multi-row statement fails, each of its requests
-    /// runs alone, so one request's failure is no one else's. `lanes = 0` turns coalescing
-    /// off: one statement per call, as the stock store does.
+    /// rows (loads: at most 1024). Up to `lanes` statements of each kind run at once; a
+    /// request that finds one free runs at once (nothing waits on a timer), the others queue
+    /// and go together into the next statement that starts. Two requests for one session
+    /// never share a statement and a request never joins one while a running statement holds
+    /// its row, so saves of one session apply one by one, in order, each raising `version`,
+    /// and two statements of the store never deadlock each other. If a multi-row statement
+    /// fails, each of its requests runs alone, so one request's failure is no one else's.
+    /// `lanes = 0` turns coalescing off: one statement per call, as the stock store does.
     pub fn with_coalescing(mut self, lanes: usize, max_batch: usize) -> Self {
         self.lanes = lanes;
         self.max_batch = max_batch.max(1);
