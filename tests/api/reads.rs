@@ -63,9 +63,12 @@ async fn coalesced_session_reads_answer_each_id_as_a_lone_read_does() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool.clone());
     let mut ids = sessions(&db, &store).await;
-    ids.push(Uuid::new_v4()); // never created
-                              // The reads coalesce with one touch interval; another interval reads alone. Both say
-                              // the same about every session here (used 1 hour ago or just now).
+    // And an id that was never created.
+    ids.push(Uuid::new_v4());
+    // The reads coalesce with the touch interval of the store's first read (60 s); another
+    // interval reads alone. Both say the same about every session here (used 1 hour ago or
+    // just now).
+    store.find_session(ids[0], 60.0).await.expect("first read");
     let mut alone = Vec::new();
     for id in &ids {
         let rec = store.find_session(*id, 61.0).await.expect("lone read");
