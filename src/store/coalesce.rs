@@ -298,6 +298,8 @@ impl IdList {
 
     /// The statement for `n` ids (1 ≤ `n` ≤ [`MAX_ID_LIST`]) and its number of id parameters.
     pub(super) fn statement(&self, n: usize) -> (&str, usize) {
+        // The lanes cap their batches at MAX_ID_LIST; more ids would not all be bound.
+        debug_assert!(n <= MAX_ID_LIST, "{n} ids for one statement");
         let size = n.clamp(1, MAX_ID_LIST).next_power_of_two();
         let sql = self.sizes[size.trailing_zeros() as usize].get_or_init(|| {
             let params: Vec<String> = (self.first..self.first + size)
