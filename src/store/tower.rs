@@ -182,13 +182,13 @@ struct NewRow {
 
 impl PgSessionStore {
     /// A store on `pool` with an absolute lifetime of 30 days, a touch interval of 60 s and
-    /// statement coalescing with up to 2 statements of each kind at once, of up to 64 rows.
+    /// statement coalescing with one statement of each kind at a time, of up to 64 rows.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             absolute_ttl_secs: 30.0 * 86_400.0,
             touch_interval_secs: 60.0,
-            lanes: 2,
+            lanes: 1,
             max_batch: 64,
             coalesce: Arc::default(),
         }
@@ -212,9 +212,12 @@ impl PgSessionStore {
 
     /// Statement coalescing: concurrent `create`s, `save`s and `load`s are gathered into
     /// multi-row statements (one round trip, one commit for the lot) of up to `max_batch`
-    /// rows (loads: at most 1024). Up to `lanes` statements of each kind run at once; a
-    /// request that finds one free runs at once (nothing waits on a timer), the others queue
-    /// and go together into the next statement that starts. Two requests for one session
+    /// rows (loads: at most 1024). Up to `lanes` statements of each kind run at once. A
+    /// request queues; when a slot is free a statement starts for the queue after letting
+    /// the runtime's ready tasks run (nothing waits on a timer), and what queues while every
+    /// slot is busy goes together into the next one. One slot (the default) measured best
+    /// for writes, whose commits wait for the WAL flush one after another anyway; more slots
+    /// split the same callers into smaller statements. Two requests for one session
     /// never share a statement and a request never joins one while a running statement holds
     /// its row, so saves of one session apply one by one, in order, each raising `version`,
     /// and two statements of the store never deadlock each other. If a multi-row statement
