@@ -113,6 +113,10 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
     /// Runs `request` (on row `row`) in the next statement that has room for it, and waits
     /// for its answer. When a slot is free, that statement starts now, in a task of its own.
     pub(super) async fn submit(&self, row: Uuid, request: Q) -> Answer<Q, R> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No tokio runtime to run a statement's task on: the caller runs its own.
+            return Answer::RunAlone(request);
+        };
         let inner = &self.inner;
         let (reply, answer) = oneshot::channel();
         let start = {
@@ -125,7 +129,7 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
             inner.claim(&mut state)
         };
         if start {
-            inner.start(&tokio::runtime::Handle::current());
+            inner.start(&runtime);
         }
         answer
             .await
@@ -168,12 +172,12 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
     /// running statement holds, at most `max_batch`) and runs them. Spawned, so that a
     /// caller that goes away never cancels a statement that carries other callers' requests.
     fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
-        // The slot is given back (and the queue started again) however the task ends,
-        // including when a shutting-down runtime drops it unpolled.
+        // The slot is given back however the task ends, including when a shutting-down
+        // runtime drops it unpolled.
         let mut slot = Slot {
             inner: self.clone(),
             rows: Vec::new(),
-            gathered: false,
+            turn: Turn::Dropped,
         };
         runtime.spawn(async move {
             for _ in 0..GATHER_YIELDS {
@@ -183,8 +187,11 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
                 let mut state = slot.inner.lock();
                 slot.inner.gather(&mut state, &mut slot.rows)
             };
-            slot.gathered = !batch.is_empty();
-            if slot.gathered {
+            if batch.is_empty() {
+                slot.turn = Turn::Empty;
+                drop(slot);
+            } else {
+                slot.turn = Turn::Ran;
                 run(&slot.inner.exec, batch).await;
             }
         });
@@ -210,17 +217,20 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
     }
 
     /// A statement's slot is given back: frees its rows, and starts the next statement if
-    /// calls wait. After a gather that found nothing to run (every waiting call is on a row a
-    /// running statement holds), that statement's own end restarts the queue instead, so
-    /// empty gathers do not chase each other.
-    fn finish(self: &Arc<Self>, rows: &[Uuid], gathered: bool) {
+    /// calls wait (see [`Turn`] for when it does not).
+    fn finish(self: &Arc<Self>, rows: &[Uuid], turn: Turn) {
         let start = {
             let mut state = self.lock();
             state.running -= 1;
             for row in rows {
                 state.busy.remove(row);
             }
-            (gathered || state.running == 0) && self.claim(&mut state)
+            let restart = match turn {
+                Turn::Ran => true,
+                Turn::Empty => state.running == 0,
+                Turn::Dropped => false,
+            };
+            restart && self.claim(&mut state)
         };
         if start {
             match tokio::runtime::Handle::try_current() {
@@ -233,18 +243,31 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
     }
 }
 
+/// How a statement's task ended, which decides whether its end starts the next statement.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// Dropped before it ran (a shutting-down runtime): nothing is started after it, or a
+    /// dying runtime would be handed one task after another.
+    Dropped,
+    /// Found nothing to run: another statement took the calls, or every waiting call is on a
+    /// row a running statement holds. The next statement is started by the last one to end,
+    /// so empty gathers do not chase each other while a statement holds the rows.
+    Empty,
+    /// Ran a statement: the calls that queued meanwhile go into the next one.
+    Ran,
+}
+
 /// A statement's slot; dropping it ends the statement's turn.
 struct Slot<Q: Send + 'static, R: Send + 'static> {
     inner: Arc<Inner<Q, R>>,
     /// Rows the statement holds (`exclusive`).
     rows: Vec<Uuid>,
-    /// Whether the statement found calls to run.
-    gathered: bool,
+    turn: Turn,
 }
 
 impl<Q: Send + 'static, R: Send + 'static> Drop for Slot<Q, R> {
     fn drop(&mut self) {
-        self.inner.finish(&self.rows, self.gathered);
+        self.inner.finish(&self.rows, self.turn);
     }
 }
 
