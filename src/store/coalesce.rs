@@ -217,9 +217,10 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
     }
 
     /// A statement's slot is given back: frees its rows, and starts the next statement if
-    /// calls wait (see [`Turn`] for when it does not).
+    /// calls wait (see [`Turn`] for when it does not), or as many as the queue fills while
+    /// slots are free.
     fn finish(self: &Arc<Self>, rows: &[Uuid], turn: Turn) {
-        let start = {
+        let starts = {
             let mut state = self.lock();
             state.running -= 1;
             for row in rows {
@@ -230,14 +231,23 @@ impl<Q: Send + 'static, R: Send + 'static> Inner<Q, R> {
                 Turn::Empty => state.running == 0,
                 Turn::Dropped => false,
             };
-            restart && self.claim(&mut state)
+            let wanted = if restart {
+                state.waiting.len().div_ceil(self.max_batch)
+            } else {
+                0
+            };
+            let mut starts = 0;
+            while starts < wanted && self.claim(&mut state) {
+                starts += 1;
+            }
+            starts
         };
-        if start {
+        if starts > 0 {
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => self.start(&runtime),
-                // No runtime left to run it (shutting down): the waiting callers get
+                Ok(runtime) => (0..starts).for_each(|_| self.start(&runtime)),
+                // No runtime left to run them (shutting down): the waiting callers get
                 // `WorkerCrashed` when the lanes are dropped.
-                Err(_) => self.lock().running -= 1,
+                Err(_) => self.lock().running -= starts,
             }
         }
     }
