@@ -36,8 +36,8 @@ use uuid::Uuid;
 pub(super) enum Answer<Q, R> {
     /// The statement ran; this is the caller's share of its result.
     Done(R),
-    /// A multi-row statement failed: run the single-row statement instead (the request comes
-    /// back).
+    /// A multi-row statement failed, or there is no tokio runtime to run statements on: run
+    /// the single-row statement instead (the request comes back).
     RunAlone(Q),
     /// The statement failed with nobody else in it: the error, as the single-row statement
     /// would have met it.
