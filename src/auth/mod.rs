@@ -44,9 +44,13 @@ pub enum AuthError {
     /// Wrong email or password, or a disabled account.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Too many requests are queued.
+    /// Too many requests (queued hashes, throttled logins, minting or stream limits); retry
+    /// after the given number of seconds.
     #[error("rate limited")]
-    RateLimited,
+    RateLimited {
+        /// Seconds the client should wait (the `Retry-After` header).
+        retry_after_secs: u32,
+    },
     /// The database or the RNG is unavailable; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -65,7 +69,7 @@ impl AuthError {
             Self::SessionRevoked => "session_revoked",
             Self::ModeMismatch => "token_mode_mismatch",
             Self::InvalidCredentials => "invalid_credentials",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -110,7 +110,9 @@ impl PasswordHasher {
         }
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(AuthError::RateLimited);
+            return Err(AuthError::RateLimited {
+                retry_after_secs: crate::http::RETRY_AFTER_SECS,
+            });
         }
         let _queued = Queued(self.queued.clone());
         let permit = self

@@ -18,6 +18,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     detail: String,
+    /// `Retry-After` seconds of a 429 or 503 (default [`RETRY_AFTER_SECS`]).
+    retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -37,7 +39,20 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// 429 `rate_limited` with `Retry-After: retry_after_secs` (at least 1).
+    pub fn rate_limited(retry_after_secs: u32, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+            .with_retry_after(retry_after_secs)
+    }
+
+    /// Sets the `Retry-After` seconds sent with a 429 or 503 (at least 1).
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// 400 `bad_request`.
@@ -105,7 +120,9 @@ impl From<AuthError> for ApiError {
                 "this token belongs to the other session mode",
             ),
             AuthError::InvalidCredentials => (S::UNAUTHORIZED, "the credentials are not valid"),
-            AuthError::RateLimited => (S::TOO_MANY_REQUESTS, "too many requests; retry shortly"),
+            AuthError::RateLimited { retry_after_secs } => {
+                return Self::rate_limited(retry_after_secs, "too many requests; retry later");
+            }
             AuthError::Unavailable(cause) => {
                 tracing::warn!(%cause, "answering 503");
                 return Self::unavailable();
@@ -158,7 +175,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE
             || self.status == StatusCode::TOO_MANY_REQUESTS
         {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after.unwrap_or(RETRY_AFTER_SECS)),
+            );
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
