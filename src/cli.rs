@@ -55,7 +55,14 @@ async fn open(url: &str, max: u32, create: bool) -> anyhow::Result<sqlx::PgPool>
     Ok(pool)
 }
 
+/// Exit status of `serve` for a setting it refuses (as for a flag clap cannot parse).
+const EXIT_BAD_SETTING: u8 = 2;
+
 async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = args.validate() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_BAD_SETTING));
+    }
     let pool = open(url, args.max_connections, true).await?;
     if !args.no_migrate {
         crate::db::migrate(&pool)
@@ -63,8 +70,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("applying migrations")?;
     }
     let jwt_secret = match args.jwt_secret {
-        Some(s) if s.0.len() >= 32 => SecretString::from(s.0),
-        Some(_) => bail!("LATCHKEY_JWT_SECRET must be at least 32 bytes"),
+        Some(s) => SecretString::from(s.0),
         None => {
             tracing::warn!("LATCHKEY_JWT_SECRET is not set: using a random key; access tokens will not survive a restart nor work across instances");
             let bytes: [u8; 32] = random_array(&OsSecretSource)?;

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
+mod validate;
+
+pub use validate::{InvalidSetting, PUBLISHED_JWT_SECRETS};
+
 /// Local default database: created on first `serve` or `migrate` if missing.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/latchkey";
 

@@ -100,6 +100,12 @@ impl Drop for DropDatabase {
     }
 }
 
+/// A fresh 64-character JWT secret for a `latchkey serve` started by a test (one written in
+/// the repository would be refused as published).
+pub fn random_jwt_secret() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
 /// How to build a test service.
 pub struct AppOptions {
     /// Protocol and HTTP settings (bind and JWT secret are filled in).

@@ -3,6 +3,7 @@
 //! database per test.
 
 mod cli;
+mod config;
 mod endpoints;
 mod events;
 mod expire;
@@ -17,6 +18,7 @@ mod proxy;
 mod reads;
 mod refresh;
 mod secrets;
+mod security_doc;
 mod serve;
 mod tower_conformance;
 mod tower_example;

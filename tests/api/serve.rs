@@ -18,7 +18,7 @@ async fn serve_creates_its_database_migrates_serves_and_exits_cleanly_on_sigterm
     let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .args(["serve", "--bind", "127.0.0.1:0", "--cookie-secure", "false"])
         .env("DATABASE_URL", &url)
-        .env("LATCHKEY_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("LATCHKEY_JWT_SECRET", crate::helpers::random_jwt_secret())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

@@ -1,0 +1,252 @@
+//! Start-up checks of `latchkey serve`'s settings: every lifetime in a sane range, the
+//! lifetimes in a consistent order, secrets of the right length and not published anywhere.
+//!
+//! A setting that fails here is refused before anything connects: `serve` exits with status 2
+//! and a message that names the flag.
+
+use super::ServeArgs;
+
+/// Longest accepted session lifetime: ten years. Far below where `now() + interval` or a JWT
+/// `exp` could overflow.
+pub(super) const MAX_SESSION_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Longest accepted access token lifetime: one day (access tokens are checked by signature
+/// alone in apps; a long one outlives its session's revocation there).
+pub(super) const MAX_ACCESS_TTL_SECS: u64 = 24 * 3600;
+/// Longest accepted grace window: one hour.
+pub(super) const MAX_GRACE_SECS: u64 = 3600;
+/// Longest accepted interval of the stream timers (re-validation, keep-alive).
+pub(super) const MAX_STREAM_INTERVAL_SECS: u64 = 3600;
+/// Shortest accepted JWT secret, in bytes.
+pub(super) const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Longest accepted JWT secret, in bytes.
+pub(super) const MAX_JWT_SECRET_BYTES: usize = 1024;
+
+/// JWT secrets that are printed in latchkey's own files (examples, docs, the compose file of
+/// earlier versions). Anyone can read them, so anyone could sign access tokens with them.
+/// `tests/api/config.rs` checks that every secret written in the repository's docs is here.
+pub const PUBLISHED_JWT_SECRETS: &[&str] = &[
+    "change-me-change-me-change-me-change-me",
+    "test-secret-test-secret-test-secret!",
+    "0123456789abcdef0123456789abcdef",
+    "replace-with-32-or-more-random-bytes",
+];
+
+/// A setting `serve` refuses, with the flag that carries it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag}: {message}")]
+pub struct InvalidSetting {
+    /// The flag's long name, without dashes (e.g. `idle-ttl-secs`).
+    pub flag: &'static str,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+fn invalid(flag: &'static str, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting {
+        flag,
+        message: message.into(),
+    }
+}
+
+fn in_range(flag: &'static str, value: u64, min: u64, max: u64) -> Result<(), InvalidSetting> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            flag,
+            format!("{value} is not between {min} and {max}"),
+        ))
+    }
+}
+
+/// Whether `origin` is `scheme://host[:port]` with scheme http or https and nothing after.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            if port.parse::<u16>().is_err() {
+                return false;
+            }
+            host
+        }
+        _ => rest,
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+}
+
+impl ServeArgs {
+    /// Checks every setting; the first one that fails is returned.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming the flag: a lifetime out of range or out of order
+    /// (grace < idle ≤ absolute), a JWT secret shorter than 32 bytes or published in
+    /// latchkey's own files, a malformed origin, a zero limit.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.validate_lifetimes()?;
+        self.validate_streams()?;
+        if let Some(secret) = &self.jwt_secret {
+            let len = secret.0.len();
+            if !(MIN_JWT_SECRET_BYTES..=MAX_JWT_SECRET_BYTES).contains(&len) {
+                return Err(invalid(
+                    "jwt-secret",
+                    format!(
+                        "must be {MIN_JWT_SECRET_BYTES} to {MAX_JWT_SECRET_BYTES} bytes, got {len}"
+                    ),
+                ));
+            }
+            if PUBLISHED_JWT_SECRETS.contains(&secret.0.trim()) {
+                return Err(invalid(
+                    "jwt-secret",
+                    "this value is published in latchkey's documentation; anyone could sign access tokens with it. Generate one: openssl rand -base64 48",
+                ));
+            }
+        }
+        for origin in &self.allowed_origins {
+            if !is_origin(origin.trim_end_matches('/')) {
+                return Err(invalid(
+                    "allowed-origins",
+                    format!("{origin:?} is not an origin like https://app.example.com[:port]"),
+                ));
+            }
+        }
+        in_range(
+            "max-connections",
+            u64::from(self.max_connections),
+            1,
+            10_000,
+        )?;
+        if let Some(n) = self.hash_concurrency {
+            in_range("hash-concurrency", n as u64, 1, 1024)?;
+        }
+        if self.sweep_interval_secs != 0 {
+            in_range(
+                "sweep-interval-secs",
+                self.sweep_interval_secs,
+                1,
+                7 * 86_400,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Lifetimes: each in its range, and grace < idle ≤ absolute.
+    fn validate_lifetimes(&self) -> Result<(), InvalidSetting> {
+        in_range(
+            "absolute-ttl-secs",
+            self.absolute_ttl_secs,
+            1,
+            MAX_SESSION_TTL_SECS,
+        )?;
+        in_range(
+            "idle-ttl-secs",
+            self.idle_ttl_secs,
+            1,
+            self.absolute_ttl_secs,
+        )
+        .map_err(|e| {
+            invalid(
+                e.flag,
+                format!("{} (at most --absolute-ttl-secs)", e.message),
+            )
+        })?;
+        in_range(
+            "access-ttl-secs",
+            self.access_ttl_secs,
+            1,
+            MAX_ACCESS_TTL_SECS,
+        )?;
+        in_range(
+            "anon-ttl-secs",
+            self.anon_ttl_secs,
+            1,
+            self.absolute_ttl_secs,
+        )
+        .map_err(|e| {
+            invalid(
+                e.flag,
+                format!("{} (at most --absolute-ttl-secs)", e.message),
+            )
+        })?;
+        in_range("grace-secs", self.grace_secs, 0, MAX_GRACE_SECS)?;
+        if self.grace_secs >= self.idle_ttl_secs {
+            return Err(invalid(
+                "grace-secs",
+                format!(
+                    "{} must be shorter than --idle-ttl-secs ({})",
+                    self.grace_secs, self.idle_ttl_secs
+                ),
+            ));
+        }
+        if self.touch_interval_secs >= self.idle_ttl_secs {
+            return Err(invalid(
+                "touch-interval-secs",
+                format!(
+                    "{} must be shorter than --idle-ttl-secs ({}), or sessions in use would expire",
+                    self.touch_interval_secs, self.idle_ttl_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Live stream settings: positive limits and intervals in range.
+    fn validate_streams(&self) -> Result<(), InvalidSetting> {
+        in_range(
+            "events-max-per-owner",
+            self.events_max_per_owner as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "events-revalidate-secs",
+            self.events_revalidate_secs,
+            1,
+            MAX_STREAM_INTERVAL_SECS,
+        )?;
+        in_range(
+            "events-keepalive-secs",
+            self.events_keepalive_secs,
+            1,
+            MAX_STREAM_INTERVAL_SECS,
+        )?;
+        in_range(
+            "events-expiring-secs",
+            self.events_expiring_secs,
+            0,
+            MAX_SESSION_TTL_SECS,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_origin;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        for good in [
+            "http://localhost:8080",
+            "https://app.example.com",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x",
+            "https://",
+            "http://host:notaport",
+            "https://a b",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+    }
+}
