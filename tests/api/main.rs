@@ -3,6 +3,7 @@
 //! database per test.
 
 mod cli;
+mod disable;
 mod endpoints;
 mod events;
 mod expire;
