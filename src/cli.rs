@@ -173,6 +173,13 @@ async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
             }
             None => bail!("no account with this email"),
         },
+        UserCommand::Enable { email } => {
+            if !store.enable_user(&email).await? {
+                bail!("no account with this email");
+            }
+            println!("enabled {email}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -223,8 +223,13 @@ pub enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Disable an account and revoke its sessions.
+    /// Disable an account and revoke its sessions, including those of its API keys.
     Disable {
+        /// Login address.
+        email: String,
+    },
+    /// Let a disabled account log in again (its revoked sessions stay revoked).
+    Enable {
         /// Login address.
         email: String,
     },

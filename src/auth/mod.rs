@@ -80,6 +80,7 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(e) => Self::Unavailable(e.to_string()),
+            StoreError::OwnerInactive => Self::InvalidCredentials,
             other => Self::Internal(other.to_string()),
         }
     }
@@ -364,7 +365,8 @@ impl Auth {
     /// Logs in with an API key (`lka_…`): a stateless session owned by `apikey:<id>`.
     ///
     /// # Errors
-    /// [`AuthError::InvalidCredentials`] for a malformed, unknown or revoked key.
+    /// [`AuthError::InvalidCredentials`] for a malformed, unknown or revoked key, or a key of a
+    /// disabled user.
     pub async fn login_api_key(&self, key: &str, meta: &ClientMeta) -> Result<Issued, AuthError> {
         let key = ApiKeyToken::parse(key).map_err(|_| AuthError::InvalidCredentials)?;
         let rec = self
@@ -375,10 +377,14 @@ impl Auth {
         if !key.secret.matches(&rec.key_hash) || rec.revoked_at.is_some() {
             return Err(AuthError::InvalidCredentials);
         }
-        self.store.touch_api_key(rec.id).await?;
         let owner = format!("apikey:{}", rec.id);
-        self.issue_replacing(&owner, SessionKind::Stateless, meta, None)
-            .await
+        // Refused (InvalidCredentials) when the key's user is disabled or the key was revoked
+        // since it was read: the insert checks both under a lock.
+        let issued = self
+            .issue_replacing(&owner, SessionKind::Stateless, meta, None)
+            .await?;
+        self.store.touch_api_key(rec.id).await?;
+        Ok(issued)
     }
 
     /// Creates an API key for an existing user and returns it (`lka_…`). The key is shown
@@ -427,7 +433,9 @@ impl Auth {
     /// Creates a session for `owner_key` and returns its first tokens.
     ///
     /// # Errors
-    /// [`AuthError::Unavailable`] when the RNG or the database fails.
+    /// [`AuthError::InvalidCredentials`] when the owner is a disabled user or a revoked key
+    /// (checked under a lock as the row is inserted); [`AuthError::Unavailable`] when the RNG
+    /// or the database fails.
     pub async fn issue(
         &self,
         owner_key: &str,

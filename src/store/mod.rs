@@ -42,6 +42,10 @@ pub enum StoreError {
     /// A unique constraint was violated; carries the constraint name.
     #[error("constraint {0} violated")]
     Conflict(String),
+    /// A new session's owner may not hold one: a disabled or unknown user, or a revoked or
+    /// unknown API key. Nothing was inserted.
+    #[error("the session owner is disabled or revoked")]
+    OwnerInactive,
     /// Anything else: a bug or a schema mismatch.
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::coalesce::{Answer, Exec, IdList, Lanes};
-use super::{Store, StoreResult, READ_BATCH, READ_LANES};
+use super::{Store, StoreError, StoreResult, READ_BATCH, READ_LANES};
 use crate::SessionKind;
 
 /// Why a session was revoked (the `revoked_reason` column).
@@ -191,19 +191,39 @@ pub struct SessionSummary {
 impl Store {
     /// Inserts a new session and its `created` event in one statement.
     ///
+    /// A `user:<id>` owner must be an account that is not disabled, an `apikey:<id>` owner an
+    /// unrevoked key of such an account: the statement takes a `FOR SHARE` lock on the user
+    /// row (and the key row) and inserts nothing otherwise. A disable (which locks the user
+    /// row exclusively, then revokes) thus either waits for this insert to commit and revokes
+    /// the new session, or makes it insert nothing. `anon:` owners need no check.
+    ///
     /// # Errors
-    /// [`super::StoreError::Conflict`] on an id collision (practically impossible with UUIDv4),
-    /// otherwise database failures.
+    /// [`StoreError::OwnerInactive`] when the owner is a disabled or unknown user or a revoked
+    /// or unknown key; [`StoreError::Conflict`] on an id collision (practically impossible
+    /// with UUIDv4), otherwise database failures.
     pub async fn create_session(&self, new: &NewSession) -> StoreResult<Rotation> {
         let row = sqlx::query!(
             r#"
-            WITH ins AS (
+            WITH usr AS (
+                SELECT u.id FROM users AS u
+                WHERE $3 LIKE 'user:%' AND u.id = split_part($3, ':', 2)::uuid
+                  AND NOT u.disabled
+                FOR SHARE
+            ), akey AS (
+                SELECT k.id FROM api_keys AS k
+                JOIN users AS u ON u.id = substr(k.owner_key, 6)::uuid
+                WHERE $3 LIKE 'apikey:%' AND k.id = split_part($3, ':', 2)::uuid
+                  AND k.revoked_at IS NULL AND NOT u.disabled
+                FOR SHARE OF k, u
+            ), ins AS (
                 INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
                                       absolute_expires_at, user_agent, ip, data)
-                VALUES ($1, $2, $3, $4,
-                        now() + make_interval(secs => least($5::float8, $6::float8)),
-                        now() + make_interval(secs => $6),
-                        $7, $8::text::inet, $9)
+                SELECT $1, $2, $3, $4,
+                       now() + make_interval(secs => least($5::float8, $6::float8)),
+                       now() + make_interval(secs => $6),
+                       $7, $8::text::inet, $9
+                WHERE $3 LIKE 'anon:%' OR EXISTS (SELECT 1 FROM usr)
+                   OR EXISTS (SELECT 1 FROM akey)
                 RETURNING id, owner_key, kind, version, expires_at, absolute_expires_at
             ), ev AS (
                 INSERT INTO session_events (session_id, owner_key, event, detail)
@@ -223,8 +243,9 @@ impl Store {
             new.data,
             new.event_detail,
         )
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::OwnerInactive)?;
         Ok(Rotation {
             owner_key: row.owner_key,
             version: row.version,

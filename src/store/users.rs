@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{RevokeReason, Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult};
 
 /// A user account as login needs it.
 #[derive(Clone)]
@@ -75,23 +75,31 @@ impl Store {
         Ok(())
     }
 
-    /// Disables an account by email and revokes its live sessions. Returns the number of
-    /// sessions revoked, or `None` when no such account exists.
+    /// Disables an account by email and revokes every live session of it and of its API
+    /// keys (reason `user_disabled`; SQL function `latchkey_disable_user`). Returns the
+    /// number of sessions revoked, or `None` when no such account exists.
     ///
     /// # Errors
     /// Database failures.
     pub async fn disable_user(&self, email: &str) -> StoreResult<Option<usize>> {
-        let id = sqlx::query_scalar!(
-            "UPDATE users SET disabled = true, updated_at = now() WHERE lower(email) = lower($1) RETURNING id",
-            email
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(id) = id else { return Ok(None) };
-        let revoked = self
-            .revoke_owner(&format!("user:{id}"), RevokeReason::UserDisabled)
+        let revoked = sqlx::query_scalar!("SELECT latchkey_disable_user($1)", email)
+            .fetch_one(&self.pool)
             .await?;
-        Ok(Some(revoked.len()))
+        Ok(revoked.map(|n| usize::try_from(n).unwrap_or_default()))
+    }
+
+    /// Enables an account by email again (SQL function `latchkey_enable_user`): it may log
+    /// in again; the sessions revoked when it was disabled stay revoked. Returns `false`
+    /// when no such account exists.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn enable_user(&self, email: &str) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar!("SELECT latchkey_enable_user($1) AS \"found!\"", email)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 

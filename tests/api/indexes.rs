@@ -3,7 +3,8 @@
 //! The statements are not listed by hand: every `query!` of the crate is in `.sqlx/`, so a
 //! new statement is checked as soon as its query data is committed. The statements that run
 //! inside the SQL functions (`latchkey_expire_batch()`, the store's multi-row
-//! `latchkey_store_save_many()` and `latchkey_store_create_many()`) are listed in
+//! `latchkey_store_save_many()` and `latchkey_store_create_many()`,
+//! `latchkey_revoke_user_sessions()`) are listed in
 //! [`FUNCTION_STATEMENTS`], and the test first checks each function still contains them word
 //! for word; the statements built at run time (the coalesced reads) come from
 //! `latchkey::store::runtime_statements`.
@@ -103,6 +104,14 @@ const FUNCTION_STATEMENTS: &[FunctionStatement] = &[
             STORE_ARRAYS[4],
             ("ttl_secs", "$6::float8"),
         ],
+    ),
+    (
+        "latchkey_revoke_user_sessions",
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = reason \
+         WHERE owner_key = ANY (ARRAY( SELECT 'user:' || user_id::text UNION ALL \
+         SELECT 'apikey:' || k.id::text FROM api_keys AS k WHERE k.owner_key = 'user:' || user_id::text)) \
+         AND revoked_at IS NULL RETURNING id, owner_key",
+        &[("user_id", "$1::uuid"), ("= reason", "= $2::text")],
     ),
 ];
 

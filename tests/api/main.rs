@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod disable;
 mod endpoints;
 mod events;
 mod expire;
