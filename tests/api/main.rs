@@ -18,6 +18,7 @@ mod reads;
 mod refresh;
 mod secrets;
 mod serve;
+mod throttle;
 mod tower_conformance;
 mod tower_example;
 mod tower_resurrection;
