@@ -1,13 +1,15 @@
 //! Login throttling shared in PostgreSQL, the client address behind trusted proxies, and the
 //! audit of failed logins.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey::auth::throttle::ThrottleConfig;
-use latchkey::store::ExpirePolicy;
+use latchkey::store::{Backoff, ExpirePolicy, FailureKind, ThrottleKey};
 use latchkey::SessionKind;
 use reqwest::StatusCode;
 use serde_json::json;
+use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp, PASSWORD};
@@ -294,4 +296,61 @@ async fn a_successful_login_clears_its_counter_and_the_purge_drops_stale_rows() 
     .await
     .expect("counts");
     assert_eq!(left, (2, 1), "B's counters and failure stay");
+}
+
+#[tokio::test]
+async fn concurrent_failures_of_one_key_all_count() {
+    let app = spawn_app().await;
+    let store = app.state.auth.store().clone();
+    let keys = vec![
+        ThrottleKey {
+            account: "em:racing".to_owned(),
+            free: 5,
+        },
+        ThrottleKey {
+            account: String::new(),
+            free: 50,
+        },
+    ];
+    let backoff = Backoff {
+        base_secs: 1.0,
+        max_secs: 900.0,
+        window_secs: 900.0,
+    };
+    let barrier = Arc::new(Barrier::new(32));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, keys, barrier) = (store.clone(), keys.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .throttle_failed(A, &keys, &backoff, None, FailureKind::Password)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("counted");
+    }
+    let counts: Vec<(String, i32, bool)> = sqlx::query_as(
+        "SELECT account, failures, coalesce(blocked_until > now() + interval '60 seconds', false) \
+         FROM login_throttle WHERE ip = $1 ORDER BY account",
+    )
+    .bind(A)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("counters");
+    // 32 failures: the address is 0 s past its 50; the account 27 past its 5 (capped block).
+    assert_eq!(
+        counts,
+        vec![
+            (String::new(), 32, false),
+            ("em:racing".to_owned(), 32, true)
+        ]
+    );
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("audit");
+    assert_eq!(audited, 32);
 }
