@@ -79,7 +79,7 @@ COMMENT ON TABLE login_failures IS
 COMMENT ON COLUMN login_failures.id IS 'Row id.';
 COMMENT ON COLUMN login_failures.occurred_at IS 'When the attempt was answered.';
 COMMENT ON COLUMN login_failures.account IS
-    '''user:<uuid>'' when the email belongs to an account, else ''em:'' and the keyed hash of the lower-cased email (as login_throttle.account); ''apikey:<uuid>'' for a well-formed API key; NULL for a malformed key.';
+    '''user:<uuid>'' when the email belongs to an account, else ''em:'' and the keyed hash of the lower-cased email (as login_throttle.account; always so for throttled attempts, which are refused before the account is looked up); ''apikey:<uuid>'' for a well-formed API key; NULL for a malformed key.';
 COMMENT ON COLUMN login_failures.ip IS 'Client address as resolved by the service; '''' when unknown.';
 COMMENT ON COLUMN login_failures.kind IS
     '''password'': wrong email or password (or disabled account); ''api_key'': unknown, revoked or malformed key; ''throttled'': refused by login_throttle before any check.';

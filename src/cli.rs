@@ -85,7 +85,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
         http: HttpConfig {
             allowed_origins: args.allowed_origins,
             cookie_secure: args.cookie_secure,
-            trusted_proxies: args.trusted_proxies,
+            trusted_proxies: args.trusted_proxies.iter().filter_map(|p| p.0).collect(),
         },
         jwt_secret,
         argon2: owasp_params(),

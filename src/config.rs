@@ -208,7 +208,7 @@ pub struct ServeArgs {
     /// Comma-separated proxies (CIDRs or addresses) whose X-Forwarded-For gives the client
     /// address: the right-most hop that is not one of them. Default: none (the TCP peer).
     #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Failed logins of one account from one address before the back-off starts.
     #[arg(
         long,
@@ -234,11 +234,20 @@ pub struct ServeArgs {
     pub login_failure_window_secs: u64,
 }
 
-/// A trusted proxy: a CIDR (`10.0.0.0/8`) or one address (`10.0.0.1`).
-fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+/// One entry of `--trusted-proxies`: a CIDR, one address, or nothing (an empty entry, as in
+/// `LATCHKEY_TRUSTED_PROXIES=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(pub Option<ipnet::IpNet>);
+
+/// A trusted proxy: a CIDR (`10.0.0.0/8`) or one address (`10.0.0.1`); empty is none.
+fn parse_proxy(s: &str) -> Result<TrustedProxy, String> {
     let s = s.trim();
+    if s.is_empty() {
+        return Ok(TrustedProxy(None));
+    }
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| TrustedProxy(Some(net)))
         .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"))
 }
 
