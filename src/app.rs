@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{owasp_params, PasswordHasher};
+use crate::auth::throttle::ThrottleConfig;
 use crate::auth::{Auth, AuthConfig};
 use crate::events::{EventHub, EventsConfig};
 use crate::http::{router, AppState, HttpConfig};
@@ -34,6 +35,8 @@ pub struct Settings {
     pub hash_concurrency: usize,
     /// Live session streams.
     pub events: EventsConfig,
+    /// Login throttling.
+    pub throttle: ThrottleConfig,
 }
 
 impl Settings {
@@ -45,11 +48,13 @@ impl Settings {
             http: HttpConfig {
                 allowed_origins: vec![format!("http://{bind}")],
                 cookie_secure: true,
+                trusted_proxies: Vec::new(),
             },
             jwt_secret,
             argon2: owasp_params(),
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             events: EventsConfig::default(),
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -88,7 +93,8 @@ impl Application {
         let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
         let store = Store::new(pool.clone());
         let events = EventHub::start(store.clone(), settings.events.clone(), &pool);
-        let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone());
+        let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone())
+            .with_throttle(settings.throttle.clone());
         let state = AppState {
             auth,
             http: Arc::new(settings.http.clone()),

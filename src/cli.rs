@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::app::{Application, Settings};
 use crate::auth::password::{owasp_params, PasswordHasher};
+use crate::auth::throttle::ThrottleConfig;
 use crate::auth::AuthConfig;
 use crate::config::{
     ApiKeyCommand, Cli, Command, ExpireArgs, ServeArgs, SessionsCommand, UserCommand,
@@ -90,6 +91,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
         http: HttpConfig {
             allowed_origins: args.allowed_origins,
             cookie_secure: args.cookie_secure,
+            trusted_proxies: args.trusted_proxies.iter().filter_map(|p| p.0).collect(),
         },
         jwt_secret,
         argon2: owasp_params(),
@@ -101,6 +103,13 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             revalidate_interval: Duration::from_secs(args.events_revalidate_secs.max(1)),
             expiring_lead: Duration::from_secs(args.events_expiring_secs),
             keep_alive: Duration::from_secs(args.events_keepalive_secs.max(1)),
+        },
+        throttle: ThrottleConfig {
+            account_free_failures: args.login_account_free_failures,
+            ip_free_failures: args.login_ip_free_failures,
+            backoff_base_secs: args.login_backoff_secs as f64,
+            backoff_max_secs: args.login_backoff_max_secs as f64,
+            window_secs: args.login_failure_window_secs as f64,
         },
     };
     if args.sweep_interval_secs > 0 {
@@ -307,14 +316,19 @@ async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("expiring sessions")?;
     progress.finish();
+    let logins = store
+        .purge_login_records(&args.policy())
+        .await
+        .context("purging login throttle counters and failures")?;
     let ms = started.elapsed().as_millis();
     if args.json {
         let mut value = serde_json::to_value(report)?;
         value["ms"] = serde_json::json!(ms);
+        value["logins"] = serde_json::json!(logins);
         println!("{value}");
     } else {
         println!(
-            "expired={} revoked={} events={} batches={} ms={ms}{}",
+            "expired={} revoked={} events={} batches={} ms={ms} logins={logins}{}",
             report.expired,
             report.revoked,
             report.events,
@@ -392,6 +406,11 @@ fn spawn_sweeper(store: Store, every_secs: u64) {
                 Err(e) => {
                     tracing::warn!(error = %e, "sweeper failed; retrying at the next interval")
                 }
+            }
+            match store.purge_login_records(&ExpirePolicy::default()).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "sweeper purged login throttle rows and failures"),
+                Err(e) => tracing::warn!(error = %e, "sweeper failed to purge login records"),
             }
         }
     });

@@ -209,6 +209,50 @@ pub struct ServeArgs {
     /// Password hashes computed at once (default: number of cores).
     #[arg(long, env = "LATCHKEY_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Comma-separated proxies (CIDRs or addresses) whose X-Forwarded-For gives the client
+    /// address: the right-most hop that is not one of them. Default: none (the TCP peer).
+    #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// Failed logins of one account from one address before the back-off starts.
+    #[arg(
+        long,
+        env = "LATCHKEY_LOGIN_ACCOUNT_FREE_FAILURES",
+        default_value_t = 5
+    )]
+    pub login_account_free_failures: u32,
+    /// Failed logins from one address (any account or API key) before the back-off starts.
+    #[arg(long, env = "LATCHKEY_LOGIN_IP_FREE_FAILURES", default_value_t = 50)]
+    pub login_ip_free_failures: u32,
+    /// First login back-off past the free failures (seconds); doubles with each failure.
+    #[arg(long, env = "LATCHKEY_LOGIN_BACKOFF_SECS", default_value_t = 1)]
+    pub login_backoff_secs: u64,
+    /// Longest login back-off (seconds).
+    #[arg(long, env = "LATCHKEY_LOGIN_BACKOFF_MAX_SECS", default_value_t = 900)]
+    pub login_backoff_max_secs: u64,
+    /// Failure counters restart this many seconds after their last failure.
+    #[arg(
+        long,
+        env = "LATCHKEY_LOGIN_FAILURE_WINDOW_SECS",
+        default_value_t = 900
+    )]
+    pub login_failure_window_secs: u64,
+}
+
+/// One entry of `--trusted-proxies`: a CIDR, one address, or nothing (an empty entry, as in
+/// `LATCHKEY_TRUSTED_PROXIES=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(pub Option<ipnet::IpNet>);
+
+/// A trusted proxy: a CIDR (`10.0.0.0/8`) or one address (`10.0.0.1`); empty is none.
+fn parse_proxy(s: &str) -> Result<TrustedProxy, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(TrustedProxy(None));
+    }
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| TrustedProxy(Some(net)))
+        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"))
 }
 
 /// `latchkey user …`

@@ -12,6 +12,12 @@ struct Outcome {
     outcome: &'static str,
 }
 
+/// One label: what failed in a login (`password`, `api_key`, `throttled`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Failure {
+    kind: &'static str,
+}
+
 /// One label: the session mode.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Mode {
@@ -25,6 +31,7 @@ pub struct Metrics {
     refresh: Family<Outcome, Counter>,
     login: Family<Outcome, Counter>,
     issued: Family<Mode, Counter>,
+    login_failures: Family<Failure, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,11 +55,18 @@ impl Default for Metrics {
             "Sessions created by mode",
             issued.clone(),
         );
+        let login_failures = Family::<Failure, Counter>::default();
+        registry.register(
+            "login_failures",
+            "Failed or refused logins by kind (password, api_key, throttled)",
+            login_failures.clone(),
+        );
         Self {
             registry,
             refresh,
             login,
             issued,
+            login_failures,
         }
     }
 }
@@ -66,6 +80,16 @@ impl Metrics {
     /// Counts a login outcome.
     pub fn login(&self, outcome: &'static str) {
         self.login.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// Counts a failed or refused login (`password`, `api_key`, `throttled`).
+    pub fn login_failure(&self, kind: &'static str) {
+        self.login_failures.get_or_create(&Failure { kind }).inc();
+    }
+
+    /// Failed or refused logins of one kind so far.
+    pub fn login_failures(&self, kind: &'static str) -> u64 {
+        self.login_failures.get_or_create(&Failure { kind }).get()
     }
 
     /// Counts a new session.

@@ -1,8 +1,10 @@
 //! Stateless access tokens: HS256 JWTs, algorithm pinned, verified without the database.
 
+use hkdf::Hkdf;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use uuid::Uuid;
 
 use super::AuthError;
@@ -32,6 +34,8 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl_secs: u64,
+    /// HKDF-SHA256 over the secret, for keys every instance derives alike.
+    kdf: Hkdf<Sha256>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -56,6 +60,17 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(bytes),
             validation,
             ttl_secs,
+            kdf: Hkdf::new(Some(b"latchkey derived keys"), bytes),
+        }
+    }
+
+    /// A 32-byte key for `purpose` derived from the shared secret (HKDF-SHA256): the same on
+    /// every instance with the same secret, and unrelated to the signing key.
+    pub fn derive_key(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        match self.kdf.expand(purpose, &mut key) {
+            Ok(()) => key,
+            Err(_) => unreachable!("32 bytes is a valid HKDF-SHA256 output length"),
         }
     }
 

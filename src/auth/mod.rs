@@ -5,6 +5,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::token::{seal_successor, unseal_successor, ApiKeyToken, Secret, Sessio
 use crate::SessionKind;
 use jwt::JwtKeys;
 use password::PasswordHasher;
+use throttle::{ip_of, LoginThrottle, ThrottleConfig};
 
 /// Every way an authentication step can fail, each with a stable API code.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +231,7 @@ pub struct Auth {
     rng: Arc<dyn SecretSource>,
     config: AuthConfig,
     metrics: Arc<Metrics>,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -248,6 +251,10 @@ impl Auth {
         rng: Arc<dyn SecretSource>,
         config: AuthConfig,
     ) -> Self {
+        let throttle = LoginThrottle::new(
+            ThrottleConfig::default(),
+            &jwt.derive_key(b"login throttle"),
+        );
         Self {
             store,
             hasher,
@@ -255,7 +262,16 @@ impl Auth {
             rng,
             config,
             metrics: Arc::new(Metrics::default()),
+            throttle: Arc::new(throttle),
         }
+    }
+
+    /// The same engine with these login throttling settings (the default is
+    /// [`ThrottleConfig::default`]); account hashes stay keyed by the JWT secret.
+    pub fn with_throttle(mut self, config: ThrottleConfig) -> Self {
+        let key = self.jwt.derive_key(b"login throttle");
+        self.throttle = Arc::new(LoginThrottle::new(config, &key));
+        self
     }
 
     /// The counters of this engine.
@@ -286,7 +302,9 @@ impl Auth {
     /// Logs in with an email and password and issues a session of `mode`.
     ///
     /// Unknown emails are verified against a dummy hash, so both failures cost one argon2
-    /// verification and answer the same [`AuthError::InvalidCredentials`].
+    /// verification and answer the same [`AuthError::InvalidCredentials`]. A blocked
+    /// (account, address) or address is refused first, without any hashing
+    /// ([`AuthError::RateLimited`]); every failure is counted and audited.
     ///
     /// # Errors
     /// [`AuthError::InvalidCredentials`], [`AuthError::RateLimited`], [`AuthError::Unavailable`].
@@ -314,12 +332,20 @@ impl Auth {
         meta: &ClientMeta,
         upgrade: Option<&Upgrade>,
     ) -> Result<Issued, AuthError> {
+        let ip = ip_of(meta);
+        let account = self.throttle.account_key(email);
+        self.throttle_check(ip, Some(&account)).await?;
         let user = self.store.find_user_by_email(email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.hasher.verify(password.clone(), stored).await?;
+        let audit = user
+            .as_ref()
+            .map_or_else(|| account.clone(), |u| format!("user:{}", u.id));
         let Some(user) = user.filter(|u| verified.ok && !u.disabled) else {
+            self.password_failed(ip, &account, &audit).await?;
             return Err(AuthError::InvalidCredentials);
         };
+        self.throttle_clear(ip, &account).await?;
         if verified.needs_rehash {
             let rehashed = self.hasher.hash(password).await?;
             self.store.update_password_hash(user.id, &rehashed).await?;
@@ -365,18 +391,23 @@ impl Auth {
     /// Logs in with an API key (`lka_…`): a stateless session owned by `apikey:<id>`.
     ///
     /// # Errors
-    /// [`AuthError::InvalidCredentials`] for a malformed, unknown or revoked key, or a key of a
-    /// disabled user.
+    /// [`AuthError::InvalidCredentials`] for a malformed, unknown or revoked key (counted
+    /// against the client address), or a key of a disabled user;
+    /// [`AuthError::RateLimited`] when the address is blocked.
     pub async fn login_api_key(&self, key: &str, meta: &ClientMeta) -> Result<Issued, AuthError> {
-        let key = ApiKeyToken::parse(key).map_err(|_| AuthError::InvalidCredentials)?;
-        let rec = self
-            .store
-            .find_api_key(key.key_id)
-            .await?
-            .ok_or(AuthError::InvalidCredentials)?;
-        if !key.secret.matches(&rec.key_hash) || rec.revoked_at.is_some() {
+        let ip = ip_of(meta);
+        self.throttle_check(ip, None).await?;
+        let Ok(key) = ApiKeyToken::parse(key) else {
+            self.api_key_failed(ip, None).await?;
             return Err(AuthError::InvalidCredentials);
-        }
+        };
+        let rec = self.store.find_api_key(key.key_id).await?;
+        let Some(rec) = rec.filter(|r| key.secret.matches(&r.key_hash) && r.revoked_at.is_none())
+        else {
+            let audit = format!("apikey:{}", key.key_id);
+            self.api_key_failed(ip, Some(&audit)).await?;
+            return Err(AuthError::InvalidCredentials);
+        };
         let owner = format!("apikey:{}", rec.id);
         // Refused (InvalidCredentials) when the key's user is disabled or the key was revoked
         // since it was read: the insert checks both under a lock.

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use axum_extra::extract::CookieJar;
 
+use super::client_ip::client_ip;
 use super::{ApiError, AppState, HttpConfig};
 use crate::auth::{Caller, ClientMeta};
 
@@ -112,14 +113,19 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-/// User-Agent and peer address of a request.
+/// User-Agent and client address of a request: the one source of the client address
+/// (sessions' `ip`, login throttling, audit). Behind proxies listed in
+/// [`HttpConfig::trusted_proxies`] the address comes from `X-Forwarded-For`.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta(pub(crate) ClientMeta);
 
-impl<S: Send + Sync> FromRequestParts<S> for Meta {
+impl FromRequestParts<AppState> for Meta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -128,7 +134,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string());
+            .map(|ci| client_ip(ci.0.ip(), &parts.headers, &state.http.trusted_proxies))
+            .map(|ip| ip.to_string());
         Ok(Self(ClientMeta { user_agent, ip }))
     }
 }

@@ -4,6 +4,7 @@
 //! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
 
 mod auth;
+mod client_ip;
 mod error;
 mod events;
 mod extract;
@@ -31,6 +32,9 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Mark cookies `Secure` and name them `__Host-latchkey`. Disable only for local http.
     pub cookie_secure: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (none by default: the client address is
+    /// the TCP peer).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl HttpConfig {

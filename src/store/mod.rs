@@ -8,6 +8,7 @@ mod coalesce;
 mod expire;
 mod live;
 mod sessions;
+mod throttle;
 mod tower;
 mod users;
 
@@ -15,6 +16,7 @@ pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
+pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 

@@ -21,6 +21,7 @@ mod refresh;
 mod secrets;
 mod security_doc;
 mod serve;
+mod throttle;
 mod tower_conformance;
 mod tower_example;
 mod tower_resurrection;

@@ -1,0 +1,101 @@
+//! The client address of a request: the TCP peer, or behind trusted proxies the right-most
+//! `X-Forwarded-For` hop that is not itself a trusted proxy.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// The client address. Only when `peer` is in `trusted` is `X-Forwarded-For` read (every
+/// such header, in order, as one list): walking from the right, each hop that is a trusted
+/// proxy is skipped and the first that is not is the client. A malformed entry stops the
+/// walk and the last good hop is used; if every hop is trusted, the left-most one is.
+/// Entries to the left of the client are whatever the client sent and are never used.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+            return client;
+        };
+        client = hop.to_canonical();
+        if !is_trusted(&client) {
+            return client;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let h = xff(&["203.0.113.7"]);
+        assert_eq!(client_ip(ip("198.51.100.1"), &h, &[]), ip("198.51.100.1"));
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &h, &trusted),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_right_most_untrusted_hop_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8", "127.0.0.1/32"]);
+        let h = xff(&["6.6.6.6, 203.0.113.7, 10.1.2.3"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("203.0.113.7"));
+        // Several headers are one list, in order.
+        let h = xff(&["6.6.6.6", "203.0.113.7", "10.1.2.3"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn a_malformed_hop_stops_the_walk_at_the_last_good_one() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = xff(&["203.0.113.7, garbage, 10.1.2.3"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.1.2.3"));
+        let h = xff(&["garbage"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn no_header_or_only_trusted_hops() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+        let h = xff(&["10.9.9.9, 10.1.2.3"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.9.9.9"));
+        let h = xff(&["2001:db8::1"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
+    }
+}
