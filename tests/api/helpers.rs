@@ -108,6 +108,8 @@ pub struct AppOptions {
     pub rng: Arc<dyn SecretSource>,
     /// Connect to the test database through this local port instead (a fault-injecting proxy).
     pub connect_port: Option<u16>,
+    /// Give the service's own pool these statement and lock timeouts.
+    pub statement_timeouts: Option<latchkey::db::StatementTimeouts>,
 }
 
 impl Default for AppOptions {
@@ -121,6 +123,7 @@ impl Default for AppOptions {
             settings,
             rng: Arc::new(OsSecretSource),
             connect_port: None,
+            statement_timeouts: None,
         }
     }
 }
@@ -131,6 +134,8 @@ pub struct TestApp {
     pub base: String,
     /// A client without a cookie store: tests send cookies by hand.
     pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>` of the `/metrics` listener, when `settings.metrics_bind` is set.
+    pub metrics_base: Option<String>,
     /// The service's state (store, counters).
     pub state: AppState,
     /// The database (dropped last).
@@ -188,15 +193,22 @@ impl TestApp {
 
 /// Starts the service on an existing database, without creating a user.
 pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
-    let pool = match opts.connect_port {
-        Some(port) => latchkey::db::pool_options(10)
+    let pool = match (opts.connect_port, opts.statement_timeouts) {
+        (Some(port), _) => latchkey::db::pool_options(10)
             .connect_lazy_with(db.options.clone().host("127.0.0.1").port(port)),
-        None => db.pool.clone(),
+        (None, Some(timeouts)) => {
+            latchkey::db::pool_options(10).connect_lazy_with(timeouts.apply(db.options.clone()))
+        }
+        (None, None) => db.pool.clone(),
     };
     let app = Application::build_with_rng(opts.settings, pool, opts.rng)
         .await
         .expect("build app");
     let addr: SocketAddr = app.local_addr().expect("addr");
+    let metrics_base = app
+        .metrics_addr()
+        .expect("metrics addr")
+        .map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
@@ -209,6 +221,7 @@ pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
         .expect("client");
     TestApp {
         base: format!("http://{addr}"),
+        metrics_base,
         client,
         state,
         db,

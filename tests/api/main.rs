@@ -8,6 +8,7 @@ mod events;
 mod expire;
 mod faults;
 mod helpers;
+mod hostile_http;
 mod indexes;
 mod login;
 mod malformed;
