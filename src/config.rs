@@ -217,8 +217,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
-    /// HTTP connections open at once on the API listener (1 to 1000000); further clients
-    /// wait to be accepted.
+    /// HTTP connections open at once on each listener, API and metrics (1 to 1000000);
+    /// further clients wait to be accepted.
     #[arg(long, env = "LATCHKEY_MAX_OPEN_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_open_connections: u64,
