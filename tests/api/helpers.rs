@@ -143,6 +143,8 @@ pub struct TestApp {
     /// A user with [`PASSWORD`].
     pub user: TestUser,
     stop: Option<oneshot::Sender<()>>,
+    /// The serving task: it ends when the service has shut down and drained.
+    pub served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// A user created for the test.
@@ -158,6 +160,15 @@ impl TestUser {
     /// `user:<id>`.
     pub fn owner_key(&self) -> String {
         format!("user:{}", self.id)
+    }
+}
+
+impl TestApp {
+    /// Asks the service to shut down, as SIGTERM would: it stops accepting and drains.
+    pub fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -211,7 +222,7 @@ pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
         .map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let served = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder()
@@ -230,6 +241,7 @@ pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
             email: String::new(),
         },
         stop: Some(stop),
+        served,
     }
 }
 

@@ -364,3 +364,44 @@ async fn an_oversize_body_after_a_request_on_the_same_client_connection_gets_its
         assert_eq!(body["code"], "bad_request");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shutdown_drains_the_request_in_flight_and_accepts_no_new_connection() {
+    let mut app = spawn_app_with(AppOptions::default()).await;
+    let login = app.login(SessionKind::Stateless).await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    let mut lock = lock_session(&app, login.session_id()).await;
+    let mut stream = connect(&app.base).await;
+    let body = serde_json::json!({ "refresh_token": login.refresh_token() }).to_string();
+    let req = format!(
+        "POST /auth/refresh HTTP/1.1\r\nHost: latchkey.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.shut_down();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after shutdown"
+    );
+    assert!(
+        !app.served.is_finished(),
+        "the server ended before its request"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("release");
+    let res = tokio::time::timeout(Duration::from_secs(5), read_response(&mut stream))
+        .await
+        .expect("the request in flight is answered")
+        .expect("response");
+    assert_eq!(res.status, 200, "{:?}", res.json());
+    tokio::time::timeout(Duration::from_secs(5), &mut app.served)
+        .await
+        .expect("the server ends once drained")
+        .expect("task")
+        .expect("served");
+}
