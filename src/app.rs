@@ -14,8 +14,9 @@ use crate::auth::password::{owasp_params, PasswordHasher};
 use crate::auth::throttle::ThrottleConfig;
 use crate::auth::{Auth, AuthConfig};
 use crate::events::{EventHub, EventsConfig};
-use crate::http::{router, AppState, HttpConfig};
+use crate::http::{metrics_router, router, AppState, HttpConfig};
 use crate::rng::{OsSecretSource, SecretSource};
+use crate::server::ServerLimits;
 use crate::store::Store;
 
 /// Everything needed to build the service.
@@ -37,6 +38,10 @@ pub struct Settings {
     pub events: EventsConfig,
     /// Login throttling.
     pub throttle: ThrottleConfig,
+    /// Timeouts and the connection cap of the HTTP server.
+    pub server: ServerLimits,
+    /// Address of the `/metrics` listener; `None`: metrics are not served.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -55,6 +60,8 @@ impl Settings {
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             events: EventsConfig::default(),
             throttle: ThrottleConfig::default(),
+            server: ServerLimits::default(),
+            metrics_bind: None,
         }
     }
 }
@@ -63,7 +70,9 @@ impl Settings {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
+    limits: ServerLimits,
 }
 
 impl Application {
@@ -101,7 +110,16 @@ impl Application {
             events,
         };
         let listener = TcpListener::bind(settings.bind).await?;
-        Ok(Self { listener, state })
+        let metrics_listener = match settings.metrics_bind {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+            limits: settings.server,
+        })
     }
 
     /// The bound address.
@@ -110,6 +128,17 @@ impl Application {
     /// When the socket has no local address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The bound address of the `/metrics` listener, if there is one.
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn metrics_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
     }
 
     /// The shared state (tests read counters from it).
@@ -121,20 +150,28 @@ impl Application {
     /// in-flight requests.
     ///
     /// # Errors
-    /// When the server fails.
+    /// None so far: a failed accept is logged and retried; the signature keeps room for one.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let events = self.state.events.clone();
-        let shutdown = async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             shutdown.await;
             // Streams never finish on their own; end them so the drain can complete.
             events.shutdown();
+            let _ = stop.send(true);
+        });
+        let api = router(self.state.clone(), self.limits.request_timeout);
+        let api = crate::server::serve(self.listener, api, &self.limits, stopped.clone());
+        let metrics = async {
+            if let Some(listener) = self.metrics_listener {
+                let app = metrics_router(self.state.clone());
+                crate::server::serve(listener, app, &self.limits, stopped.clone()).await;
+            }
         };
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        tokio::join!(api, metrics);
+        Ok(())
     }
 }

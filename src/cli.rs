@@ -19,6 +19,7 @@ use crate::config::{
 use crate::events::EventsConfig;
 use crate::http::HttpConfig;
 use crate::rng::{random_array, OsSecretSource};
+use crate::server::ServerLimits;
 use crate::store::{ExpirePolicy, ExpireReport, RevokeReason, Store, EMAIL_UNIQUE};
 
 /// Runs one command; the exit code is what the process returns.
@@ -59,17 +60,39 @@ async fn open(url: &str, max: u32, create: bool) -> anyhow::Result<sqlx::PgPool>
 /// Exit status of `serve` for a setting it refuses (as for a flag clap cannot parse).
 const EXIT_BAD_SETTING: u8 = 2;
 
+/// A pool whose connections carry the service's statement and lock timeouts.
+async fn open_timed(
+    url: &str,
+    max: u32,
+    timeouts: crate::db::StatementTimeouts,
+) -> anyhow::Result<sqlx::PgPool> {
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .context("parsing the database URL")?;
+    crate::db::pool_options(max)
+        .connect_with(timeouts.apply(options))
+        .await
+        .context("connecting to PostgreSQL")
+}
+
 async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = args.validate() {
         eprintln!("error: {e}");
         return Ok(ExitCode::from(EXIT_BAD_SETTING));
     }
-    let pool = open(url, args.max_connections, true).await?;
+    // Migrations (DDL, maybe on a big table) run on a connection of their own, untimed.
+    let setup = open(url, 1, true).await?;
     if !args.no_migrate {
-        crate::db::migrate(&pool)
+        crate::db::migrate(&setup)
             .await
             .context("applying migrations")?;
     }
+    setup.close().await;
+    let timeouts = crate::db::StatementTimeouts {
+        statement: Duration::from_millis(args.statement_timeout_ms.into()),
+        lock: Duration::from_millis(args.lock_timeout_ms.into()),
+    };
+    let pool = open_timed(url, args.max_connections, timeouts).await?;
     let jwt_secret = match args.jwt_secret {
         Some(s) => SecretString::from(s.0),
         None => {
@@ -111,12 +134,23 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             backoff_max_secs: args.login_backoff_max_secs as f64,
             window_secs: args.login_failure_window_secs as f64,
         },
+        server: ServerLimits {
+            header_timeout: Duration::from_secs(args.header_timeout_secs),
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            max_open_connections: usize::try_from(args.max_open_connections).unwrap_or(usize::MAX),
+        },
+        metrics_bind: args.metrics_bind,
     };
     if args.sweep_interval_secs > 0 {
-        spawn_sweeper(Store::new(pool.clone()), args.sweep_interval_secs);
+        // The purge's batches run untimed, on a connection of their own, as `latchkey expire`.
+        let sweep = open(url, 1, false).await?;
+        spawn_sweeper(Store::new(sweep), args.sweep_interval_secs);
     }
     let app = Application::build(settings, pool).await?;
     tracing::info!(addr = %app.local_addr()?, "latchkey listening");
+    if let Some(addr) = app.metrics_addr()? {
+        tracing::info!(%addr, "metrics listening");
+    }
     app.run_until(shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)

@@ -27,6 +27,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of `serve`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Apply migrations (unless --no-migrate) and serve the /auth API until SIGTERM.
     Serve(ServeArgs),
@@ -236,6 +238,30 @@ pub struct ServeArgs {
         default_value_t = 900
     )]
     pub login_failure_window_secs: u64,
+    /// Seconds a client has to send a request head (1 to 3600); also closes a keep-alive
+    /// connection that stays idle this long between requests.
+    #[arg(long, env = "LATCHKEY_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a request (all but the GET /auth/events stream) has to be answered; past it
+    /// the answer is 503 (1 to 3600).
+    #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+    /// HTTP connections open at once on each listener, API and metrics (1 to 1000000);
+    /// further clients wait to be accepted.
+    #[arg(long, env = "LATCHKEY_MAX_OPEN_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_open_connections: u64,
+    /// PostgreSQL statement_timeout of the service's connections, in milliseconds (0: none).
+    #[arg(long, env = "LATCHKEY_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub statement_timeout_ms: u32,
+    /// PostgreSQL lock_timeout of the service's connections, in milliseconds (0: none).
+    #[arg(long, env = "LATCHKEY_LOCK_TIMEOUT_MS", default_value_t = 2000)]
+    pub lock_timeout_ms: u32,
+    /// Serve GET /metrics on this address, apart from the API (default: not served).
+    #[arg(long, env = "LATCHKEY_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// One entry of `--trusted-proxies`: a CIDR, one address, or nothing (an empty entry, as in

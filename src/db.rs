@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 /// Creates the database named in `url` if it does not exist yet.
@@ -27,6 +27,35 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(300))
         .test_before_acquire(false)
+}
+
+/// Server-side bounds on the statements of the service's connections, so that a stuck
+/// statement or a lock wait fails (503) instead of holding a request forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementTimeouts {
+    /// `statement_timeout`: longest run of one statement (zero: none).
+    pub statement: Duration,
+    /// `lock_timeout`: longest wait for one lock (zero: none).
+    pub lock: Duration,
+}
+
+impl Default for StatementTimeouts {
+    fn default() -> Self {
+        Self {
+            statement: Duration::from_secs(5),
+            lock: Duration::from_secs(2),
+        }
+    }
+}
+
+impl StatementTimeouts {
+    /// `options` with both timeouts set at connection start-up.
+    pub fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+        options.options([
+            ("statement_timeout", self.statement.as_millis().to_string()),
+            ("lock_timeout", self.lock.as_millis().to_string()),
+        ])
+    }
 }
 
 /// Connects a pool lazily-checked: the first statement reveals whether the server is up.

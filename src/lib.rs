@@ -7,6 +7,8 @@
 //!   JWT access tokens.
 //! * [`http`] is the axum router that exposes it as `/auth/*`; [`http::router`] can be nested
 //!   into any axum app.
+//! * [`server`] serves a router over HTTP/1.1 with header and request timeouts and a cap on
+//!   open connections.
 //! * [`events`] is the hub of live session streams and its Postgres `LISTEN/NOTIFY` bridge.
 //! * [`token`] is the wire format of tokens and the sealing of successors.
 
@@ -19,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod rng;
+pub mod server;
 pub mod store;
 pub mod token;
 

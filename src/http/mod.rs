@@ -1,9 +1,10 @@
 //! The HTTP API: `AppState`, [`router`], extractors, cookies and the problem+json errors.
-//! `GET /metrics` serves the protocol counters.
+//! [`metrics_router`] serves the protocol counters at `GET /metrics`, on a listener of its own.
 //!
 //! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
 
 mod auth;
+mod body;
 mod client_ip;
 mod error;
 mod events;
@@ -11,11 +12,14 @@ mod extract;
 mod health;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use tower_http::timeout::TimeoutLayer;
 
+pub use body::{BODY_READ_TIME, DRAIN_LIMIT};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use extract::{Authenticated, Credential};
 
@@ -67,7 +71,9 @@ pub struct AppState {
 }
 
 /// The `/auth/*` routes plus `/healthz` and `/readyz`, ready to serve or to nest in an app.
-pub fn router(state: AppState) -> Router {
+/// Every route but the `GET /auth/events` stream answers within `request_timeout` (503
+/// `unavailable` past it); bodies are read up front, within [`BODY_LIMIT`].
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/anonymous", post(auth::anonymous))
@@ -77,15 +83,28 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/session", get(auth::session))
         .route("/auth/sessions", get(auth::sessions))
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
-        .route("/auth/events", get(events::events))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .route("/auth/events", get(events::events))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(body::bounded_body))
         .layer(axum::middleware::map_response(
             error::problem_for_every_error,
         ))
+        .with_state(state)
+}
+
+/// `GET /metrics` (OpenMetrics text of the protocol counters) and nothing else: for a
+/// listener of its own, out of the public API's reach.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
         .with_state(state)
 }

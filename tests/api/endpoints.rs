@@ -3,7 +3,7 @@
 use latchkey::SessionKind;
 use reqwest::StatusCode;
 
-use crate::helpers::{decode, spawn_app, PASSWORD};
+use crate::helpers::{decode, spawn_app, spawn_app_with, AppOptions, PASSWORD};
 
 #[tokio::test]
 async fn logout_with_a_bearer_token_revokes_the_session_and_its_refresh_token() {
@@ -252,7 +252,9 @@ async fn readyz_checks_the_database() {
 
 #[tokio::test]
 async fn metrics_count_refresh_and_login_outcomes() {
-    let app = spawn_app().await;
+    let mut opts = AppOptions::default();
+    opts.settings.metrics_bind = Some("127.0.0.1:0".parse().expect("addr"));
+    let app = spawn_app_with(opts).await;
     let login = app.login(SessionKind::Stateless).await;
     let _ = app
         .login_as(&app.user.email, "wrong", SessionKind::Stateless)
@@ -261,9 +263,10 @@ async fn metrics_count_refresh_and_login_outcomes() {
     assert_eq!(t1.status, StatusCode::OK);
     let _ = app.refresh_json(&login.refresh_token()).await; // inside grace
     let _ = app.refresh_json("lkr_nonsense").await;
+    let metrics = app.metrics_base.as_deref().expect("metrics listener");
     let res = app
         .client
-        .get(app.url("/metrics"))
+        .get(format!("{metrics}/metrics"))
         .send()
         .await
         .expect("metrics");

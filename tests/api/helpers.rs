@@ -114,6 +114,8 @@ pub struct AppOptions {
     pub rng: Arc<dyn SecretSource>,
     /// Connect to the test database through this local port instead (a fault-injecting proxy).
     pub connect_port: Option<u16>,
+    /// Give the service's own pool these statement and lock timeouts.
+    pub statement_timeouts: Option<latchkey::db::StatementTimeouts>,
 }
 
 impl Default for AppOptions {
@@ -127,6 +129,7 @@ impl Default for AppOptions {
             settings,
             rng: Arc::new(OsSecretSource),
             connect_port: None,
+            statement_timeouts: None,
         }
     }
 }
@@ -137,6 +140,8 @@ pub struct TestApp {
     pub base: String,
     /// A client without a cookie store: tests send cookies by hand.
     pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>` of the `/metrics` listener, when `settings.metrics_bind` is set.
+    pub metrics_base: Option<String>,
     /// The service's state (store, counters).
     pub state: AppState,
     /// The database (dropped last).
@@ -144,6 +149,8 @@ pub struct TestApp {
     /// A user with [`PASSWORD`].
     pub user: TestUser,
     stop: Option<oneshot::Sender<()>>,
+    /// The serving task: it ends when the service has shut down and drained.
+    pub served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// A user created for the test.
@@ -159,6 +166,15 @@ impl TestUser {
     /// `user:<id>`.
     pub fn owner_key(&self) -> String {
         format!("user:{}", self.id)
+    }
+}
+
+impl TestApp {
+    /// Asks the service to shut down, as SIGTERM would: it stops accepting and drains.
+    pub fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -194,18 +210,25 @@ impl TestApp {
 
 /// Starts the service on an existing database, without creating a user.
 pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
-    let pool = match opts.connect_port {
-        Some(port) => latchkey::db::pool_options(10)
+    let pool = match (opts.connect_port, opts.statement_timeouts) {
+        (Some(port), _) => latchkey::db::pool_options(10)
             .connect_lazy_with(db.options.clone().host("127.0.0.1").port(port)),
-        None => db.pool.clone(),
+        (None, Some(timeouts)) => {
+            latchkey::db::pool_options(10).connect_lazy_with(timeouts.apply(db.options.clone()))
+        }
+        (None, None) => db.pool.clone(),
     };
     let app = Application::build_with_rng(opts.settings, pool, opts.rng)
         .await
         .expect("build app");
     let addr: SocketAddr = app.local_addr().expect("addr");
+    let metrics_base = app
+        .metrics_addr()
+        .expect("metrics addr")
+        .map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let served = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder()
@@ -215,6 +238,7 @@ pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
         .expect("client");
     TestApp {
         base: format!("http://{addr}"),
+        metrics_base,
         client,
         state,
         db,
@@ -223,6 +247,7 @@ pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
             email: String::new(),
         },
         stop: Some(stop),
+        served,
     }
 }
 

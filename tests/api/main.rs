@@ -10,6 +10,7 @@ mod events;
 mod expire;
 mod faults;
 mod helpers;
+mod hostile_http;
 mod indexes;
 mod login;
 mod malformed;
