@@ -14,6 +14,7 @@ use crate::auth::password::{owasp_params, PasswordHasher};
 use crate::auth::{Auth, AuthConfig};
 use crate::events::{EventHub, EventsConfig};
 use crate::http::{router, AppState, HttpConfig};
+use crate::limits::{ClientRateLimiter, RateLimit};
 use crate::rng::{OsSecretSource, SecretSource};
 use crate::store::Store;
 
@@ -34,6 +35,8 @@ pub struct Settings {
     pub hash_concurrency: usize,
     /// Live session streams.
     pub events: EventsConfig,
+    /// Per-client-ip limit of `POST /auth/anonymous`.
+    pub anonymous_limit: RateLimit,
 }
 
 impl Settings {
@@ -50,6 +53,7 @@ impl Settings {
             argon2: owasp_params(),
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             events: EventsConfig::default(),
+            anonymous_limit: RateLimit::ANONYMOUS,
         }
     }
 }
@@ -93,6 +97,7 @@ impl Application {
             auth,
             http: Arc::new(settings.http.clone()),
             events,
+            anonymous_limiter: ClientRateLimiter::new(settings.anonymous_limit),
         };
         let listener = TcpListener::bind(settings.bind).await?;
         Ok(Self { listener, state })

@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::events::EventsConfig;
 use crate::http::HttpConfig;
+use crate::limits::RateLimit;
 use crate::rng::{random_array, OsSecretSource};
 use crate::store::{ExpirePolicy, ExpireReport, RevokeReason, Store, EMAIL_UNIQUE};
 
@@ -96,6 +97,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             expiring_lead: Duration::from_secs(args.events_expiring_secs),
             keep_alive: Duration::from_secs(args.events_keepalive_secs.max(1)),
         },
+        anonymous_limit: anonymous_limit(args.anon_per_ip_per_minute, args.anon_burst)?,
     };
     if args.sweep_interval_secs > 0 {
         spawn_sweeper(Store::new(pool.clone()), args.sweep_interval_secs);
@@ -105,6 +107,17 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
     app.run_until(shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The per-ip limit of anonymous minting; the flags' parsers already refuse zero.
+fn anonymous_limit(per_minute: u32, burst: u32) -> anyhow::Result<RateLimit> {
+    use std::num::NonZeroU32;
+    let nonzero =
+        |n, flag| NonZeroU32::new(n).with_context(|| format!("{flag} must be at least 1"));
+    Ok(RateLimit {
+        per_minute: nonzero(per_minute, "--anon-per-ip-per-minute")?,
+        burst: nonzero(burst, "--anon-burst")?,
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

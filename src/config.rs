@@ -166,6 +166,16 @@ pub struct ServeArgs {
     /// Lifetime of an anonymous session in seconds.
     #[arg(long, env = "LATCHKEY_ANON_TTL_SECS", default_value_t = 600)]
     pub anon_ttl_secs: u64,
+    /// Anonymous sessions one client ip (an IPv6 client by its /64) may create per minute on
+    /// one instance, on average (POST /auth/anonymous; beyond it: 429).
+    #[arg(long, env = "LATCHKEY_ANON_PER_IP_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub anon_per_ip_per_minute: u32,
+    /// Anonymous sessions one client ip may create back to back before the per-minute rate
+    /// applies.
+    #[arg(long, env = "LATCHKEY_ANON_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub anon_burst: u32,
     /// A stateful check writes last_used_at at most this often per session (seconds).
     #[arg(long, env = "LATCHKEY_TOUCH_INTERVAL_SECS", default_value_t = 60)]
     pub touch_interval_secs: u64,

@@ -8,6 +8,7 @@
 //! * [`http`] is the axum router that exposes it as `/auth/*`; [`http::router`] can be nested
 //!   into any axum app.
 //! * [`events`] is the hub of live session streams and its Postgres `LISTEN/NOTIFY` bridge.
+//! * [`limits`] holds the per-client limits each instance keeps in memory.
 //! * [`token`] is the wire format of tokens and the sealing of successors.
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod rng;
 pub mod store;

@@ -4,6 +4,7 @@
 //! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
 
 mod auth;
+mod client_ip;
 mod error;
 mod events;
 mod extract;
@@ -20,6 +21,7 @@ pub use extract::{Authenticated, Credential};
 
 use crate::auth::Auth;
 use crate::events::EventHub;
+use crate::limits::ClientRateLimiter;
 
 /// Largest request body accepted (logins and refreshes are tiny).
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub http: Arc<HttpConfig>,
     /// Live session streams of this instance (`GET /auth/events`).
     pub events: EventHub,
+    /// Per-client-ip bucket of `POST /auth/anonymous`.
+    pub anonymous_limiter: ClientRateLimiter,
 }
 
 /// The `/auth/*` routes plus `/healthz` and `/readyz`, ready to serve or to nest in an app.

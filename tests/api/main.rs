@@ -9,6 +9,7 @@ mod expire;
 mod faults;
 mod helpers;
 mod indexes;
+mod limits;
 mod login;
 mod malformed;
 mod modes;
