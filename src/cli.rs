@@ -93,6 +93,8 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         events: EventsConfig {
             max_streams_per_owner: args.events_max_per_owner.max(1),
+            max_streams_per_ip: args.events_max_per_ip,
+            max_streams: args.events_max_streams,
             revalidate_interval: Duration::from_secs(args.events_revalidate_secs.max(1)),
             expiring_lead: Duration::from_secs(args.events_expiring_secs),
             keep_alive: Duration::from_secs(args.events_keepalive_secs.max(1)),

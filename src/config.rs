@@ -193,6 +193,15 @@ pub struct ServeArgs {
     /// Live event streams (GET /auth/events) one owner may hold open on one instance.
     #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_OWNER", default_value_t = 16)]
     pub events_max_per_owner: usize,
+    /// Live event streams one client ip (an IPv6 client by its /64) may hold open on one
+    /// instance, whatever sessions they follow.
+    #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_IP", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub events_max_per_ip: usize,
+    /// Live event streams one instance holds open, all clients together.
+    #[arg(long, env = "LATCHKEY_EVENTS_MAX_STREAMS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub events_max_streams: usize,
     /// Each event stream re-reads its session this often (seconds), as a backstop to NOTIFY.
     #[arg(long, env = "LATCHKEY_EVENTS_REVALIDATE_SECS", default_value_t = 30)]
     pub events_revalidate_secs: u64,

@@ -1,7 +1,8 @@
-//! Per-client limits: anonymous minting per client ip. Clients bind other loopback addresses
-//! (127.0.0.x) to be other ips.
+//! Per-client limits: anonymous minting per client ip, live streams per owner, per client ip
+//! and per instance. Clients bind other loopback addresses (127.0.0.x) to be other ips.
 
 mod anonymous;
+mod streams;
 
 use std::net::IpAddr;
 
