@@ -15,6 +15,7 @@ use crate::auth::throttle::ThrottleConfig;
 use crate::auth::{Auth, AuthConfig};
 use crate::events::{EventHub, EventsConfig};
 use crate::http::{metrics_router, router, AppState, HttpConfig};
+use crate::limits::{ClientRateLimiter, RateLimit};
 use crate::rng::{OsSecretSource, SecretSource};
 use crate::server::ServerLimits;
 use crate::store::Store;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub server: ServerLimits,
     /// Address of the `/metrics` listener; `None`: metrics are not served.
     pub metrics_bind: Option<SocketAddr>,
+    /// Per-client-ip limit of `POST /auth/anonymous`.
+    pub anonymous_limit: RateLimit,
 }
 
 impl Settings {
@@ -62,6 +65,7 @@ impl Settings {
             throttle: ThrottleConfig::default(),
             server: ServerLimits::default(),
             metrics_bind: None,
+            anonymous_limit: RateLimit::ANONYMOUS,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Application {
             auth,
             http: Arc::new(settings.http.clone()),
             events,
+            anonymous_limiter: ClientRateLimiter::new(settings.anonymous_limit),
         };
         let listener = TcpListener::bind(settings.bind).await?;
         let metrics_listener = match settings.metrics_bind {

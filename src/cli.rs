@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::events::EventsConfig;
 use crate::http::HttpConfig;
+use crate::limits::RateLimit;
 use crate::rng::{random_array, OsSecretSource};
 use crate::server::ServerLimits;
 use crate::store::{ExpirePolicy, ExpireReport, RevokeReason, Store, EMAIL_UNIQUE};
@@ -123,6 +124,8 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         events: EventsConfig {
             max_streams_per_owner: args.events_max_per_owner.max(1),
+            max_streams_per_ip: args.events_max_per_ip,
+            max_streams: args.events_max_streams,
             revalidate_interval: Duration::from_secs(args.events_revalidate_secs.max(1)),
             expiring_lead: Duration::from_secs(args.events_expiring_secs),
             keep_alive: Duration::from_secs(args.events_keepalive_secs.max(1)),
@@ -140,6 +143,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_open_connections: usize::try_from(args.max_open_connections).unwrap_or(usize::MAX),
         },
         metrics_bind: args.metrics_bind,
+        anonymous_limit: anonymous_limit(args.anon_per_ip_per_minute, args.anon_burst)?,
     };
     if args.sweep_interval_secs > 0 {
         // The purge's batches run untimed, on a connection of their own, as `latchkey expire`.
@@ -154,6 +158,17 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
     app.run_until(shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The per-ip limit of anonymous minting; the flags' parsers already refuse zero.
+fn anonymous_limit(per_minute: u32, burst: u32) -> anyhow::Result<RateLimit> {
+    use std::num::NonZeroU32;
+    let nonzero =
+        |n, flag| NonZeroU32::new(n).with_context(|| format!("{flag} must be at least 1"));
+    Ok(RateLimit {
+        per_minute: nonzero(per_minute, "--anon-per-ip-per-minute")?,
+        burst: nonzero(burst, "--anon-burst")?,
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -172,6 +172,16 @@ pub struct ServeArgs {
     /// Lifetime of an anonymous session in seconds.
     #[arg(long, env = "LATCHKEY_ANON_TTL_SECS", default_value_t = 600)]
     pub anon_ttl_secs: u64,
+    /// Anonymous sessions one client ip (an IPv6 client by its /64) may create per minute on
+    /// one instance, on average (POST /auth/anonymous; beyond it: 429).
+    #[arg(long, env = "LATCHKEY_ANON_PER_IP_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub anon_per_ip_per_minute: u32,
+    /// Anonymous sessions one client ip may create back to back before the per-minute rate
+    /// applies.
+    #[arg(long, env = "LATCHKEY_ANON_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub anon_burst: u32,
     /// A stateful check writes last_used_at at most this often per session (seconds).
     #[arg(long, env = "LATCHKEY_TOUCH_INTERVAL_SECS", default_value_t = 60)]
     pub touch_interval_secs: u64,
@@ -189,6 +199,15 @@ pub struct ServeArgs {
     /// Live event streams (GET /auth/events) one owner may hold open on one instance.
     #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_OWNER", default_value_t = 16)]
     pub events_max_per_owner: usize,
+    /// Live event streams one client ip (an IPv6 client by its /64) may hold open on one
+    /// instance, whatever sessions they follow.
+    #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_IP", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub events_max_per_ip: usize,
+    /// Live event streams one instance holds open, all clients together.
+    #[arg(long, env = "LATCHKEY_EVENTS_MAX_STREAMS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub events_max_streams: usize,
     /// Each event stream re-reads its session this often (seconds), as a backstop to NOTIFY.
     #[arg(long, env = "LATCHKEY_EVENTS_REVALIDATE_SECS", default_value_t = 30)]
     pub events_revalidate_secs: u64,

@@ -10,6 +10,7 @@
 //! * [`server`] serves a router over HTTP/1.1 with header and request timeouts and a cap on
 //!   open connections.
 //! * [`events`] is the hub of live session streams and its Postgres `LISTEN/NOTIFY` bridge.
+//! * [`limits`] holds the per-client limits each instance keeps in memory.
 //! * [`token`] is the wire format of tokens and the sealing of successors.
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod rng;
 pub mod server;

@@ -1,10 +1,14 @@
-//! The in-process hub: server-owned subscriber ids grouped by session, a cap per owner.
+//! The in-process hub: server-owned subscriber ids grouped by session, caps per owner, per
+//! client ip and per instance.
 //!
 //! A stream subscribes with the session its caller authenticated with (never an id the
 //! client sends). Every subscriber of a session gets its own receiver of the session's
-//! broadcast channel, so a new stream never replaces or closes another.
+//! broadcast channel, so a new stream never replaces or closes another. Its slots in the
+//! three counts are taken under one lock and given back when its [`Subscription`] drops,
+//! however the stream ends.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::PgPool;
@@ -12,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use super::{listener, watcher, EventsConfig, StreamEvent};
+use crate::limits::client_key;
 use crate::store::Store;
 
 /// Signals buffered per session before a slow subscriber lags (it then re-validates).
@@ -30,10 +35,19 @@ pub(crate) enum Signal {
     Recheck,
 }
 
-/// The owner already holds the maximum number of streams on this instance.
+/// A stream refused because a cap is reached; the variant says which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many open event streams for this owner")]
-pub struct TooManyStreams;
+pub enum TooManyStreams {
+    /// The owner holds [`EventsConfig::max_streams_per_owner`] streams on this instance.
+    #[error("too many open event streams for this owner")]
+    Owner,
+    /// The client ip holds [`EventsConfig::max_streams_per_ip`] streams on this instance.
+    #[error("too many open event streams from this client address")]
+    ClientIp,
+    /// This instance holds [`EventsConfig::max_streams`] streams.
+    #[error("too many open event streams on this instance")]
+    Instance,
+}
 
 struct Topic {
     owner_key: String,
@@ -45,7 +59,43 @@ struct Topic {
 struct HubState {
     topics: HashMap<Uuid, Topic>,
     owners: HashMap<String, usize>,
+    /// Streams per client ([`client_key`]).
+    clients: HashMap<IpAddr, usize>,
+    /// Streams on this instance.
+    streams: usize,
     next_id: u64,
+}
+
+impl HubState {
+    /// Which cap, if any, a new stream of `owner_key` from `client` would exceed.
+    fn refusal(
+        &self,
+        config: &EventsConfig,
+        owner_key: &str,
+        client: IpAddr,
+    ) -> Option<TooManyStreams> {
+        let owner = self.owners.get(owner_key).copied().unwrap_or(0);
+        let from_client = self.clients.get(&client).copied().unwrap_or(0);
+        if owner >= config.max_streams_per_owner {
+            Some(TooManyStreams::Owner)
+        } else if from_client >= config.max_streams_per_ip {
+            Some(TooManyStreams::ClientIp)
+        } else if self.streams >= config.max_streams {
+            Some(TooManyStreams::Instance)
+        } else {
+            None
+        }
+    }
+}
+
+/// Takes one from a count, removing it at zero.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -139,20 +189,22 @@ impl EventHub {
         &self.inner.config
     }
 
-    /// Registers a subscriber for `session_id` of `owner_key`, under a fresh server-owned id.
-    /// Both must come from an authenticated caller.
+    /// Registers a subscriber for `session_id` of `owner_key`, connected from `client_ip`,
+    /// under a fresh server-owned id. All three must come from an authenticated caller.
     ///
     /// # Errors
-    /// [`TooManyStreams`] when the owner already holds the maximum on this instance.
+    /// [`TooManyStreams`] when the owner, the client ip ([`client_key`]) or this instance
+    /// already holds its maximum.
     pub fn subscribe(
         &self,
         session_id: Uuid,
         owner_key: &str,
+        client_ip: IpAddr,
     ) -> Result<Subscription, TooManyStreams> {
+        let client = client_key(client_ip);
         let mut state = self.inner.lock();
-        let held = state.owners.get(owner_key).copied().unwrap_or(0);
-        if held >= self.inner.config.max_streams_per_owner {
-            return Err(TooManyStreams);
+        if let Some(refused) = state.refusal(&self.inner.config, owner_key, client) {
+            return Err(refused);
         }
         state.next_id += 1;
         let id = state.next_id;
@@ -163,16 +215,19 @@ impl EventHub {
         });
         if topic.owner_key != owner_key {
             // A session has exactly one owner; an authenticated caller cannot disagree.
-            return Err(TooManyStreams);
+            return Err(TooManyStreams::Owner);
         }
         topic.subscribers.insert(id);
         let rx = topic.tx.subscribe();
         *state.owners.entry(owner_key.to_owned()).or_insert(0) += 1;
+        *state.clients.entry(client).or_insert(0) += 1;
+        state.streams += 1;
         Ok(Subscription {
             hub: self.inner.clone(),
             id,
             session_id,
             owner_key: owner_key.to_owned(),
+            client,
             rx,
         })
     }
@@ -187,8 +242,9 @@ impl EventHub {
         &self,
         session_id: Uuid,
         owner_key: &str,
+        client_ip: IpAddr,
     ) -> Result<mpsc::Receiver<StreamEvent>, TooManyStreams> {
-        let sub = self.subscribe(session_id, owner_key)?;
+        let sub = self.subscribe(session_id, owner_key, client_ip)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(watcher::run(
             sub,
@@ -202,7 +258,13 @@ impl EventHub {
 
     /// Streams open on this instance.
     pub fn stream_count(&self) -> usize {
-        self.inner.lock().owners.values().sum()
+        self.inner.lock().streams
+    }
+
+    /// Streams open on this instance from `client_ip`'s client ([`client_key`]).
+    pub fn client_stream_count(&self, client_ip: IpAddr) -> usize {
+        let client = client_key(client_ip);
+        self.inner.lock().clients.get(&client).copied().unwrap_or(0)
     }
 
     /// How many times the database listener has connected and started listening; it rises
@@ -223,6 +285,7 @@ pub struct Subscription {
     id: u64,
     session_id: Uuid,
     owner_key: String,
+    client: IpAddr,
     rx: broadcast::Receiver<Signal>,
 }
 
@@ -267,11 +330,8 @@ impl Drop for Subscription {
                 state.topics.remove(&self.session_id);
             }
         }
-        if let Some(n) = state.owners.get_mut(&self.owner_key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                state.owners.remove(&self.owner_key);
-            }
-        }
+        release(&mut state.owners, &self.owner_key);
+        release(&mut state.clients, &self.client);
+        state.streams = state.streams.saturating_sub(1);
     }
 }

@@ -22,6 +22,11 @@ pub use listener::LISTENER_APPLICATION_NAME;
 pub struct EventsConfig {
     /// Streams one owner may hold open on one instance; beyond it: 429 `rate_limited`.
     pub max_streams_per_owner: usize,
+    /// Streams one client ip (an IPv6 client by its /64) may hold open on one instance,
+    /// whatever owners it streams for; beyond it: 429 `rate_limited`.
+    pub max_streams_per_ip: usize,
+    /// Streams one instance holds open, all clients together; beyond it: 429 `rate_limited`.
+    pub max_streams: usize,
     /// How often each stream re-reads its session as a backstop (revocations missed while
     /// the listener was reconnecting, sliding expiry).
     pub revalidate_interval: Duration,
@@ -35,6 +40,8 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             max_streams_per_owner: 16,
+            max_streams_per_ip: 64,
+            max_streams: 10_000,
             revalidate_interval: Duration::from_secs(30),
             expiring_lead: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),

@@ -13,9 +13,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::client_ip::ClientIp;
 use super::extract::{check_origin, credential, ApiJson, Authenticated, Credential, Meta};
 use super::{ApiError, AppState, HttpConfig};
 use crate::auth::{AuthError, Caller, Issued, Upgrade};
+use crate::limits::{client_key, retry_after_secs};
 use crate::SessionKind;
 
 /// `POST /auth/login` body: email + password + mode, or an API key.
@@ -184,9 +186,19 @@ async fn anonymous_session(
 
 pub(super) async fn anonymous(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Meta(meta): Meta,
     ApiJson(req): ApiJson<AnonymousRequest>,
 ) -> Result<Response, ApiError> {
+    // Before anything is written: a refused request leaves no row.
+    if let Err(wait) = state.anonymous_limiter.check(ip) {
+        let secs = retry_after_secs(wait);
+        tracing::debug!(client = %client_key(ip), retry_after_secs = secs, "anonymous session refused: rate limited");
+        return Err(ApiError::rate_limited(
+            secs,
+            "too many anonymous sessions from this client address; retry later",
+        ));
+    }
     let issued = state.auth.issue_anonymous(req.mode, &meta).await?;
     issued_response(&state, issued)
 }

@@ -1,10 +1,14 @@
 //! The client address of a request: the TCP peer, or behind trusted proxies the right-most
 //! `X-Forwarded-For` hop that is not itself a trusted proxy.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+
+use super::AppState;
 
 /// The client address. Only when `peer` is in `trusted` is `X-Forwarded-For` read (every
 /// such header, in order, as one list): walking from the right, each hop that is a trusted
@@ -32,6 +36,31 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
         }
     }
     client
+}
+
+/// The address every request counts under when none is known: a router served without
+/// connection info (`into_make_service_with_connect_info`). Such clients share their limits,
+/// so a missing address never lifts them.
+pub(crate) const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// The client address of a request for per-client limits: the same address the `Meta`
+/// extractor records ([`client_ip`] of the peer), or [`UNKNOWN_CLIENT`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| client_ip(ci.0.ip(), &parts.headers, &state.http.trusted_proxies));
+        Ok(Self(ip.unwrap_or(UNKNOWN_CLIENT)))
+    }
 }
 
 #[cfg(test)]

@@ -6,15 +6,18 @@
 //! credential in the query string is refused (it would end up in logs and referrers).
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 
+use super::client_ip::ClientIp;
 use super::extract::{credential, Credential};
 use super::{ApiError, AppState, HttpConfig};
 use crate::auth::Caller;
+use crate::events::TooManyStreams;
+use crate::limits::client_key;
 
 /// Query parameter names that carry credentials in common clients.
 const CREDENTIAL_PARAMS: &[&str] = &[
@@ -95,9 +98,29 @@ async fn stream_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, 
     }
 }
 
+/// `Retry-After` of a stream refused by a cap: a slot frees only when a stream closes.
+const STREAM_RETRY_AFTER_SECS: u32 = 5;
+
+/// The 429 of a refused stream, naming the cap.
+fn too_many_streams(refused: TooManyStreams) -> ApiError {
+    let detail = match refused {
+        TooManyStreams::Owner => {
+            "too many open event streams for this account; close one and retry"
+        }
+        TooManyStreams::ClientIp => {
+            "too many open event streams from this client address; close one and retry"
+        }
+        TooManyStreams::Instance => {
+            "this instance holds its maximum of open event streams; retry later"
+        }
+    };
+    ApiError::rate_limited(STREAM_RETRY_AFTER_SECS, detail)
+}
+
 /// `GET /auth/events`.
 pub(super) async fn events(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -105,13 +128,10 @@ pub(super) async fn events(
     let caller = stream_caller(&state, &headers).await?;
     let rx = state
         .events
-        .open_stream(caller.session_id, &caller.owner_key)
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many open event streams for this account; close one and retry",
-            )
+        .open_stream(caller.session_id, &caller.owner_key, ip)
+        .map_err(|refused| {
+            tracing::debug!(client = %client_key(ip), cap = %refused, "event stream refused");
+            too_many_streams(refused)
         })?;
     let stream = ReceiverStream::new(rx).map(|ev| Event::default().event(ev.name()).json_data(&ev));
     let keep_alive = KeepAlive::new().interval(state.events.config().keep_alive);

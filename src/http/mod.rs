@@ -25,6 +25,7 @@ pub use extract::{Authenticated, Credential};
 
 use crate::auth::Auth;
 use crate::events::EventHub;
+use crate::limits::ClientRateLimiter;
 
 /// Largest request body accepted (logins and refreshes are tiny).
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub http: Arc<HttpConfig>,
     /// Live session streams of this instance (`GET /auth/events`).
     pub events: EventHub,
+    /// Per-client-ip bucket of `POST /auth/anonymous`.
+    pub anonymous_limiter: ClientRateLimiter,
 }
 
 /// The `/auth/*` routes plus `/healthz` and `/readyz`, ready to serve or to nest in an app.

@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod hostile_http;
 mod indexes;
+mod limits;
 mod login;
 mod malformed;
 mod modes;
