@@ -83,6 +83,21 @@ fn serve_refuses_each_bad_setting_with_exit_2_naming_the_flag() {
         (&["--events-max-per-owner", "0"], "--events-max-per-owner"),
         (&["--max-connections", "0"], "--max-connections"),
         (&["--hash-concurrency", "0"], "--hash-concurrency"),
+        (&["--header-timeout-secs", "0"], "--header-timeout-secs"),
+        (
+            &["--request-timeout-secs", "99999"],
+            "--request-timeout-secs",
+        ),
+        (&["--max-open-connections", "0"], "--max-open-connections"),
+        (&["--anon-burst", "0"], "--anon-burst"),
+        (
+            &["--anon-per-ip-per-minute", "0"],
+            "--anon-per-ip-per-minute",
+        ),
+        (&["--events-max-per-ip", "0"], "--events-max-per-ip"),
+        (&["--events-max-streams", "0"], "--events-max-streams"),
+        (&["--trusted-proxies", "10.0.0.0/33"], "--trusted-proxies"),
+        (&["--metrics-bind", "not-an-address"], "--metrics-bind"),
         (
             &["--allowed-origins", "app.example.com"],
             "--allowed-origins",

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-/// Every `module::test_name` in backticks in the document's table rows.
+/// Every `module::test_name` (or `module::submodule::test_name`) in backticks in the last
+/// cell of the document's table rows, as (`module/submodule`, `test_name`).
 fn named_tests(doc: &str) -> BTreeSet<(String, String)> {
     let mut named = BTreeSet::new();
     for line in doc.lines().filter(|l| l.starts_with('|')) {
@@ -11,8 +12,8 @@ fn named_tests(doc: &str) -> BTreeSet<(String, String)> {
             continue;
         };
         for cell in last.split('`').skip(1).step_by(2) {
-            if let Some((module, test)) = cell.split_once("::") {
-                named.insert((module.to_owned(), test.to_owned()));
+            if let Some((module, test)) = cell.rsplit_once("::") {
+                named.insert((module.replace("::", "/"), test.to_owned()));
             }
         }
     }
