@@ -48,6 +48,15 @@ pub(crate) const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientIp(pub(crate) IpAddr);
 
+/// The client address of a request: [`client_ip`] of its peer (`ConnectInfo`) under the
+/// configured trusted proxies; `None` when the router was served without connection info.
+pub(crate) fn request_client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| client_ip(ci.0.ip(), &parts.headers, &state.http.trusted_proxies))
+}
+
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
@@ -55,11 +64,9 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| client_ip(ci.0.ip(), &parts.headers, &state.http.trusted_proxies));
-        Ok(Self(ip.unwrap_or(UNKNOWN_CLIENT)))
+        Ok(Self(
+            request_client_ip(parts, state).unwrap_or(UNKNOWN_CLIENT),
+        ))
     }
 }
 

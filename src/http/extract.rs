@@ -1,13 +1,11 @@
 //! Extractors: the caller's credential, JSON bodies that fail as problem+json, client details.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use axum_extra::extract::CookieJar;
 
-use super::client_ip::client_ip;
+use super::client_ip::request_client_ip;
 use super::{ApiError, AppState, HttpConfig};
 use crate::auth::{Caller, ClientMeta};
 
@@ -131,11 +129,7 @@ impl FromRequestParts<AppState> for Meta {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| client_ip(ci.0.ip(), &parts.headers, &state.http.trusted_proxies))
-            .map(|ip| ip.to_string());
+        let ip = request_client_ip(parts, state).map(|ip| ip.to_string());
         Ok(Self(ClientMeta { user_agent, ip }))
     }
 }

@@ -2,7 +2,6 @@
 //! `UPDATE`) ends every session of it and of its API keys, live streams included, and no
 //! login racing the disable leaves a live session behind.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,24 +11,14 @@ use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::Barrier;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::helpers::{decode, spawn_app_with, AppOptions, TestApp, Tokens, PASSWORD};
+use crate::helpers::{run_cli, spawn_app_with, AppOptions, TestApp, Tokens, PASSWORD};
 
 /// Runs the `latchkey` binary on the app's database: (success, stdout, stderr).
 fn latchkey(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(args)
-        .env("DATABASE_URL", app.db.url())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run latchkey");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(&app.db.url(), args, None)
 }
 
 /// Streams are closed by notifications only, never by the backstop timer, within a test.
@@ -37,23 +26,8 @@ async fn app() -> TestApp {
     let mut opts = AppOptions::default();
     opts.settings.events.revalidate_interval = Duration::from_secs(600);
     let app = spawn_app_with(opts).await;
-    let mut rx = app.state.events.listener_connections();
-    timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= 1))
-        .await
-        .expect("listener connects within 10 s")
-        .expect("hub alive");
+    app.wait_listening(1).await;
     app
-}
-
-async fn key_login(app: &TestApp, key: &str) -> Tokens {
-    let res = app
-        .client
-        .post(app.url("/auth/login"))
-        .json(&json!({ "api_key": key }))
-        .send()
-        .await
-        .expect("login");
-    decode(res).await
 }
 
 /// A minimal Server-Sent Events reader: the next named event, or `None` at the end.
@@ -144,7 +118,7 @@ async fn hold_everything(app: &TestApp) -> Held {
         .create_api_key(&app.user.owner_key(), Some("ci"))
         .await
         .expect("key");
-    let by_key = key_login(app, &key).await;
+    let by_key = app.login_api_key(&key).await;
     assert_eq!(by_key.status, StatusCode::OK, "{}", by_key.body);
     assert_eq!(
         app.whoami_bearer(&by_key.access_token()).await.status,
@@ -209,7 +183,7 @@ async fn assert_all_dead(app: &TestApp, held: Held) {
         "key refresh",
     );
     refused(
-        &key_login(app, &held.key).await,
+        &app.login_api_key(&held.key).await,
         "invalid_credentials",
         "key login",
     );
@@ -281,7 +255,7 @@ async fn enabling_a_user_brings_back_its_logins_but_not_its_old_sessions() {
         app.login(SessionKind::Stateless).await.status,
         StatusCode::OK
     );
-    assert_eq!(key_login(&app, &held.key).await.status, StatusCode::OK);
+    assert_eq!(app.login_api_key(&held.key).await.status, StatusCode::OK);
     let old = [
         app.whoami_cookie(&held.cookie).await,
         app.refresh_json(&held.stateless.refresh_token()).await,
@@ -311,12 +285,7 @@ async fn no_login_racing_a_disable_leaves_a_live_session_of_the_user() {
     const KEY_LOGINS: usize = 16;
     const ROUNDS: u64 = 12;
     let app = app().await;
-    let (_, key) = app
-        .state
-        .auth
-        .create_api_key(&app.user.owner_key(), None)
-        .await
-        .expect("key");
+    let (_, key) = app.create_api_key().await;
     let (mut issued, mut denied) = (0, 0);
     for round in 0..ROUNDS {
         sqlx::query("UPDATE users SET disabled = false WHERE id = $1")
@@ -385,12 +354,7 @@ async fn no_login_racing_a_disable_leaves_a_live_session_of_the_user() {
 #[tokio::test]
 async fn a_refused_insert_for_a_disabled_user_or_a_revoked_key_creates_nothing() {
     let app = app().await;
-    let (key_id, _) = app
-        .state
-        .auth
-        .create_api_key(&app.user.owner_key(), None)
-        .await
-        .expect("key");
+    let (key_id, _) = app.create_api_key().await;
     let auth = &app.state.auth;
     let spec = latchkey::auth::IssueSpec {
         absolute_ttl_secs: 3600,

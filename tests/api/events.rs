@@ -102,15 +102,6 @@ fn notify_only() -> AppOptions {
     opts
 }
 
-/// Waits until the app's listener has connected at least `n` times.
-async fn wait_listening(app: &TestApp, n: u64) {
-    let mut rx = app.state.events.listener_connections();
-    timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= n))
-        .await
-        .expect("listener connects within 10 s")
-        .expect("hub alive");
-}
-
 async fn open_cookie(app: &TestApp, cookie: &str) -> Sse {
     let res = app
         .client
@@ -147,8 +138,8 @@ async fn logout_through_another_instance_closes_every_stream_of_the_session_on_b
 ) {
     let a = spawn_app_with(notify_only()).await;
     let b = a.spawn_peer(notify_only()).await;
-    wait_listening(&a, 1).await;
-    wait_listening(&b, 1).await;
+    a.wait_listening(1).await;
+    b.wait_listening(1).await;
     let login = a.login(SessionKind::Stateful).await;
     let cookie = login.cookie();
     let sid = login.session_id();
@@ -180,7 +171,7 @@ async fn logout_through_another_instance_closes_every_stream_of_the_session_on_b
 #[tokio::test]
 async fn every_stream_of_a_session_gets_refreshed_without_any_token_and_stays_open() {
     let app = spawn_app_with(notify_only()).await;
-    wait_listening(&app, 1).await;
+    app.wait_listening(1).await;
     let login = app.login(SessionKind::Stateless).await;
     let mut s1 = open_bearer(&app, &login.access_token()).await;
     let mut s2 = open_bearer(&app, &login.access_token()).await;
@@ -216,7 +207,7 @@ async fn a_stream_of_another_owner_never_receives_events_of_a_session_whose_id_i
     let mut opts = notify_only();
     opts.settings.events.keep_alive = Duration::from_millis(200);
     let app = spawn_app_with(opts).await;
-    wait_listening(&app, 1).await;
+    app.wait_listening(1).await;
     let bob = app.add_user("bob@example.com", PASSWORD).await;
     let alice_login = app.login(SessionKind::Stateless).await;
     let alice_sid = alice_login.session_id().to_string();
@@ -460,7 +451,7 @@ async fn kill_listeners(app: &TestApp) -> i64 {
 async fn after_the_listeners_connection_is_killed_it_reconnects_and_revocations_still_close_streams(
 ) {
     let app = spawn_app_with(notify_only()).await;
-    wait_listening(&app, 1).await;
+    app.wait_listening(1).await;
     let first = app.login(SessionKind::Stateless).await;
     let second = app.login(SessionKind::Stateless).await;
     let mut s1 = open_bearer(&app, &first.access_token()).await;
@@ -468,7 +459,7 @@ async fn after_the_listeners_connection_is_killed_it_reconnects_and_revocations_
 
     // Killed, reconnected, then a revocation: delivered by NOTIFY on the new connection.
     assert_eq!(kill_listeners(&app).await, 1);
-    wait_listening(&app, 2).await;
+    app.wait_listening(2).await;
     app.state
         .auth
         .store()
@@ -541,7 +532,7 @@ async fn reuse_detection_closes_the_streams_of_the_session_it_revokes() {
     let mut opts = notify_only();
     opts.settings.auth.grace_secs = 0;
     let app = spawn_app_with(opts).await;
-    wait_listening(&app, 1).await;
+    app.wait_listening(1).await;
     let login = app.login(SessionKind::Stateless).await;
     let mut stream = open_bearer(&app, &login.access_token()).await;
     assert_eq!(
@@ -559,7 +550,7 @@ async fn reuse_detection_closes_the_streams_of_the_session_it_revokes() {
 #[tokio::test]
 async fn deleting_the_row_by_hand_closes_its_streams() {
     let app = spawn_app_with(notify_only()).await;
-    wait_listening(&app, 1).await;
+    app.wait_listening(1).await;
     let login = app.login(SessionKind::Stateless).await;
     let mut stream = open_bearer(&app, &login.access_token()).await;
     sqlx::query("DELETE FROM sessions WHERE id = $1")
@@ -575,7 +566,7 @@ async fn the_backstop_timer_closes_a_stream_whose_revocation_was_never_notified(
     let mut opts = AppOptions::default();
     opts.settings.events.revalidate_interval = Duration::from_millis(300);
     let app = spawn_app_with(opts).await;
-    wait_listening(&app, 1).await;
+    app.wait_listening(1).await;
     let login = app.login(SessionKind::Stateless).await;
     let mut stream = open_bearer(&app, &login.access_token()).await;
     // Revoke with the notification triggers disabled for this transaction's session only.

@@ -106,6 +106,37 @@ pub fn random_jwt_secret() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
+/// Runs the `latchkey` binary on `db_url` with `args` and, if given, `stdin`:
+/// (success, stdout, stderr).
+pub fn run_cli(db_url: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn latchkey");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// How to build a test service.
 pub struct AppOptions {
     /// Protocol and HTTP settings (bind and JWT secret are filled in).
@@ -316,6 +347,36 @@ impl TestApp {
     /// A URL on the service.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Waits (at most 10 s) until the app's `LISTEN` connection has connected `n` times.
+    pub async fn wait_listening(&self, n: u64) {
+        let mut rx = self.state.events.listener_connections();
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(|c| *c >= n))
+            .await
+            .expect("listener connects within 10 s")
+            .expect("hub alive");
+    }
+
+    /// An API key for [`TestApp::user`]: (key id, the `lka_…` key).
+    pub async fn create_api_key(&self) -> (Uuid, String) {
+        self.state
+            .auth
+            .create_api_key(&self.user.owner_key(), None)
+            .await
+            .expect("create api key")
+    }
+
+    /// `POST /auth/login {"api_key": key}`.
+    pub async fn login_api_key(&self, key: &str) -> Tokens {
+        let res = self
+            .client
+            .post(self.url("/auth/login"))
+            .json(&json!({ "api_key": key }))
+            .send()
+            .await
+            .expect("login");
+        decode(res).await
     }
 
     /// The cookie name in force.

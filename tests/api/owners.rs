@@ -9,17 +9,6 @@ use serde_json::json;
 
 use crate::helpers::{decode, spawn_app, spawn_app_with, AppOptions, TestApp, Tokens, PASSWORD};
 
-async fn login_with_key(app: &TestApp, key: &str) -> Tokens {
-    let res = app
-        .client
-        .post(app.url("/auth/login"))
-        .json(&json!({ "api_key": key }))
-        .send()
-        .await
-        .expect("login");
-    decode(res).await
-}
-
 async fn anonymous(app: &TestApp, mode: &str) -> Tokens {
     let res = app
         .client
@@ -55,8 +44,8 @@ async fn a_client_with_another_api_key_cannot_take_over_a_session_by_sending_its
         .create_api_key(&bob.owner_key(), Some("sdk-b"))
         .await
         .expect("key b");
-    let a = login_with_key(&app, &key_a).await;
-    let b = login_with_key(&app, &key_b).await;
+    let a = app.login_api_key(&key_a).await;
+    let b = app.login_api_key(&key_b).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     assert_eq!(b.status, StatusCode::OK);
     let a_sid = a.session_id();
@@ -321,14 +310,9 @@ async fn the_anonymous_ttl_is_enforced_on_refresh_and_on_session_checks() {
 #[tokio::test]
 async fn revoking_an_api_key_revokes_its_sessions_and_its_logins() {
     let app = spawn_app().await;
-    let (key_id, key) = app
-        .state
-        .auth
-        .create_api_key(&app.user.owner_key(), None)
-        .await
-        .expect("key");
-    let s1 = login_with_key(&app, &key).await;
-    let s2 = login_with_key(&app, &key).await;
+    let (key_id, key) = app.create_api_key().await;
+    let s1 = app.login_api_key(&key).await;
+    let s2 = app.login_api_key(&key).await;
     let who = app.whoami_bearer(&s1.access_token()).await;
     assert_eq!(who.body["owner_key"], format!("apikey:{key_id}"));
     let n = app
@@ -347,21 +331,13 @@ async fn revoking_an_api_key_revokes_its_sessions_and_its_logins() {
         app.refresh_json(&s2.refresh_token()).await.code(),
         "session_revoked"
     );
-    assert_eq!(
-        login_with_key(&app, &key).await.code(),
-        "invalid_credentials"
-    );
+    assert_eq!(app.login_api_key(&key).await.code(), "invalid_credentials");
 }
 
 #[tokio::test]
 async fn api_keys_are_stateless_only_and_a_wrong_key_is_invalid_credentials() {
     let app = spawn_app().await;
-    let (_, key) = app
-        .state
-        .auth
-        .create_api_key(&app.user.owner_key(), None)
-        .await
-        .expect("key");
+    let (_, key) = app.create_api_key().await;
     let res = app
         .client
         .post(app.url("/auth/login"))
@@ -373,11 +349,11 @@ async fn api_keys_are_stateless_only_and_a_wrong_key_is_invalid_credentials() {
     let mut wrong = key.clone();
     wrong.replace_range(10..12, if &key[10..12] == "AA" { "BB" } else { "AA" });
     assert_eq!(
-        login_with_key(&app, &wrong).await.code(),
+        app.login_api_key(&wrong).await.code(),
         "invalid_credentials"
     );
     assert_eq!(
-        login_with_key(&app, "lka_short").await.code(),
+        app.login_api_key("lka_short").await.code(),
         "invalid_credentials"
     );
     let stored: i64 =

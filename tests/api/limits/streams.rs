@@ -10,7 +10,7 @@ use latchkey::limits::RateLimit;
 use latchkey::SessionKind;
 use reqwest::{Client, Response, StatusCode};
 use tokio::sync::Barrier;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use super::{client_from, expect_rate_limited, mint};
 use crate::helpers::{spawn_app_with, AppOptions, TestApp, Tokens, PASSWORD};
@@ -32,11 +32,7 @@ fn options(per_owner: usize, per_ip: usize, instance: usize) -> AppOptions {
 
 async fn spawn(opts: AppOptions) -> TestApp {
     let app = spawn_app_with(opts).await;
-    let mut rx = app.state.events.listener_connections();
-    timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= 1))
-        .await
-        .expect("listener connects within 10 s")
-        .expect("hub alive");
+    app.wait_listening(1).await;
     app
 }
 
