@@ -41,6 +41,9 @@ pub struct InvalidSetting {
     pub message: String,
 }
 
+/// Said of a lifetime bounded by the absolute one.
+const AT_MOST_ABSOLUTE: &str = " (at most --absolute-ttl-secs)";
+
 fn invalid(flag: &'static str, message: impl Into<String>) -> InvalidSetting {
     InvalidSetting {
         flag,
@@ -137,90 +140,89 @@ impl ServeArgs {
 
     /// Lifetimes: each in its range, and grace < idle ≤ absolute.
     fn validate_lifetimes(&self) -> Result<(), InvalidSetting> {
-        in_range(
-            "absolute-ttl-secs",
-            self.absolute_ttl_secs,
-            1,
-            MAX_SESSION_TTL_SECS,
-        )?;
-        in_range(
-            "idle-ttl-secs",
-            self.idle_ttl_secs,
-            1,
-            self.absolute_ttl_secs,
-        )
-        .map_err(|e| {
-            invalid(
-                e.flag,
-                format!("{} (at most --absolute-ttl-secs)", e.message),
-            )
-        })?;
-        in_range(
-            "access-ttl-secs",
-            self.access_ttl_secs,
-            1,
-            MAX_ACCESS_TTL_SECS,
-        )?;
-        in_range(
-            "anon-ttl-secs",
-            self.anon_ttl_secs,
-            1,
-            self.absolute_ttl_secs,
-        )
-        .map_err(|e| {
-            invalid(
-                e.flag,
-                format!("{} (at most --absolute-ttl-secs)", e.message),
-            )
-        })?;
-        in_range("grace-secs", self.grace_secs, 0, MAX_GRACE_SECS)?;
-        if self.grace_secs >= self.idle_ttl_secs {
-            return Err(invalid(
-                "grace-secs",
-                format!(
-                    "{} must be shorter than --idle-ttl-secs ({})",
-                    self.grace_secs, self.idle_ttl_secs
-                ),
-            ));
+        let absolute = self.absolute_ttl_secs;
+        let ranges = [
+            ("absolute-ttl-secs", absolute, 1, MAX_SESSION_TTL_SECS, ""),
+            (
+                "idle-ttl-secs",
+                self.idle_ttl_secs,
+                1,
+                absolute,
+                AT_MOST_ABSOLUTE,
+            ),
+            (
+                "access-ttl-secs",
+                self.access_ttl_secs,
+                1,
+                MAX_ACCESS_TTL_SECS,
+                "",
+            ),
+            (
+                "anon-ttl-secs",
+                self.anon_ttl_secs,
+                1,
+                absolute,
+                AT_MOST_ABSOLUTE,
+            ),
+            ("grace-secs", self.grace_secs, 0, MAX_GRACE_SECS, ""),
+        ];
+        for (flag, value, min, max, why) in ranges {
+            in_range(flag, value, min, max)
+                .map_err(|e| invalid(flag, format!("{}{why}", e.message)))?;
         }
-        if self.touch_interval_secs >= self.idle_ttl_secs {
-            return Err(invalid(
+        for (flag, value, name) in [
+            ("grace-secs", self.grace_secs, "the grace window"),
+            (
                 "touch-interval-secs",
-                format!(
-                    "{} must be shorter than --idle-ttl-secs ({}), or sessions in use would expire",
-                    self.touch_interval_secs, self.idle_ttl_secs
-                ),
-            ));
+                self.touch_interval_secs,
+                "the touch interval",
+            ),
+        ] {
+            if value >= self.idle_ttl_secs {
+                return Err(invalid(
+                    flag,
+                    format!(
+                        "{value}: {name} must be shorter than --idle-ttl-secs ({}), or sessions in use would expire",
+                        self.idle_ttl_secs
+                    ),
+                ));
+            }
         }
         Ok(())
     }
 
     /// Live stream settings: positive limits and intervals in range.
     fn validate_streams(&self) -> Result<(), InvalidSetting> {
-        in_range(
-            "events-max-per-owner",
-            self.events_max_per_owner as u64,
-            1,
-            100_000,
-        )?;
-        in_range(
-            "events-revalidate-secs",
-            self.events_revalidate_secs,
-            1,
-            MAX_STREAM_INTERVAL_SECS,
-        )?;
-        in_range(
-            "events-keepalive-secs",
-            self.events_keepalive_secs,
-            1,
-            MAX_STREAM_INTERVAL_SECS,
-        )?;
-        in_range(
-            "events-expiring-secs",
-            self.events_expiring_secs,
-            0,
-            MAX_SESSION_TTL_SECS,
-        )
+        let ranges = [
+            (
+                "events-max-per-owner",
+                self.events_max_per_owner as u64,
+                1,
+                100_000,
+            ),
+            (
+                "events-revalidate-secs",
+                self.events_revalidate_secs,
+                1,
+                MAX_STREAM_INTERVAL_SECS,
+            ),
+            (
+                "events-keepalive-secs",
+                self.events_keepalive_secs,
+                1,
+                MAX_STREAM_INTERVAL_SECS,
+            ),
+            (
+                "events-expiring-secs",
+                self.events_expiring_secs,
+                0,
+                MAX_SESSION_TTL_SECS,
+            ),
+        ];
+        for (flag, value, min, max) in ranges {
+            in_range(flag, value, min, max)?;
+        }
+        Ok(())
     }
 }
 
