@@ -170,19 +170,23 @@ impl ServeArgs {
             in_range(flag, value, min, max)
                 .map_err(|e| invalid(flag, format!("{}{why}", e.message)))?;
         }
-        for (flag, value, name) in [
-            ("grace-secs", self.grace_secs, "the grace window"),
+        for (flag, value, why) in [
+            (
+                "grace-secs",
+                self.grace_secs,
+                "the grace window of a rotated token must end before the session can idle out",
+            ),
             (
                 "touch-interval-secs",
                 self.touch_interval_secs,
-                "the touch interval",
+                "a session in use must be touched before it can idle out",
             ),
         ] {
             if value >= self.idle_ttl_secs {
                 return Err(invalid(
                     flag,
                     format!(
-                        "{value}: {name} must be shorter than --idle-ttl-secs ({}), or sessions in use would expire",
+                        "{value} must be shorter than --idle-ttl-secs ({}): {why}",
                         self.idle_ttl_secs
                     ),
                 ));
