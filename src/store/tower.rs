@@ -418,7 +418,7 @@ async fn insert_one(pool: &PgPool, ttl_secs: f64, row: &NewRow) -> Result<bool, 
 /// Inserts `rows` in one statement; for each, whether it went in (`false`: id collision).
 ///
 /// A single row takes the single-row statement. More run the SQL function
-/// `latchkey_store_create_many` (migration `20261128000800`), the same INSERT over arrays, kept
+/// `latchkey_store_create_many` (migration `20261120000500`), the same INSERT over arrays, kept
 /// in PL/pgSQL so its plan is made once per connection instead of at every run.
 async fn create_many(
     pool: PgPool,
@@ -448,7 +448,7 @@ async fn create_many(
 /// Saves `rows` in one statement (a single row: the single-row statement).
 ///
 /// The multi-row save is the SQL function `latchkey_store_save_many` (migration
-/// `20261128000800`): the same UPDATE as [`save_one`] over arrays, kept in PL/pgSQL so its plan
+/// `20261120000500`): the same UPDATE as [`save_one`] over arrays, kept in PL/pgSQL so its plan
 /// is made once per connection instead of at every run.
 async fn save_many(
     pool: PgPool,

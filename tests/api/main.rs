@@ -15,6 +15,7 @@ mod indexes;
 mod limits;
 mod login;
 mod malformed;
+mod migrations;
 mod modes;
 mod owners;
 mod proxy;

@@ -1,20 +1,30 @@
--- Expiry: the 'expired' audit event of each purged session becomes opt-in.
+-- Expiry for cron and pg_cron.
 --
--- Until now every purged session that had not been revoked got an 'expired' row in
--- session_events. On a purge of 1M expired sessions that row and its four index entries were
--- most of the work: 963 MB of WAL and 381k buffers written out by backends with the events,
--- 289 MB and 37k without. The events' session_id and owner_key index entries land at random
--- places, so each one dirties its own index page. Beside a refresh load, the purge with the
--- events raised the refresh p99 15 times; without them, 1.7 times (scripts/bench-expire.sh,
--- docs/BENCHMARKS.md). So the purge no longer writes them unless asked: expired_events =>
--- true (latchkey expire --expired-events) records them as before.
+-- One implementation of the purge: latchkey_expire_batch() removes ONE bounded batch of each
+-- category in its own short transaction; `latchkey expire` calls it in a loop, and the
+-- procedure latchkey_expire() does the same from SQL (pg_cron), committing between batches.
+-- Rows are picked with FOR UPDATE SKIP LOCKED, so two purges running at once never wait for
+-- each other and never delete (or count) the same row twice.
 --
--- Both routines get a new argument, which CREATE OR REPLACE cannot add: they are dropped and
--- created again (GRANT or REVOKE EXECUTE made on them by hand must be made again). The batch
--- default is now 200, as in latchkey expire and the procedure.
-
-DROP PROCEDURE latchkey_expire(integer, interval, interval, boolean, double precision, bigint, bigint, bigint, bigint);
-DROP FUNCTION latchkey_expire_batch(integer, interval, interval, boolean, timestamptz, timestamptz, timestamptz);
+-- Each batch resumes where the previous one stopped (a keyset cursor per category): it
+-- returns, per category, the largest key it deleted, and the next call passes it back, so the
+-- search starts there with `>=` (rows sharing the key are not lost; the deleted ones are
+-- invisible) instead of stepping again over the index entries of every row already deleted
+-- (they stay in the index until vacuum: without the cursor a large purge is quadratic). A row
+-- that another transaction held locked (SKIP LOCKED) when the cursor passed it is behind the
+-- cursor, so a purge is only finished when a batch WITHOUT cursors deletes nothing: after the
+-- cursor passes come back empty, latchkey_expire() and `latchkey expire` make one more pass
+-- from the start, and resume with cursors if it found something.
+--
+-- Batches are small (200) and each is followed by a rest (pause_ratio, default 4 times as
+-- long as the batch took): expired rows lie scattered among live ones, each deleted row
+-- dirties its own page (and, the first time after a checkpoint, logs the whole page), and the
+-- refreshes committing beside the purge wait behind that WAL and those page writes.
+--
+-- The 'expired' audit event of each purged session is opt-in (expired_events => true,
+-- latchkey expire --expired-events): on a purge of 1M expired sessions those rows and their
+-- four index entries were most of the work, 963 MB of WAL against 289 MB without them
+-- (scripts/bench-expire.sh, docs/BENCHMARKS.md).
 
 CREATE FUNCTION latchkey_expire_batch(
     batch_size     integer     DEFAULT 200,

@@ -74,8 +74,3 @@ LANGUAGE sql AS $$
     SELECT count(*) > 0 FROM upd;
 $$;
 COMMENT ON FUNCTION latchkey_enable_user(text) IS 'Enables the account with this email (case-insensitive) again: password logins and logins with its unrevoked API keys work again; sessions revoked while it was disabled stay revoked. Returns false when there is no such account. What latchkey user enable runs.';
-
-COMMENT ON COLUMN users.disabled IS 'True when the account may no longer log in, with its password or with any of its API keys (latchkey user disable, latchkey_disable_user()). Setting it revokes every live session of the user and of its API keys (trigger users_disabled_revoke_sessions).';
-
--- Accounts disabled before this migration may still have live API-key sessions: end them.
-SELECT latchkey_revoke_user_sessions(id, 'user_disabled') FROM users WHERE disabled;

@@ -1,4 +1,4 @@
--- tower-sessions store: the multi-row save and create become functions whose plans are kept.
+-- tower-sessions store: the multi-row save and create are functions whose plans are kept.
 --
 -- PgSessionStore gathers concurrent saves into one UPDATE … FROM unnest(arrays). Sent as a
 -- prepared statement, PostgreSQL plans it again at every run: its generic plan estimates 10
