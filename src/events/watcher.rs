@@ -8,7 +8,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::hub::{Signal, Subscription};
 use super::{EventsConfig, StreamEvent};
-use crate::store::{LiveStatus, Store};
+use crate::store::{LiveStatus, SessionState, Store};
 
 /// Re-read this long after the expiry instant, so the database agrees it has passed.
 const EXPIRY_SLACK: Duration = Duration::from_millis(20);
@@ -26,10 +26,12 @@ enum Verdict {
 fn judge(status: Option<LiveStatus>) -> Verdict {
     match status {
         None => Verdict::Ended("deleted".to_owned()),
-        Some(s) => match s.revoked_reason {
-            Some(reason) => Verdict::Ended(reason),
-            None if s.expired => Verdict::Ended("expired".to_owned()),
-            None => Verdict::Live(Duration::from_secs_f64(s.expires_in_secs.max(0.0))),
+        Some(s) => match s.state() {
+            SessionState::Active => {
+                Verdict::Live(Duration::from_secs_f64(s.expires_in_secs.max(0.0)))
+            }
+            SessionState::Expired => Verdict::Ended("expired".to_owned()),
+            SessionState::Revoked => Verdict::Ended(s.revoked_reason.unwrap_or_default()),
         },
     }
 }

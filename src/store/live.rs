@@ -1,8 +1,16 @@
-//! Reads behind live session streams: the re-validation of one session.
+//! A session's liveness: the one rule that classifies a session as active, expired or
+//! revoked ([`SessionState`]), and the read behind live session streams that re-validates
+//! one session ([`Store::live_status`]).
+//!
+//! Every Rust path that asks whether a session is live derives the answer from
+//! [`SessionState::of`]: the protocol's checks (`load_checked`, the bearer check),
+//! [`SessionRecord::summary`] and the re-validation of event streams. Two SQL statements must
+//! say the same in SQL and carry a comment pointing here: the `session_overview` view (in
+//! `migrations/`) and [`Store::list_sessions`].
 
 use uuid::Uuid;
 
-use super::{Store, StoreResult};
+use super::{SessionRecord, Store, StoreResult};
 
 /// The NOTIFY channel on which the database publishes session changes (see the migration
 /// `session_notify`): a JSON object `{event, id, owner_key, reason | version}`.
@@ -43,5 +51,79 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)
+    }
+}
+
+/// Where a session stands, judged on the database clock.
+///
+/// The rule: a revoked session is `Revoked`, whether or not it has expired since;
+/// otherwise a session whose (idle or absolute) expiry has passed is `Expired`; otherwise it
+/// is `Active`. In SQL: `CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <=
+/// now() THEN 'expired' ELSE 'active' END`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// Neither revoked nor expired: its tokens work.
+    Active,
+    /// Not revoked, but its expiry has passed.
+    Expired,
+    /// Revoked (logout, reuse, disable, …), expired or not.
+    Revoked,
+}
+
+impl SessionState {
+    /// The rule itself: revoked before expired, otherwise active.
+    pub fn of(revoked: bool, expired: bool) -> Self {
+        if revoked {
+            Self::Revoked
+        } else if expired {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
+
+    /// The lowercase name, as in the API, the CLI and `session_overview.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl SessionRecord {
+    /// The state of this row ([`SessionState::of`] its `revoked_at` and `expired`).
+    pub fn state(&self) -> SessionState {
+        SessionState::of(self.revoked_at.is_some(), self.expired)
+    }
+}
+
+impl LiveStatus {
+    /// The state of this row ([`SessionState::of`] its `revoked_reason` and `expired`; the
+    /// constraint `sessions_revocation_complete` sets a reason exactly when `revoked_at` is set).
+    pub fn state(&self) -> SessionState {
+        SessionState::of(self.revoked_reason.is_some(), self.expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionState;
+
+    #[test]
+    fn revoked_wins_over_expired_and_expired_over_active() {
+        let all = [(false, false), (false, true), (true, false), (true, true)];
+        let states: Vec<&str> = all
+            .iter()
+            .map(|&(revoked, expired)| SessionState::of(revoked, expired).as_str())
+            .collect();
+        assert_eq!(states, ["active", "expired", "revoked", "revoked"]);
     }
 }

@@ -14,7 +14,7 @@ mod users;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
-pub use live::{LiveStatus, SESSIONS_CHANNEL};
+pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
 pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};

@@ -117,13 +117,6 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// The row as its owner sees it: no hash, no sealed data.
     pub fn summary(&self) -> SessionSummary {
-        let state = if self.revoked_at.is_some() {
-            "revoked"
-        } else if self.expired {
-            "expired"
-        } else {
-            "active"
-        };
         SessionSummary {
             session_id: self.id,
             kind: self.kind,
@@ -134,7 +127,7 @@ impl SessionRecord {
             absolute_expires_at: self.absolute_expires_at,
             revoked_at: self.revoked_at,
             revoked_reason: self.revoked_reason.clone(),
-            state: state.to_owned(),
+            state: self.state().as_str().to_owned(),
             user_agent: self.user_agent.clone(),
             ip: self.ip.clone(),
         }
@@ -180,7 +173,7 @@ pub struct SessionSummary {
     pub revoked_at: Option<OffsetDateTime>,
     /// Revocation reason, if revoked.
     pub revoked_reason: Option<String>,
-    /// `active`, `expired` or `revoked`.
+    /// `active`, `expired` or `revoked` (the [`SessionState`](super::SessionState) rule).
     pub state: String,
     /// User-Agent at login.
     pub user_agent: Option<String>,
@@ -476,6 +469,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn list_sessions(&self, owner_key: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
+        // `state` is the rule of `SessionState::of` (src/store/live.rs) written in SQL, in
+        // both statements below and in the `session_overview` view: revoked before expired.
         let rows = match owner_key {
             Some(owner) => {
                 sqlx::query_as!(

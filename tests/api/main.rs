@@ -24,6 +24,7 @@ mod refresh;
 mod secrets;
 mod security_doc;
 mod serve;
+mod session_state;
 mod throttle;
 mod tower_conformance;
 mod tower_example;
