@@ -25,7 +25,7 @@ done
 
 # The macros only re-run when their crate is recompiled: make every target of the crate
 # out of date (sources are touched, not changed), as `cargo sqlx prepare` does.
-find src tests examples -name '*.rs' -exec touch {} +
+find . -path ./target -prune -o -name '*.rs' -exec touch {} +
 if ! SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" DATABASE_URL="$base/$db" \
   cargo check --all-targets --all-features >"$log" 2>&1; then
   cat "$log"
