@@ -10,4 +10,4 @@ export DATABASE_URL="$base/$db"
 sqlx database create
 trap 'sqlx database drop -y >/dev/null 2>&1 || true' EXIT
 sqlx migrate run
-SQLX_OFFLINE=false cargo sqlx prepare -- --all-targets "$@"
+SQLX_OFFLINE=false cargo sqlx prepare -- --all-targets --all-features "$@"

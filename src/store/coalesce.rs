@@ -11,7 +11,7 @@
 //! (the way PostgreSQL's group commit gathers WAL flushes). A lone caller gets a statement of
 //! one, two scheduler passes later; under load the statements grow by themselves.
 //!
-//! Measured on the store at 8 closed-loop tasks (`docs/BENCHMARKS.md`): with a caller on a
+//! Measured on the store at 8 closed-loop tasks (`docs/benchmarks-history.md`): with a caller on a
 //! free slot running its statement at once, the tasks split into cohorts of 2–3 rows per
 //! statement that waited for each other's statements; with the yields, a statement carries
 //! all 8.

@@ -16,6 +16,8 @@ pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
+#[doc(hidden)]
+pub use sessions::{FIND_SESSION_SQL, ROTATE_SQL};
 pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, EMAIL_UNIQUE};

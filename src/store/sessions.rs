@@ -301,6 +301,8 @@ impl Store {
         grace_secs: f64,
         idle_ttl_secs: f64,
     ) -> StoreResult<Option<Rotation>> {
+        // The same text as `ROTATE_SQL`: `query!` takes only a literal, so this is a copy
+        // (`tests/api/bench_sql.rs` fails when the two differ).
         let row = sqlx::query!(
             r#"
             WITH upd AS (
@@ -604,6 +606,8 @@ async fn find_one(
     id: Uuid,
     touch_interval_secs: f64,
 ) -> Result<Option<SessionRecord>, sqlx::Error> {
+    // The same text as `FIND_SESSION_SQL`: `query_as!` takes only a literal, so this is a
+    // copy (`tests/api/bench_sql.rs` fails when the two differ).
     let rec = sqlx::query_as!(
         SessionRecord,
         r#"
@@ -623,3 +627,44 @@ async fn find_one(
     .await?;
     Ok(rec)
 }
+
+/// The statement of [`Store::rotate`] (`$1` id, `$2` expected version, `$3` new token hash,
+/// `$4` sealed successor, `$5` grace seconds, `$6` idle TTL seconds), for the benchmark's
+/// raw-SQL baseline. `query!` takes only a literal, so `rotate` holds a copy of this text;
+/// `tests/api/bench_sql.rs` fails when the two differ.
+#[doc(hidden)]
+pub const ROTATE_SQL: &str = r#"
+            WITH upd AS (
+                UPDATE sessions
+                SET prev_token_hash = token_hash,
+                    prev_valid_until = now() + make_interval(secs => $5),
+                    token_hash = $3,
+                    sealed_successor = $4,
+                    version = version + 1,
+                    refreshed_at = now(),
+                    last_used_at = now(),
+                    expires_at = least(now() + make_interval(secs => $6), absolute_expires_at)
+                WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
+                RETURNING id, owner_key, version, expires_at, absolute_expires_at
+            ), ev AS (
+                INSERT INTO session_events (session_id, owner_key, event, detail)
+                SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
+                FROM upd
+            )
+            SELECT owner_key, version, expires_at, absolute_expires_at FROM upd
+            "#;
+
+/// The statement of [`Store::find_session`] for one id (`$1` id, `$2` touch interval
+/// seconds), for the benchmark's raw-SQL baseline. `query_as!` takes only a literal, so
+/// `find_one` holds a copy of this text; `tests/api/bench_sql.rs` fails when the two differ.
+#[doc(hidden)]
+pub const FIND_SESSION_SQL: &str = r#"
+        SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+               sealed_successor, version, created_at, expires_at, absolute_expires_at,
+               revoked_at, revoked_reason,
+               coalesce(prev_valid_until > now(), false) AS "in_grace!",
+               expires_at <= now() AS "expired!",
+               last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
+               last_used_at, user_agent, host(ip) AS ip
+        FROM sessions WHERE id = $1
+        "#;

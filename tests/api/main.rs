@@ -2,6 +2,7 @@
 //! Integration tests of the /auth service against a real PostgreSQL: one binary, one fresh
 //! database per test.
 
+mod bench_sql;
 mod cli;
 mod config;
 mod disable;

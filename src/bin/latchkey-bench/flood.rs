@@ -1,0 +1,83 @@
+//! `--scenario login-flood`: refresh latency while logins saturate the hashing pool, against
+//! refresh latency idle.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::harness::{drive, header, quiesce};
+use crate::login::LoginClient;
+use crate::service::{field, login, refresh, refresh_http, Chain, Service};
+
+/// Idle refreshes, then the same refreshes under a login flood.
+pub(crate) async fn run_scenario(svc: &Service, duration: Duration) -> anyhow::Result<()> {
+    const REFRESHERS: usize = 8;
+    const LOGINS: usize = 32;
+    println!(
+        "scenario=login-flood seconds={} refreshers={REFRESHERS} login-clients={LOGINS}",
+        duration.as_secs()
+    );
+    header();
+    quiesce(&svc.pool).await?;
+    let (idle, _) = refresh_http(svc, REFRESHERS, duration, "refresh idle").await?;
+    idle.print("login-flood", REFRESHERS, "refresh-idle");
+    quiesce(&svc.pool).await?;
+    // Set up the refresh chains first so their logins do not queue behind the flood.
+    let (flooded, flood) = {
+        let flood_svc_client = svc.client.clone();
+        let base = svc.base.clone();
+        let cs: Vec<LoginClient> = (0..LOGINS)
+            .map(|_| LoginClient {
+                client: flood_svc_client.clone(),
+                base: base.clone(),
+            })
+            .collect();
+        let mut chains = Vec::with_capacity(REFRESHERS);
+        for _ in 0..REFRESHERS {
+            let l = login(&svc.client, &svc.base, "stateless").await?;
+            chains.push(Chain {
+                client: svc.client.clone(),
+                base: svc.base.clone(),
+                token: field(&l.body, "refresh_token")?,
+                session_id: Uuid::nil(),
+            });
+        }
+        let flood_task = tokio::spawn(drive(
+            "login flood".to_owned(),
+            cs,
+            duration + Duration::from_secs(1),
+            |c: LoginClient| async move {
+                let r = login(&c.client, &c.base, "stateless").await.map(|_| ());
+                (c, r)
+            },
+        ));
+        // Let the hashing pool fill up before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let flooded = drive(
+            "refresh flooded".to_owned(),
+            chains,
+            duration,
+            |mut c: Chain| async move {
+                match refresh(&c.client, &c.base, &c.token).await {
+                    Ok(next) => {
+                        c.token = next;
+                        (c, Ok(()))
+                    }
+                    Err(e) => (c, Err(e)),
+                }
+            },
+        )
+        .await;
+        (flooded, flood_task.await?)
+    };
+    flooded.print("login-flood", REFRESHERS, "refresh-flood");
+    flood.print("login-flood", LOGINS, "logins");
+    println!(
+        "{:<14} {:>7} {:<12} {:>28.2}x  (p99 flooded / idle; goal: <= 2x)",
+        "login-flood",
+        REFRESHERS,
+        "ratio",
+        flooded.pct(0.99) / idle.pct(0.99)
+    );
+    Ok(())
+}

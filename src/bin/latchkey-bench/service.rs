@@ -1,0 +1,280 @@
+//! The end-to-end scenarios' common part: the service in-process on 127.0.0.1:0 with its
+//! user, the HTTP calls the clients make, and the dispatch to each scenario's module.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use latchkey::app::{Application, Settings};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::harness::{drive, Stats};
+use crate::{check, flood, login, memory, refresh, storm, Args, Scenario};
+
+/// The user every scenario logs in as.
+pub(crate) const EMAIL: &str = "bench@example.com";
+/// Its password.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+/// Database connections of the service and of the raw baseline (the service default).
+pub(crate) const POOL: u32 = 16;
+
+/// The service running in this process, with its user.
+pub(crate) struct Service {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) pool: PgPool,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Service {
+    pub(crate) async fn start(options: PgConnectOptions) -> anyhow::Result<Self> {
+        let pool = latchkey::db::pool_options(POOL)
+            .connect_with(options)
+            .await
+            .context("connecting the scratch database")?;
+        latchkey::MIGRATOR.run(&pool).await?;
+        let settings = Settings::local(
+            "127.0.0.1:0".parse()?,
+            SecretString::from("bench-secret-bench-secret-bench-secret!"),
+        );
+        let app = Application::build(settings, pool.clone()).await?;
+        let addr: SocketAddr = app.local_addr()?;
+        let state = app.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let hash = state
+            .auth
+            .hasher()
+            .hash(SecretString::from(PASSWORD.to_owned()))
+            .await
+            .map_err(|e| anyhow::anyhow!("hash: {e}"))?;
+        state
+            .auth
+            .store()
+            .insert_user(EMAIL, &hash)
+            .await
+            .map_err(|e| anyhow::anyhow!("insert user: {e}"))?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(1024)
+            .build()?;
+        Ok(Self {
+            base: format!("http://{addr}"),
+            client,
+            pool,
+            stop: Some(stop),
+        })
+    }
+
+    pub(crate) fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One login's answer: the JSON body and the cookie value, if any.
+pub(crate) struct Login {
+    pub(crate) body: Value,
+    pub(crate) cookie: Option<String>,
+}
+
+/// `POST /auth/login` as the bench user, in `mode` (`stateless` or `stateful`).
+pub(crate) async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    mode: &str,
+) -> anyhow::Result<Login> {
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({ "email": EMAIL, "password": PASSWORD, "mode": mode }))
+        .send()
+        .await?;
+    let status = res.status();
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if status != reqwest::StatusCode::OK {
+        anyhow::bail!("login answered {status}: {body}");
+    }
+    Ok(Login { body, cookie })
+}
+
+/// A string field of a JSON answer.
+pub(crate) fn field(body: &Value, name: &str) -> anyhow::Result<String> {
+    body[name]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no {name} in {body}"))
+}
+
+/// `POST /auth/refresh` with a JSON token; the successor on 200.
+pub(crate) async fn refresh(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<String> {
+    let res = client
+        .post(format!("{base}/auth/refresh"))
+        .json(&json!({ "refresh_token": token }))
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if status != reqwest::StatusCode::OK {
+        anyhow::bail!("refresh answered {status}: {body}");
+    }
+    field(&body, "refresh_token")
+}
+
+/// Dispatches an end-to-end scenario.
+pub(crate) async fn run_scenario(
+    scenario: Scenario,
+    options: PgConnectOptions,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    if scenario == Scenario::Memory {
+        // The service as its own process, so its memory is measured without the client's.
+        return memory::run(&args.server_bin, &options, duration).await;
+    }
+    let svc = Service::start(options).await?;
+    let result = match scenario {
+        Scenario::Refresh => refresh::run_scenario(&svc, &args.clients, duration).await,
+        Scenario::Check => check::run_scenario(&svc, &args.clients, duration).await,
+        Scenario::RefreshStorm => storm::run_scenario(&svc, args.tabs, duration).await,
+        Scenario::Login => login::run_scenario(&svc, &args.clients, duration).await,
+        Scenario::LoginFlood => flood::run_scenario(&svc, duration).await,
+        Scenario::Memory | Scenario::Store | Scenario::All => Ok(()),
+    };
+    svc.pool.close().await;
+    svc.stop();
+    result
+}
+
+/// Per-client state of the HTTP refresh loop.
+pub(crate) struct Chain {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) session_id: Uuid,
+}
+
+/// Logs `clients` stateless sessions in and refreshes each chain over HTTP for `duration`;
+/// returns the run and the session ids (for the raw baseline).
+pub(crate) async fn refresh_http(
+    svc: &Service,
+    clients: usize,
+    duration: Duration,
+    label: &str,
+) -> anyhow::Result<(Stats, Vec<Uuid>)> {
+    let mut chains = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let l = login(&svc.client, &svc.base, "stateless").await?;
+        chains.push(Chain {
+            client: svc.client.clone(),
+            base: svc.base.clone(),
+            token: field(&l.body, "refresh_token")?,
+            session_id: Uuid::parse_str(&field(&l.body, "session_id")?)?,
+        });
+    }
+    let ids = chains.iter().map(|c| c.session_id).collect();
+    let stats = drive(
+        label.to_owned(),
+        chains,
+        duration,
+        |mut c: Chain| async move {
+            match refresh(&c.client, &c.base, &c.token).await {
+                Ok(next) => {
+                    c.token = next;
+                    (c, Ok(()))
+                }
+                Err(e) => {
+                    // The chain is broken: count it, then start a new one so the run goes on.
+                    if let Ok(l) = login(&c.client, &c.base, "stateless").await {
+                        if let Ok(t) = field(&l.body, "refresh_token") {
+                            c.token = t;
+                        }
+                    }
+                    (c, Err(e))
+                }
+            }
+        },
+    )
+    .await;
+    Ok((stats, ids))
+}
+
+/// Per-client state of the cookie check loop.
+pub(crate) struct CookieClient {
+    pub(crate) client: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) cookie: String,
+}
+
+/// Every client checks its session in a loop for `duration`.
+pub(crate) async fn drive_checks(
+    label: &str,
+    clients: Vec<CookieClient>,
+    duration: Duration,
+) -> Stats {
+    drive(
+        label.to_owned(),
+        clients,
+        duration,
+        |c: CookieClient| async move {
+            let r = check_once(&c).await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+/// One `GET /auth/session` with the cookie; an answer other than 200 is an error.
+async fn check_once(c: &CookieClient) -> anyhow::Result<()> {
+    let res = c
+        .client
+        .get(&c.url)
+        .header("cookie", &c.cookie)
+        .send()
+        .await?;
+    let status = res.status();
+    let body = res.bytes().await?;
+    if status != reqwest::StatusCode::OK {
+        anyhow::bail!(
+            "session check answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
+/// Logs `n` stateful sessions in: a client with its cookie each, and the session ids.
+pub(crate) async fn cookie_clients(
+    svc: &Service,
+    n: usize,
+) -> anyhow::Result<(Vec<CookieClient>, Vec<Uuid>)> {
+    let mut out = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l = login(&svc.client, &svc.base, "stateful").await?;
+        out.push(CookieClient {
+            client: svc.client.clone(),
+            url: format!("{}/auth/session", svc.base),
+            cookie: l.cookie.context("stateful login set no cookie")?,
+        });
+        ids.push(Uuid::parse_str(&field(&l.body, "session_id")?)?);
+    }
+    Ok((out, ids))
+}

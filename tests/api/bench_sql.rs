@@ -1,0 +1,103 @@
+//! The benchmark's raw-SQL baselines issue the store's own statements: the constants the
+//! library exports for them are the text of the store's `query!` literals, and they run
+//! against the migrated schema as the store's statements do.
+
+use latchkey::store::{NewSession, Store, FIND_SESSION_SQL, ROTATE_SQL};
+use latchkey::SessionKind;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+
+/// The store's source, as compiled into the library.
+const SESSIONS_RS: &str = include_str!("../../src/store/sessions.rs");
+
+/// The text with every run of whitespace made one space.
+fn normalised(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The first raw string literal (`r#"…"#`) after `marker` in the store's source.
+fn statement_after(marker: &str) -> &'static str {
+    let at = SESSIONS_RS
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in src/store/sessions.rs"));
+    let rest = &SESSIONS_RS[at..];
+    let open = rest.find("r#\"").expect("a raw literal after the marker") + 3;
+    let close = rest[open..].find("\"#").expect("the literal's end") + open;
+    &rest[open..close]
+}
+
+#[test]
+fn the_exported_rotate_statement_is_the_text_of_the_stores_rotate() {
+    assert_eq!(
+        normalised(ROTATE_SQL),
+        normalised(statement_after("pub async fn rotate(")),
+        "ROTATE_SQL and the query! literal in Store::rotate differ: change both together"
+    );
+}
+
+#[test]
+fn the_exported_find_session_statement_is_the_text_of_the_stores_single_row_read() {
+    assert_eq!(
+        normalised(FIND_SESSION_SQL),
+        normalised(statement_after("async fn find_one(")),
+        "FIND_SESSION_SQL and the query_as! literal in find_one differ: change both together"
+    );
+}
+
+#[tokio::test]
+async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let id = Uuid::new_v4();
+    store
+        .create_session(&NewSession {
+            id,
+            kind: SessionKind::Stateless,
+            owner_key: format!("anon:{}", Uuid::new_v4()),
+            token_hash: [7; 32],
+            idle_ttl_secs: 3600.0,
+            absolute_ttl_secs: 86_400.0,
+            user_agent: Some("bench".to_owned()),
+            ip: Some("10.0.0.1".to_owned()),
+            data: serde_json::json!({}),
+            event_detail: serde_json::json!({}),
+        })
+        .await
+        .expect("create");
+
+    let row = sqlx::query(FIND_SESSION_SQL)
+        .bind(id)
+        .bind(60.0_f64)
+        .fetch_one(&db.pool)
+        .await
+        .expect("the raw read");
+    let stored = store
+        .find_session(id, 60.0)
+        .await
+        .expect("the store's read")
+        .expect("the session");
+    assert_eq!(row.get::<i64, _>("version"), stored.version);
+    assert_eq!(row.get::<String, _>("owner_key"), stored.owner_key);
+    assert_eq!(row.get::<Option<String>, _>("ip"), stored.ip);
+
+    let rotated = sqlx::query(ROTATE_SQL)
+        .bind(id)
+        .bind(stored.version)
+        .bind(&[8u8; 32][..])
+        .bind(&[9u8; 72][..])
+        .bind(30.0_f64)
+        .bind(3600.0_f64)
+        .fetch_optional(&db.pool)
+        .await
+        .expect("the raw rotation");
+    assert!(rotated.is_some(), "the raw rotation lost its swap");
+    let after = store
+        .find_session(id, 60.0)
+        .await
+        .expect("the store's read")
+        .expect("the session");
+    assert_eq!(after.version, stored.version + 1);
+    assert_eq!(after.token_hash, [8u8; 32].to_vec());
+}
