@@ -14,7 +14,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::client_ip::ClientIp;
-use super::extract::{check_origin, credential, ApiJson, Authenticated, Credential, Meta};
+use super::extract::{
+    check_credential, check_origin, credential, ApiJson, Authenticated, Credential, Meta,
+    OriginPolicy,
+};
 use super::{ApiError, AppState, HttpConfig};
 use crate::auth::{AuthError, Caller, Issued, Upgrade};
 use crate::limits::{client_key, retry_after_secs};
@@ -168,15 +171,13 @@ async fn anonymous_session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Caller>, ApiError> {
-    let caller = match credential(headers, &state.http)? {
-        None => return Ok(None),
-        Some(Credential::Cookie(c)) => {
-            check_origin(headers, &state.http)?;
-            state.auth.authenticate_session_token(&c).await
-        }
-        Some(Credential::Bearer(b)) => state.auth.authenticate_bearer(&b).await,
+    let Some(credential) = credential(headers, &state.http)? else {
+        return Ok(None);
     };
-    match caller {
+    match check_credential(state, headers, credential, OriginPolicy::Required)
+        .await?
+        .map(|a| a.caller)
+    {
         Ok(c) if c.owner_key.starts_with("anon:") => Ok(Some(c)),
         Ok(_) => Ok(None),
         Err(AuthError::Unavailable(e)) => Err(AuthError::Unavailable(e).into()),

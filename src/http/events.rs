@@ -13,9 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 
 use super::client_ip::ClientIp;
-use super::extract::{credential, Credential};
-use super::{ApiError, AppState, HttpConfig};
-use crate::auth::Caller;
+use super::extract::{authenticate, OriginPolicy};
+use super::{ApiError, AppState};
 use crate::events::TooManyStreams;
 use crate::limits::client_key;
 
@@ -64,40 +63,6 @@ fn refuse_query_credentials(query: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A cookie stream needs an allowed `Origin`. Browsers omit `Origin` on same-origin GETs,
-/// so without one only `Sec-Fetch-Site: same-origin` (set by the browser, not by pages)
-/// is accepted.
-fn check_stream_origin(headers: &HeaderMap, config: &HttpConfig) -> Result<(), ApiError> {
-    match headers.get(header::ORIGIN) {
-        Some(origin) => match origin.to_str() {
-            Ok(o) if config.origin_allowed(o) => Ok(()),
-            _ => Err(ApiError::origin_rejected()),
-        },
-        None => {
-            let same_origin = headers
-                .get("sec-fetch-site")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("same-origin"));
-            if same_origin {
-                Ok(())
-            } else {
-                Err(ApiError::origin_rejected())
-            }
-        }
-    }
-}
-
-async fn stream_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    match credential(headers, &state.http)? {
-        None => Err(ApiError::unauthenticated()),
-        Some(Credential::Cookie(value)) => {
-            check_stream_origin(headers, &state.http)?;
-            Ok(state.auth.authenticate_session_token(&value).await?)
-        }
-        Some(Credential::Bearer(value)) => Ok(state.auth.authenticate_bearer(&value).await?),
-    }
-}
-
 /// `Retry-After` of a stream refused by a cap: a slot frees only when a stream closes.
 const STREAM_RETRY_AFTER_SECS: u32 = 5;
 
@@ -125,7 +90,9 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_query_credentials(query.as_deref())?;
-    let caller = stream_caller(&state, &headers).await?;
+    let caller = authenticate(&state, &headers, OriginPolicy::AllowedOrSameOrigin)
+        .await?
+        .caller;
     let rx = state
         .events
         .open_stream(caller.session_id, &caller.owner_key, ip)

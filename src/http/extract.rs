@@ -7,7 +7,7 @@ use axum_extra::extract::CookieJar;
 
 use super::client_ip::request_client_ip;
 use super::{ApiError, AppState, HttpConfig};
-use crate::auth::{Caller, ClientMeta};
+use crate::auth::{AuthError, Caller, ClientMeta};
 
 /// A JSON body whose rejections answer problem+json.
 #[derive(Debug, FromRequest)]
@@ -63,14 +63,49 @@ pub(super) fn credential(
 
 /// Cookie-authenticated requests from browsers must carry an allowed `Origin`.
 pub(super) fn check_origin(headers: &HeaderMap, config: &HttpConfig) -> Result<(), ApiError> {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .ok_or_else(ApiError::origin_rejected)?;
-    if config.origin_allowed(origin) {
-        Ok(())
-    } else {
-        Err(ApiError::origin_rejected())
+    OriginPolicy::Required.check(headers, config)
+}
+
+/// Which cookie-authenticated requests must show where they come from. Bearer credentials
+/// are never sent by a browser on its own, so they need no `Origin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OriginPolicy {
+    /// Safe methods (`GET`, `HEAD`) of ordinary endpoints: no check.
+    None,
+    /// An allowed `Origin` is required (every unsafe method).
+    Required,
+    /// Live streams: an allowed `Origin`, or, since browsers omit `Origin` on same-origin
+    /// GETs, `Sec-Fetch-Site: same-origin` (set by the browser, not by pages).
+    AllowedOrSameOrigin,
+}
+
+impl OriginPolicy {
+    /// The policy of an ordinary endpoint called with `method`.
+    pub(super) fn for_method(method: &Method) -> Self {
+        if matches!(*method, Method::GET | Method::HEAD) {
+            Self::None
+        } else {
+            Self::Required
+        }
+    }
+
+    /// `403 origin_rejected` unless the request satisfies this policy.
+    pub(super) fn check(self, headers: &HeaderMap, config: &HttpConfig) -> Result<(), ApiError> {
+        let origin = headers.get(header::ORIGIN).map(|o| o.to_str());
+        let allowed = match (self, origin) {
+            (Self::None, _) => true,
+            (_, Some(Ok(origin))) => config.origin_allowed(origin),
+            (_, Some(Err(_))) | (Self::Required, None) => false,
+            (Self::AllowedOrSameOrigin, None) => headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("same-origin")),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::origin_rejected())
+        }
     }
 }
 
@@ -84,30 +119,69 @@ pub struct Authenticated {
     pub via_cookie: bool,
 }
 
+/// Checks a credential the one way every endpoint does: a cookie against `policy` and then as
+/// a stateful session token, a bearer as an access token. The outer error is the refused
+/// `Origin`; the inner result is the protocol's verdict on the credential, for callers that
+/// treat a bad credential differently (a login ignores a stale anonymous session).
+///
+/// # Errors
+/// `403 origin_rejected` when a cookie request fails `policy`.
+pub(super) async fn check_credential(
+    state: &AppState,
+    headers: &HeaderMap,
+    credential: Credential,
+    policy: OriginPolicy,
+) -> Result<Result<Authenticated, AuthError>, ApiError> {
+    Ok(match credential {
+        Credential::Cookie(value) => {
+            policy.check(headers, &state.http)?;
+            state
+                .auth
+                .authenticate_session_token(&value)
+                .await
+                .map(|caller| Authenticated {
+                    caller,
+                    via_cookie: true,
+                })
+        }
+        Credential::Bearer(value) => {
+            state
+                .auth
+                .authenticate_bearer(&value)
+                .await
+                .map(|caller| Authenticated {
+                    caller,
+                    via_cookie: false,
+                })
+        }
+    })
+}
+
+/// The caller of a request that must be authenticated: its credential, checked under
+/// `policy`; `401` without one.
+///
+/// # Errors
+/// `401` without or with a bad credential, `400` for an ambiguous one, `403` for a refused
+/// `Origin`, `503` when the database is unavailable.
+pub(super) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    policy: OriginPolicy,
+) -> Result<Authenticated, ApiError> {
+    let credential = credential(headers, &state.http)?.ok_or_else(ApiError::unauthenticated)?;
+    Ok(check_credential(state, headers, credential, policy).await??)
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match credential(&parts.headers, &state.http)? {
-            None => Err(ApiError::unauthenticated()),
-            Some(Credential::Cookie(value)) => {
-                if !matches!(parts.method, Method::GET | Method::HEAD) {
-                    check_origin(&parts.headers, &state.http)?;
-                }
-                let caller = state.auth.authenticate_session_token(&value).await?;
-                Ok(Self {
-                    caller,
-                    via_cookie: true,
-                })
-            }
-            Some(Credential::Bearer(value)) => {
-                let caller = state.auth.authenticate_bearer(&value).await?;
-                Ok(Self {
-                    caller,
-                    via_cookie: false,
-                })
-            }
-        }
+        authenticate(
+            state,
+            &parts.headers,
+            OriginPolicy::for_method(&parts.method),
+        )
+        .await
     }
 }
 
