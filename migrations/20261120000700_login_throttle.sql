@@ -3,7 +3,7 @@
 -- login_throttle holds one row per (account, client address) and one per client address
 -- (account = ''), counting recent failures; past a free allowance each failure blocks further
 -- attempts of that key for a back-off that doubles. The service checks it before any password
--- work. login_failures records every failed or refused login, never a password nor an email.
+-- work. login_failures records every failed login, never a password nor an email.
 
 CREATE TABLE login_throttle (
     account         text        NOT NULL,
@@ -27,7 +27,7 @@ COMMENT ON COLUMN login_throttle.last_failure_at IS 'Time of the latest failure.
 COMMENT ON COLUMN login_throttle.blocked_until IS
     'Attempts of this key are refused (429 rate_limited) until then; NULL while within the free allowance.';
 COMMENT ON COLUMN login_throttle.expires_at IS
-    'The counter decays here: the later of last failure + window and blocked_until. A successful login deletes its (account, address) row.';
+    'The counter decays here: one window after the last failure, or one window after blocked_until when blocked (so the count survives its longest block). A successful login deletes its (account, address) row.';
 
 CREATE INDEX login_throttle_expires_at_idx ON login_throttle (expires_at);
 COMMENT ON INDEX login_throttle_expires_at_idx IS 'For the purge of stale counters.';
@@ -57,7 +57,8 @@ BEGIN
     END IF;
     UPDATE login_throttle
        SET blocked_until = until,
-           expires_at = greatest(now() + make_interval(secs => p_window_secs), until)
+           expires_at = now() + make_interval(secs => p_window_secs)
+                        + coalesce(until - now(), interval '0')
      WHERE account = p_account AND ip = p_ip;
     RETURN until;
 END
@@ -71,18 +72,18 @@ CREATE TABLE login_failures (
     occurred_at timestamptz NOT NULL DEFAULT now(),
     account     text,
     ip          text        NOT NULL,
-    kind        text        NOT NULL CHECK (kind IN ('password', 'api_key', 'throttled'))
+    kind        text        NOT NULL CHECK (kind IN ('password', 'api_key'))
 );
 
 COMMENT ON TABLE login_failures IS
-    'Audit of failed and refused logins, one row each. Never holds a password, a key or an email in clear. Purged with the events retention by latchkey expire.';
+    'Audit of failed logins, one row each (refusals by login_throttle are only counted in the metrics). Never holds a password, a key or an email in clear. Purged with the events retention by latchkey expire.';
 COMMENT ON COLUMN login_failures.id IS 'Row id.';
 COMMENT ON COLUMN login_failures.occurred_at IS 'When the attempt was answered.';
 COMMENT ON COLUMN login_failures.account IS
-    '''user:<uuid>'' when the email belongs to an account, else ''em:'' and the keyed hash of the lower-cased email (as login_throttle.account; always so for throttled attempts, which are refused before the account is looked up); ''apikey:<uuid>'' for a well-formed API key; NULL for a malformed key.';
+    '''user:<uuid>'' when the email belongs to an account, else ''em:'' and the keyed hash of the lower-cased email (as login_throttle.account); ''apikey:<uuid>'' for a well-formed API key; NULL for a malformed key.';
 COMMENT ON COLUMN login_failures.ip IS 'Client address as resolved by the service; '''' when unknown.';
 COMMENT ON COLUMN login_failures.kind IS
-    '''password'': wrong email or password (or disabled account); ''api_key'': unknown, revoked or malformed key; ''throttled'': refused by login_throttle before any check.';
+    '''password'': wrong email or password (or disabled account); ''api_key'': unknown, revoked or malformed key. Logins refused by login_throttle are counted in the metrics, not stored here (a blocked client may send as fast as it likes).';
 
 CREATE INDEX login_failures_occurred_at_idx ON login_failures (occurred_at);
 COMMENT ON INDEX login_failures_occurred_at_idx IS 'For the purge by age and recent-failure queries.';

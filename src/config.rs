@@ -204,8 +204,9 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_IP", default_value_t = 64,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub events_max_per_ip: usize,
-    /// Live event streams one instance holds open, all clients together.
-    #[arg(long, env = "LATCHKEY_EVENTS_MAX_STREAMS", default_value_t = 10_000,
+    /// Live event streams one instance holds open, all clients together (fewer than
+    /// --max-open-connections, so streams never take every connection).
+    #[arg(long, env = "LATCHKEY_EVENTS_MAX_STREAMS", default_value_t = 512,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub events_max_streams: usize,
     /// Each event stream re-reads its session this often (seconds), as a backstop to NOTIFY.

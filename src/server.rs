@@ -43,6 +43,9 @@ impl Default for ServerLimits {
     }
 }
 
+/// Time given to open connections beyond the request timeout when the server stops.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
 /// Pause after a failed accept (EMFILE and the like) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -104,5 +107,16 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // A client that stops reading must not hold the shutdown forever: past the request
+    // timeout the connections still open are dropped.
+    let drain = limits.request_timeout + DRAIN_MARGIN;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = drain.as_secs(),
+            "connections still open after the drain; closing them"
+        );
+    }
 }

@@ -46,9 +46,9 @@ impl Auth {
         password: SecretString,
         meta: &ClientMeta,
     ) -> Result<String, AuthError> {
-        let ip = ip_of(meta);
+        let ip = &ip_of(meta);
         let account = self.throttle.account_key(email);
-        self.throttle_check(ip, Some(&account)).await?;
+        let _in_flight = self.throttle_check(ip, Some(&account)).await?;
         let user = self.store.find_user_by_email(email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.hasher.verify(password.clone(), stored).await?;
@@ -108,8 +108,8 @@ impl Auth {
     /// against the client address), or a key of a disabled user;
     /// [`AuthError::RateLimited`] when the address is blocked.
     pub async fn login_api_key(&self, key: &str, meta: &ClientMeta) -> Result<Issued, AuthError> {
-        let ip = ip_of(meta);
-        self.throttle_check(ip, None).await?;
+        let ip = &ip_of(meta);
+        let _in_flight = self.throttle_check(ip, None).await?;
         let Ok(key) = ApiKeyToken::parse(key) else {
             self.api_key_failed(ip, None).await?;
             return Err(AuthError::InvalidCredentials);

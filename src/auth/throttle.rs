@@ -3,7 +3,17 @@
 //!
 //! An account is keyed by a keyed hash of its lower-cased email, so a known and an unknown
 //! email throttle alike. Failures from one address never block the account from another:
-//! the per-account counter is always paired with the address.
+//! the per-account counter is always paired with the address. An IPv6 client counts by its
+//! /64 network, as every per-client limit does ([`crate::limits::client_key`]).
+//!
+//! A failure is counted after its password check, so the counters alone would let a burst of
+//! concurrent guesses all pass the check before the first one is counted. Each instance
+//! therefore lets at most one check of an (account, address) and [`MAX_IN_FLIGHT_PER_IP`]
+//! checks of an address run at once; the others are refused at once (`429`, retry in 1 s).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -13,6 +23,15 @@ use crate::store::{Backoff, FailureKind, ThrottleKey};
 
 /// `login_throttle.account` of the per-address counter.
 const EVERY_ACCOUNT: &str = "";
+
+/// Logins of one address whose credentials are being checked at once on one instance.
+pub const MAX_IN_FLIGHT_PER_IP: usize = 8;
+
+/// Logins of one (account, address) whose password is being checked at once on one instance.
+const MAX_IN_FLIGHT_PER_ACCOUNT: usize = 1;
+
+/// The checks running now on this instance, by throttle key (`account` + address).
+type InFlight = Arc<Mutex<HashMap<(String, String), usize>>>;
 
 /// How many failures are free and how the back-off grows past them.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +67,29 @@ impl Default for ThrottleConfig {
 pub struct LoginThrottle {
     config: ThrottleConfig,
     kdf: Hkdf<Sha256>,
+    in_flight: InFlight,
+}
+
+/// A login's place among the checks running now: given back when dropped.
+#[derive(Debug)]
+#[must_use = "the slot is given back when this is dropped"]
+pub(super) struct InFlightSlot {
+    in_flight: InFlight,
+    keys: Vec<(String, String)>,
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for LoginThrottle {
@@ -64,7 +106,32 @@ impl LoginThrottle {
         Self {
             config,
             kdf: Hkdf::new(Some(b"latchkey login throttle"), key),
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// Takes a place for a login of `account` (if any) from `ip` among the checks running now,
+    /// or `None` when the (account, address) or the address already has its most.
+    fn enter(&self, ip: &str, account: Option<&str>) -> Option<InFlightSlot> {
+        let mut keys = vec![(
+            (EVERY_ACCOUNT.to_owned(), ip.to_owned()),
+            MAX_IN_FLIGHT_PER_IP,
+        )];
+        keys.extend(account.map(|a| ((a.to_owned(), ip.to_owned()), MAX_IN_FLIGHT_PER_ACCOUNT)));
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if keys
+            .iter()
+            .any(|(key, max)| map.get(key).copied().unwrap_or(0) >= *max)
+        {
+            return None;
+        }
+        for (key, _) in &keys {
+            *map.entry(key.clone()).or_default() += 1;
+        }
+        Some(InFlightSlot {
+            in_flight: self.in_flight.clone(),
+            keys: keys.into_iter().map(|(key, _)| key).collect(),
+        })
     }
 
     /// The settings in force.
@@ -96,9 +163,14 @@ impl LoginThrottle {
     }
 }
 
-/// The client address as stored ("" when unknown).
-pub(super) fn ip_of(meta: &super::ClientMeta) -> &str {
-    meta.ip.as_deref().unwrap_or("")
+/// The client address as the throttle counts it: an IPv6 address by its /64 network
+/// ([`crate::limits::client_key`]); "" when unknown.
+pub(super) fn ip_of(meta: &super::ClientMeta) -> String {
+    meta.ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| crate::limits::client_key(ip).to_string())
+        .unwrap_or_default()
 }
 
 impl Auth {
@@ -107,26 +179,33 @@ impl Auth {
         &self.throttle
     }
 
-    /// Refuses a login whose (account, address) or address counter is blocked, before any
-    /// lookup or hashing: the refusal is audited (`throttled`) and counted. `account` is
-    /// `None` for API keys (address only).
+    /// Refuses a login whose (account, address) or address counter is blocked, or that
+    /// would run beside another check of the same (account, address) on this instance, before
+    /// any lookup or hashing. A refusal is counted (`throttled`) but writes nothing: a blocked
+    /// client may send as fast as it likes. `account` is `None` for API keys (address only).
+    /// Hold the returned slot until the login's failure is counted or it succeeded.
     pub(super) async fn throttle_check(
         &self,
         ip: &str,
         account: Option<&str>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<InFlightSlot, AuthError> {
+        let Some(slot) = self.throttle.enter(ip, account) else {
+            return Err(self.throttled(ip, 1.0));
+        };
         let mut accounts = vec![EVERY_ACCOUNT.to_owned()];
         accounts.extend(account.map(str::to_owned));
-        let Some(secs) = self.store.throttle_blocked_for(ip, &accounts).await? else {
-            return Ok(());
-        };
-        self.store
-            .record_login_failure(ip, account, FailureKind::Throttled)
-            .await?;
+        match self.store.throttle_blocked_for(ip, &accounts).await? {
+            None => Ok(slot),
+            Some(secs) => Err(self.throttled(ip, secs)),
+        }
+    }
+
+    /// Counts a refused login and answers it: `429` after `secs` (whole seconds, at least 1).
+    fn throttled(&self, ip: &str, secs: f64) -> AuthError {
         self.metrics.login_failure(FailureKind::Throttled.as_str());
         let retry_after_secs = secs.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
         tracing::info!(ip, retry_after_secs, "login throttled");
-        Err(AuthError::RateLimited { retry_after_secs })
+        AuthError::RateLimited { retry_after_secs }
     }
 
     /// Counts a failed password login against (account, address) and the address, and

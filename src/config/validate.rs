@@ -16,6 +16,8 @@ pub(super) const MAX_ACCESS_TTL_SECS: u64 = 24 * 3600;
 pub(super) const MAX_GRACE_SECS: u64 = 3600;
 /// Longest accepted interval of the stream timers (re-validation, keep-alive).
 pub(super) const MAX_STREAM_INTERVAL_SECS: u64 = 3600;
+/// Longest accepted login back-off: one day.
+pub(super) const MAX_BACKOFF_SECS: u64 = 24 * 3600;
 /// Shortest accepted JWT secret, in bytes.
 pub(super) const MIN_JWT_SECRET_BYTES: usize = 32;
 /// Longest accepted JWT secret, in bytes.
@@ -127,6 +129,16 @@ impl ServeArgs {
         if let Some(n) = self.hash_concurrency {
             in_range("hash-concurrency", n as u64, 1, 1024)?;
         }
+        self.validate_throttle()?;
+        if self.events_max_streams as u64 >= self.max_open_connections {
+            return Err(invalid(
+                "events-max-streams",
+                format!(
+                    "{} must be below --max-open-connections ({}), or streams could hold every connection",
+                    self.events_max_streams, self.max_open_connections
+                ),
+            ));
+        }
         if self.sweep_interval_secs != 0 {
             in_range(
                 "sweep-interval-secs",
@@ -191,6 +203,47 @@ impl ServeArgs {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Login throttling: a back-off from 1 s to a day, base ≤ max, and a window that outlasts
+    /// the longest block (so a counter never restarts while its key is still being guessed).
+    fn validate_throttle(&self) -> Result<(), InvalidSetting> {
+        let ranges = [
+            (
+                "login-backoff-max-secs",
+                self.login_backoff_max_secs,
+                1,
+                MAX_BACKOFF_SECS,
+            ),
+            (
+                "login-backoff-secs",
+                self.login_backoff_secs,
+                1,
+                self.login_backoff_max_secs,
+            ),
+            (
+                "login-failure-window-secs",
+                self.login_failure_window_secs,
+                1,
+                MAX_SESSION_TTL_SECS,
+            ),
+            (
+                "login-account-free-failures",
+                u64::from(self.login_account_free_failures),
+                0,
+                10_000,
+            ),
+            (
+                "login-ip-free-failures",
+                u64::from(self.login_ip_free_failures),
+                0,
+                1_000_000,
+            ),
+        ];
+        for (flag, value, min, max) in ranges {
+            in_range(flag, value, min, max)?;
         }
         Ok(())
     }

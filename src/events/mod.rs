@@ -41,7 +41,7 @@ impl Default for EventsConfig {
         Self {
             max_streams_per_owner: 16,
             max_streams_per_ip: 64,
-            max_streams: 10_000,
+            max_streams: 512,
             revalidate_interval: Duration::from_secs(30),
             expiring_lead: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),

@@ -21,13 +21,18 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
     if !is_trusted(&client) {
         return client;
     }
-    let values: Vec<&str> = headers
+    // Split the raw bytes: proxies append the address they saw to whatever the client sent,
+    // so a non-ASCII byte in the client's part must spoil that entry alone, never the rest.
+    let values: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .map(|v| v.to_str().unwrap_or(""))
+        .map(|v| v.as_bytes())
         .collect();
-    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
-        let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(|b| *b == b',')) {
+        let hop = std::str::from_utf8(entry)
+            .ok()
+            .and_then(|e| e.trim().parse::<IpAddr>().ok());
+        let Some(hop) = hop else {
             return client;
         };
         client = hop.to_canonical();
@@ -120,6 +125,18 @@ mod tests {
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.1.2.3"));
         let h = xff(&["garbage"]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_non_ascii_byte_spoils_only_its_own_entry() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let mut h = HeaderMap::new();
+        // The client sent garbage; the proxy appended the address it saw.
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap(),
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.7"));
     }
 
     #[test]

@@ -27,14 +27,15 @@ pub struct Backoff {
     pub window_secs: f64,
 }
 
-/// What failed, as recorded in `login_failures.kind`.
+/// What failed, as recorded in `login_failures.kind` and labelled in
+/// `latchkey_login_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// Wrong email or password, or a disabled account.
     Password,
     /// Unknown, revoked or malformed API key.
     ApiKey,
-    /// Refused by the throttle before any check.
+    /// Refused by the throttle before any check: counted in the metrics only, never stored.
     Throttled,
 }
 
@@ -109,27 +110,6 @@ impl Store {
             backoff.window_secs,
         )
         .fetch_all(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records a refused or failed login in `login_failures` alone (nothing counted).
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn record_login_failure(
-        &self,
-        ip: &str,
-        audit_account: Option<&str>,
-        kind: FailureKind,
-    ) -> StoreResult<()> {
-        sqlx::query!(
-            "INSERT INTO login_failures (account, ip, kind) VALUES ($1, $2, $3)",
-            audit_account,
-            ip,
-            kind.as_str(),
-        )
-        .execute(&self.pool)
         .await?;
         Ok(())
     }

@@ -84,6 +84,20 @@ fn serve_refuses_each_bad_setting_with_exit_2_naming_the_flag() {
         (&["--max-connections", "0"], "--max-connections"),
         (&["--hash-concurrency", "0"], "--hash-concurrency"),
         (&["--header-timeout-secs", "0"], "--header-timeout-secs"),
+        (&["--login-backoff-secs", "0"], "--login-backoff-secs"),
+        (
+            &["--login-backoff-secs", "1000000000000"],
+            "--login-backoff-secs",
+        ),
+        (
+            &["--login-backoff-max-secs", "0"],
+            "--login-backoff-max-secs",
+        ),
+        (
+            &["--login-failure-window-secs", "0"],
+            "--login-failure-window-secs",
+        ),
+        (&["--events-max-streams", "2000"], "--events-max-streams"),
         (
             &["--request-timeout-secs", "99999"],
             "--request-timeout-secs",

@@ -202,14 +202,15 @@ async fn a_failure_is_audited_without_the_password_or_email_and_counted_in_metri
     .fetch_all(&app.db.pool)
     .await
     .expect("login_failures");
-    assert_eq!(rows.len(), 4, "{rows:?}");
+    // The refused attempt is counted, not stored: a blocked client cannot fill the table.
+    assert_eq!(rows.len(), 3, "{rows:?}");
     let user = app.user.owner_key();
     assert_eq!(rows[0].0.as_deref(), Some(user.as_str()));
     assert_eq!((rows[0].1.as_str(), rows[0].2.as_str()), (A, "password"));
     let hashed = rows[1].0.as_deref().expect("account");
     assert!(hashed.starts_with("em:"), "{hashed}");
     assert_eq!((rows[1].1.as_str(), rows[1].2.as_str()), (B, "password"));
-    assert_eq!(rows[3].2, "throttled");
+    assert!(rows.iter().all(|r| r.2 != "throttled"), "{rows:?}");
     for (_, _, _, json) in &rows {
         assert!(
             !json.contains(secret_guess) && !json.contains(PASSWORD),
@@ -353,4 +354,96 @@ async fn concurrent_failures_of_one_key_all_count() {
         .await
         .expect("audit");
     assert_eq!(audited, 32);
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_for_one_account_runs_no_more_checks_than_the_allowance() {
+    for round in 0..3 {
+        let app = spawn_app_with(options(5, 1000, 30.0)).await;
+        let email = app.user.email.clone();
+        let before = app.state.auth.hasher().verifications();
+        let start = Arc::new(Barrier::new(40));
+        let guesses = (0..40).map(|i| {
+            let (client, url, email, start) = (
+                app.client.clone(),
+                app.url("/auth/login"),
+                email.clone(),
+                start.clone(),
+            );
+            tokio::spawn(async move {
+                start.wait().await;
+                client
+                    .post(url)
+                    .header("x-forwarded-for", A)
+                    .json(&json!({"email": email, "password": format!("guess {i}"), "mode": "stateless"}))
+                    .send()
+                    .await
+                    .expect("login")
+                    .status()
+            })
+        });
+        let statuses = futures::future::join_all(guesses).await;
+        let refused = statuses
+            .iter()
+            .filter(|s| *s.as_ref().expect("join") == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        let checked = app.state.auth.hasher().verifications() - before;
+        // One check of the (account, address) at a time: the counter sees each failure before
+        // the next guess is checked, so the sixth failure blocks the rest.
+        assert!(
+            checked <= 6,
+            "round {round}: {checked} password checks for 40 concurrent guesses ({refused} refused)"
+        );
+        assert_eq!(refused as u64 + checked, 40, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn an_ipv6_client_is_throttled_by_its_64_network_whatever_address_it_takes_in_it() {
+    let app = spawn_app_with(options(3, 1000, 30.0)).await;
+    let email = app.user.email.clone();
+    let mut answers = Vec::new();
+    for i in 1..=6 {
+        let xff = format!("2001:db8:1:2::{i:x}");
+        answers.push(login_from(&app, Some(&xff), &email, "wrong").await.status);
+    }
+    assert_eq!(
+        answers[..3],
+        [StatusCode::UNAUTHORIZED; 3],
+        "three free failures: {answers:?}"
+    );
+    assert!(
+        answers[3..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "new addresses in the same /64 are the same client: {answers:?}"
+    );
+    // Another /64 is another client.
+    let other = login_from(&app, Some("2001:db8:1:3::1"), &email, PASSWORD).await;
+    assert_eq!(other.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_counter_outlives_its_block_so_the_next_failure_after_it_counts_on() {
+    let app = spawn_app().await;
+    let fail = || async {
+        sqlx::query_scalar::<_, Option<time::OffsetDateTime>>(
+            "SELECT latchkey_login_failed('em:test', '192.0.2.1', 0, 2, 2, 1)",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("latchkey_login_failed")
+    };
+    assert!(fail().await.is_some(), "blocked from the first failure");
+    // The 2 s block ends; the 1 s window alone would have let the counter decay with it.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    fail().await;
+    let failures: i32 = sqlx::query_scalar(
+        "SELECT failures FROM login_throttle WHERE account = 'em:test' AND ip = '192.0.2.1'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("row");
+    assert_eq!(
+        failures, 2,
+        "the count went on after the block instead of restarting"
+    );
 }
