@@ -177,7 +177,7 @@ async fn anonymous_session(
         Some(Credential::Bearer(b)) => state.auth.authenticate_bearer(&b).await,
     };
     match caller {
-        Ok(c) if c.owner_key.starts_with("anon:") => Ok(Some(c)),
+        Ok(c) if c.owner_key.is_anonymous() => Ok(Some(c)),
         Ok(_) => Ok(None),
         Err(AuthError::Unavailable(e)) => Err(AuthError::Unavailable(e).into()),
         Err(_) => Ok(None),
