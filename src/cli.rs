@@ -21,7 +21,7 @@ use crate::http::HttpConfig;
 use crate::limits::RateLimit;
 use crate::rng::{random_array, OsSecretSource};
 use crate::server::ServerLimits;
-use crate::store::{ExpirePolicy, ExpireReport, RevokeReason, Store, EMAIL_UNIQUE};
+use crate::store::{ExpirePolicy, ExpireReport, OwnerKey, RevokeReason, Store, EMAIL_UNIQUE};
 
 /// Runs one command; the exit code is what the process returns.
 ///
@@ -215,7 +215,7 @@ async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
             let hash = hasher.hash(SecretString::from(password)).await?;
             match store.insert_user(&email, &hash).await {
                 Ok(id) => {
-                    println!("user:{id}");
+                    println!("{}", OwnerKey::User(id));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) if e.is_conflict_on(EMAIL_UNIQUE) => {
@@ -246,7 +246,7 @@ async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
     let store = Store::new(pool);
     match cmd {
         SessionsCommand::List { owner, json } => {
-            let rows = store.list_sessions(owner.as_deref()).await?;
+            let rows = store.list_sessions(owner.as_ref()).await?;
             if json {
                 for r in &rows {
                     println!("{}", serde_json::to_string(r)?);
@@ -306,7 +306,7 @@ async fn apikey(url: &str, cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ApiKeyCommand::List { owner, json } => {
-            for k in store.list_api_keys(owner.as_deref()).await? {
+            for k in store.list_api_keys(owner.as_ref()).await? {
                 if json {
                     println!("{}", serde_json::to_string(&k)?);
                 } else {

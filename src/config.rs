@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
+use crate::store::OwnerKey;
+
 mod validate;
 
 pub use validate::{InvalidSetting, PUBLISHED_JWT_SECRETS};
@@ -55,7 +57,7 @@ pub enum ApiKeyCommand {
     Create {
         /// The user it acts for: user:<uuid>.
         #[arg(long)]
-        owner: String,
+        owner: OwnerKey,
         /// A label (e.g. the service using it).
         #[arg(long)]
         name: Option<String>,
@@ -64,7 +66,7 @@ pub enum ApiKeyCommand {
     List {
         /// Only keys of this user (user:<uuid>).
         #[arg(long)]
-        owner: Option<String>,
+        owner: Option<OwnerKey>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -332,7 +334,7 @@ pub enum SessionsCommand {
     List {
         /// Only this owner (user:<uuid>, apikey:<uuid>, anon:<uuid>).
         #[arg(long)]
-        owner: Option<String>,
+        owner: Option<OwnerKey>,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -344,6 +346,6 @@ pub enum SessionsCommand {
         id: Option<Uuid>,
         /// Revoke all sessions of this owner.
         #[arg(long)]
-        owner: Option<String>,
+        owner: Option<OwnerKey>,
     },
 }

@@ -73,7 +73,7 @@ impl Auth {
             .find_session(claims.sid, self.config.touch_interval_secs as f64)
             .await?
             .ok_or(AuthError::InvalidToken)?;
-        if rec.owner_key != claims.sub {
+        if rec.owner_key.to_string() != claims.sub {
             return Err(AuthError::InvalidToken);
         }
         if rec.kind != SessionKind::Stateless {

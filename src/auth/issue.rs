@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Auth, AuthError, ClientMeta, IssueSpec, Issued};
 use crate::rng::random_uuid;
-use crate::store::{NewSession, Rotation};
+use crate::store::{NewSession, OwnerKey, Rotation};
 use crate::token::{ApiKeyToken, Secret, SessionToken};
 use crate::SessionKind;
 
@@ -14,23 +14,20 @@ impl Auth {
     /// only this once: only its hash is stored.
     ///
     /// # Errors
-    /// [`AuthError::InvalidCredentials`] when the owner is not an existing `user:<uuid>`.
+    /// [`AuthError::InvalidCredentials`] when the owner is not an existing user.
     pub async fn create_api_key(
         &self,
-        owner_key: &str,
+        owner_key: &OwnerKey,
         name: Option<&str>,
     ) -> Result<(Uuid, String), AuthError> {
-        let user = owner_key
-            .strip_prefix("user:")
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or(AuthError::InvalidCredentials)?;
+        let user = owner_key.user_id().ok_or(AuthError::InvalidCredentials)?;
         if !self.store.user_exists(user).await? {
             return Err(AuthError::InvalidCredentials);
         }
         let id = random_uuid(self.rng.as_ref())?;
         let secret = Secret::generate(self.rng.as_ref())?;
         self.store
-            .insert_api_key(id, &format!("user:{user}"), name, &secret.hash())
+            .insert_api_key(id, &OwnerKey::User(user), name, &secret.hash())
             .await?;
         Ok((id, ApiKeyToken { key_id: id, secret }.encode()))
     }
@@ -44,7 +41,7 @@ impl Auth {
         mode: SessionKind,
         meta: &ClientMeta,
     ) -> Result<Issued, AuthError> {
-        let owner = format!("anon:{}", random_uuid(self.rng.as_ref())?);
+        let owner = OwnerKey::Anonymous(random_uuid(self.rng.as_ref())?);
         let spec = IssueSpec {
             absolute_ttl_secs: self.config.anon_ttl_secs,
             data: json!({}),
@@ -61,7 +58,7 @@ impl Auth {
     /// or the database fails.
     pub async fn issue(
         &self,
-        owner_key: &str,
+        owner_key: &OwnerKey,
         mode: SessionKind,
         meta: &ClientMeta,
         spec: &IssueSpec,
@@ -71,7 +68,7 @@ impl Auth {
         let new = NewSession {
             id,
             kind: mode,
-            owner_key: owner_key.to_owned(),
+            owner_key: *owner_key,
             token_hash: secret.hash(),
             idle_ttl_secs: self.config.idle_ttl_secs as f64,
             absolute_ttl_secs: spec.absolute_ttl_secs as f64,
@@ -95,13 +92,13 @@ impl Auth {
         row: &Rotation,
     ) -> Result<Issued, AuthError> {
         let access_token = match kind {
-            SessionKind::Stateless => Some(self.jwt.sign(&row.owner_key, id)?),
+            SessionKind::Stateless => Some(self.jwt.sign(&row.owner_key.to_string(), id)?),
             SessionKind::Stateful => None,
         };
         Ok(Issued {
             session_id: id,
             kind,
-            owner_key: row.owner_key.clone(),
+            owner_key: row.owner_key,
             token: SessionToken::new(kind, id, secret).encode(),
             access_token,
             expires_at: row.expires_at,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::throttle::ip_of;
 use super::{Auth, AuthError, ClientMeta, IssueSpec, Issued, Upgrade};
-use crate::store::RevokeReason;
+use crate::store::{OwnerKey, RevokeReason};
 use crate::token::ApiKeyToken;
 use crate::SessionKind;
 
@@ -45,7 +45,7 @@ impl Auth {
         email: &str,
         password: SecretString,
         meta: &ClientMeta,
-    ) -> Result<String, AuthError> {
+    ) -> Result<OwnerKey, AuthError> {
         let ip = &ip_of(meta);
         let account = self.throttle.account_key(email);
         let _in_flight = self.throttle_check(ip, Some(&account)).await?;
@@ -54,7 +54,7 @@ impl Auth {
         let verified = self.hasher.verify(password.clone(), stored).await?;
         let audit = user
             .as_ref()
-            .map_or_else(|| account.clone(), |u| format!("user:{}", u.id));
+            .map_or_else(|| account.clone(), |u| OwnerKey::User(u.id).to_string());
         let Some(user) = user.filter(|u| verified.ok && !u.disabled) else {
             self.password_failed(ip, &account, &audit).await?;
             return Err(AuthError::InvalidCredentials);
@@ -65,7 +65,7 @@ impl Auth {
             self.store.update_password_hash(user.id, &rehashed).await?;
             tracing::info!(user_id = %user.id, "password rehashed with current parameters");
         }
-        Ok(format!("user:{}", user.id))
+        Ok(OwnerKey::User(user.id))
     }
 
     /// Issues a session for a freshly authenticated owner. When an anonymous session came
@@ -73,12 +73,12 @@ impl Auth {
     /// its data, records the link, and the anonymous session is revoked (`upgraded`).
     async fn issue_replacing(
         &self,
-        owner: &str,
+        owner: &OwnerKey,
         mode: SessionKind,
         meta: &ClientMeta,
         upgrade: Option<&Upgrade>,
     ) -> Result<Issued, AuthError> {
-        let upgrade = upgrade.filter(|u| u.anonymous.owner_key.starts_with("anon:"));
+        let upgrade = upgrade.filter(|u| u.anonymous.owner_key.is_anonymous());
         let mut spec = IssueSpec {
             absolute_ttl_secs: self.config.absolute_ttl_secs,
             data: json!({}),
@@ -117,11 +117,11 @@ impl Auth {
         let rec = self.store.find_api_key(key.key_id).await?;
         let Some(rec) = rec.filter(|r| key.secret.matches(&r.key_hash) && r.revoked_at.is_none())
         else {
-            let audit = format!("apikey:{}", key.key_id);
+            let audit = OwnerKey::ApiKey(key.key_id).to_string();
             self.api_key_failed(ip, Some(&audit)).await?;
             return Err(AuthError::InvalidCredentials);
         };
-        let owner = format!("apikey:{}", rec.id);
+        let owner = OwnerKey::ApiKey(rec.id);
         // Refused (InvalidCredentials) when the key's user is disabled or the key was revoked
         // since it was read: the insert checks both under a lock.
         let issued = self

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{Auth, AuthError, Issued};
-use crate::store::{RevokeReason, Rotation, SessionRecord, SessionState};
+use crate::store::{EventKind, RevokeReason, Rotation, SessionRecord, SessionState};
 use crate::token::{seal_successor, unseal_successor, Secret, SessionToken};
 use crate::SessionKind;
 
@@ -64,7 +64,7 @@ impl Auth {
                 .record_event(
                     rec.id,
                     &rec.owner_key,
-                    "mode_mismatch",
+                    EventKind::ModeMismatch,
                     json!({ "session_kind": rec.kind, "presented_as": expected }),
                 )
                 .await?;
@@ -170,12 +170,12 @@ impl Auth {
             .record_event(
                 rec.id,
                 &rec.owner_key,
-                "grace_used",
+                EventKind::GraceUsed,
                 json!({ "version": rec.version }),
             )
             .await?;
         let row = Rotation {
-            owner_key: rec.owner_key.clone(),
+            owner_key: rec.owner_key,
             version: rec.version,
             expires_at: rec.expires_at,
             absolute_expires_at: rec.absolute_expires_at,

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::SessionSummary;
+use crate::store::{OwnerKey, SessionSummary};
 use crate::SessionKind;
 
 /// Client details recorded on a new session.
@@ -25,7 +25,7 @@ pub struct Issued {
     /// Mode.
     pub kind: SessionKind,
     /// Owner key.
-    pub owner_key: String,
+    pub owner_key: OwnerKey,
     /// The session token: cookie value (`lks_…`) or refresh token (`lkr_…`).
     pub token: String,
     /// For stateless sessions, the JWT access token.
@@ -74,7 +74,7 @@ pub struct Caller {
     /// The caller's session.
     pub session_id: Uuid,
     /// The session's owner.
-    pub owner_key: String,
+    pub owner_key: OwnerKey,
     /// How it authenticated.
     pub kind: SessionKind,
     /// The session row as read while authenticating (no secret material), so "who am I"

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::hub::{Inner, Signal};
-use crate::store::SESSIONS_CHANNEL;
+use crate::store::{EventKind, SESSIONS_CHANNEL};
 
 /// `application_name` of the listener's connection, as seen in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "latchkey-listener";
@@ -63,8 +63,12 @@ fn dispatch(hub: &Weak<Inner>, payload: &str) {
         }
     };
     let signal = match (notice.event.as_str(), notice.reason, notice.version) {
-        ("revoked", reason, _) => Signal::Revoked(reason.unwrap_or_else(|| "revoked".to_owned())),
-        ("refreshed", _, Some(version)) => Signal::Refreshed(version),
+        (event, reason, _) if event == EventKind::Revoked.as_str() => {
+            Signal::Revoked(reason.unwrap_or_else(|| EventKind::Revoked.to_string()))
+        }
+        (event, _, Some(version)) if event == EventKind::Refreshed.as_str() => {
+            Signal::Refreshed(version)
+        }
         _ => Signal::Recheck,
     };
     hub.dispatch(notice.id, &notice.owner_key, signal);

@@ -8,7 +8,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::hub::{Signal, Subscription};
 use super::{EventsConfig, StreamEvent};
-use crate::store::{LiveStatus, SessionState, Store};
+use crate::store::{LiveStatus, RevokeReason, SessionState, Store};
 
 /// Re-read this long after the expiry instant, so the database agrees it has passed.
 const EXPIRY_SLACK: Duration = Duration::from_millis(20);
@@ -25,12 +25,12 @@ enum Verdict {
 
 fn judge(status: Option<LiveStatus>) -> Verdict {
     match status {
-        None => Verdict::Ended("deleted".to_owned()),
+        None => Verdict::Ended(RevokeReason::Deleted.to_string()),
         Some(s) => match s.state() {
             SessionState::Active => {
                 Verdict::Live(Duration::from_secs_f64(s.expires_in_secs.max(0.0)))
             }
-            SessionState::Expired => Verdict::Ended("expired".to_owned()),
+            SessionState::Expired => Verdict::Ended(SessionState::Expired.as_str().to_owned()),
             SessionState::Revoked => Verdict::Ended(s.revoked_reason.unwrap_or_default()),
         },
     }

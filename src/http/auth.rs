@@ -178,7 +178,7 @@ async fn anonymous_session(
         .await?
         .map(|a| a.caller)
     {
-        Ok(c) if c.owner_key.starts_with("anon:") => Ok(Some(c)),
+        Ok(c) if c.owner_key.is_anonymous() => Ok(Some(c)),
         Ok(_) => Ok(None),
         Err(AuthError::Unavailable(e)) => Err(AuthError::Unavailable(e).into()),
         Err(_) => Ok(None),

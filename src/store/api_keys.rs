@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{RevokeReason, Store, StoreResult};
+use super::{OwnerKey, RevokeReason, Store, StoreResult};
 
 /// An API key row as login needs it.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ pub struct ApiKeySummary {
     /// Key id.
     pub id: Uuid,
     /// The user it acts for.
-    pub owner_key: String,
+    pub owner_key: OwnerKey,
     /// Label.
     pub name: Option<String>,
     /// Creation time.
@@ -55,14 +55,14 @@ impl Store {
     pub async fn insert_api_key(
         &self,
         id: Uuid,
-        owner_key: &str,
+        owner_key: &OwnerKey,
         name: Option<&str>,
         key_hash: &[u8; 32],
     ) -> StoreResult<()> {
         sqlx::query!(
             "INSERT INTO api_keys (id, owner_key, name, key_hash) VALUES ($1, $2, $3, $4)",
             id,
-            owner_key,
+            owner_key as _,
             name,
             &key_hash[..],
         )
@@ -100,14 +100,17 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn list_api_keys(&self, owner_key: Option<&str>) -> StoreResult<Vec<ApiKeySummary>> {
+    pub async fn list_api_keys(
+        &self,
+        owner_key: Option<&OwnerKey>,
+    ) -> StoreResult<Vec<ApiKeySummary>> {
         let rows = match owner_key {
             Some(owner) => {
                 sqlx::query_as!(
                     ApiKeySummary,
-                    "SELECT id, owner_key, name, created_at, last_used_at, revoked_at
-                     FROM api_keys WHERE owner_key = $1 ORDER BY created_at DESC",
-                    owner
+                    r#"SELECT id, owner_key AS "owner_key: OwnerKey", name, created_at, last_used_at, revoked_at
+                     FROM api_keys WHERE owner_key = $1 ORDER BY created_at DESC"#,
+                    owner as _
                 )
                 .fetch_all(&self.pool)
                 .await?
@@ -115,8 +118,8 @@ impl Store {
             None => {
                 sqlx::query_as!(
                     ApiKeySummary,
-                    "SELECT id, owner_key, name, created_at, last_used_at, revoked_at
-                     FROM api_keys ORDER BY created_at DESC LIMIT 1000"
+                    r#"SELECT id, owner_key AS "owner_key: OwnerKey", name, created_at, last_used_at, revoked_at
+                     FROM api_keys ORDER BY created_at DESC LIMIT 1000"#
                 )
                 .fetch_all(&self.pool)
                 .await?
@@ -141,7 +144,7 @@ impl Store {
             return Ok(None);
         }
         let revoked = self
-            .revoke_owner(&format!("apikey:{id}"), RevokeReason::ApiKeyRevoked)
+            .revoke_owner(&OwnerKey::ApiKey(id), RevokeReason::ApiKeyRevoked)
             .await?;
         Ok(Some(revoked.len()))
     }

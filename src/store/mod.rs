@@ -7,6 +7,7 @@ mod api_keys;
 mod coalesce;
 mod expire;
 mod live;
+mod owner;
 mod sessions;
 mod throttle;
 mod tower;
@@ -15,7 +16,8 @@ mod users;
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
-pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionSummary};
+pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
+pub use sessions::{NewSession, Rotation, SessionRecord, SessionSummary};
 #[doc(hidden)]
 pub use sessions::{FIND_SESSION_SQL, ROTATE_SQL};
 pub use throttle::{Backoff, FailureKind, ThrottleKey};

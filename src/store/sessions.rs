@@ -8,45 +8,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::coalesce::{Answer, Exec, IdList, Lanes};
+use super::{EventKind, OwnerKey, RevokeReason};
 use super::{Store, StoreError, StoreResult, READ_BATCH, READ_LANES};
 use crate::SessionKind;
-
-/// Why a session was revoked (the `revoked_reason` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevokeReason {
-    /// The session's own logout.
-    Logout,
-    /// The owner logged out everywhere.
-    LogoutAll,
-    /// A rotated token was presented after its grace window.
-    ReuseDetected,
-    /// An operator (CLI or SQL).
-    Admin,
-    /// The user account was disabled.
-    UserDisabled,
-    /// The API key that created it was revoked.
-    ApiKeyRevoked,
-    /// An anonymous session was replaced by a logged-in one.
-    Upgraded,
-    /// Deleted through the tower-sessions store.
-    Deleted,
-}
-
-impl RevokeReason {
-    /// The value stored in `revoked_reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Logout => "logout",
-            Self::LogoutAll => "logout_all",
-            Self::ReuseDetected => "reuse_detected",
-            Self::Admin => "admin",
-            Self::UserDisabled => "user_disabled",
-            Self::ApiKeyRevoked => "api_key_revoked",
-            Self::Upgraded => "upgraded",
-            Self::Deleted => "deleted",
-        }
-    }
-}
 
 /// What a new session row starts with.
 #[derive(Debug, Clone)]
@@ -55,8 +19,8 @@ pub struct NewSession {
     pub id: Uuid,
     /// Mode of the session.
     pub kind: SessionKind,
-    /// `user:<uuid>`, `apikey:<uuid>` or `anon:<uuid>`.
-    pub owner_key: String,
+    /// Who owns it.
+    pub owner_key: OwnerKey,
     /// SHA-256 of the first secret.
     pub token_hash: [u8; 32],
     /// Idle lifetime in seconds.
@@ -81,7 +45,7 @@ pub struct SessionRecord {
     /// Mode: the authority on where its tokens may be used.
     pub kind: SessionKind,
     /// Owner key.
-    pub owner_key: String,
+    pub owner_key: OwnerKey,
     /// SHA-256 of the current secret.
     pub token_hash: Vec<u8>,
     /// SHA-256 of the previous secret.
@@ -120,7 +84,7 @@ impl SessionRecord {
         SessionSummary {
             session_id: self.id,
             kind: self.kind,
-            owner_key: self.owner_key.clone(),
+            owner_key: self.owner_key,
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
@@ -138,7 +102,7 @@ impl SessionRecord {
 #[derive(Debug, Clone)]
 pub struct Rotation {
     /// Owner key.
-    pub owner_key: String,
+    pub owner_key: OwnerKey,
     /// The new version (old + 1).
     pub version: i64,
     /// New idle expiry.
@@ -155,7 +119,7 @@ pub struct SessionSummary {
     /// Mode.
     pub kind: SessionKind,
     /// Owner key.
-    pub owner_key: String,
+    pub owner_key: OwnerKey,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -199,14 +163,12 @@ impl Store {
             r#"
             WITH usr AS (
                 SELECT u.id FROM users AS u
-                WHERE $3 LIKE 'user:%' AND u.id = split_part($3, ':', 2)::uuid
-                  AND NOT u.disabled
+                WHERE u.id = $11 AND NOT u.disabled
                 FOR SHARE
             ), akey AS (
                 SELECT k.id FROM api_keys AS k
-                JOIN users AS u ON u.id = substr(k.owner_key, 6)::uuid
-                WHERE $3 LIKE 'apikey:%' AND k.id = split_part($3, ':', 2)::uuid
-                  AND k.revoked_at IS NULL AND NOT u.disabled
+                JOIN users AS u ON u.id = substr(k.owner_key, length($13) + 1)::uuid
+                WHERE k.id = $12 AND k.revoked_at IS NULL AND NOT u.disabled
                 FOR SHARE OF k, u
             ), ins AS (
                 INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
@@ -215,19 +177,20 @@ impl Store {
                        now() + make_interval(secs => least($5::float8, $6::float8)),
                        now() + make_interval(secs => $6),
                        $7, $8::text::inet, $9
-                WHERE $3 LIKE 'anon:%' OR EXISTS (SELECT 1 FROM usr)
+                WHERE $14 OR EXISTS (SELECT 1 FROM usr)
                    OR EXISTS (SELECT 1 FROM akey)
                 RETURNING id, owner_key, kind, version, expires_at, absolute_expires_at
             ), ev AS (
                 INSERT INTO session_events (session_id, owner_key, event, detail)
-                SELECT id, owner_key, 'created', jsonb_build_object('kind', kind) || $10::jsonb
+                SELECT id, owner_key, $15, jsonb_build_object('kind', kind) || $10::jsonb
                 FROM ins
             )
-            SELECT owner_key, version, expires_at, absolute_expires_at FROM ins
+            SELECT owner_key AS "owner_key: OwnerKey", version, expires_at, absolute_expires_at
+            FROM ins
             "#,
             new.id,
             new.kind as SessionKind,
-            new.owner_key,
+            &new.owner_key as _,
             &new.token_hash[..],
             new.idle_ttl_secs,
             new.absolute_ttl_secs,
@@ -235,6 +198,11 @@ impl Store {
             new.ip,
             new.data,
             new.event_detail,
+            new.owner_key.user_id(),
+            new.owner_key.api_key_id(),
+            OwnerKey::USER_PREFIX,
+            new.owner_key.is_anonymous(),
+            EventKind::Created as EventKind,
         )
         .fetch_optional(&self.pool)
         .await?
@@ -322,7 +290,7 @@ impl Store {
                 SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
                 FROM upd
             )
-            SELECT owner_key, version, expires_at, absolute_expires_at FROM upd
+            SELECT owner_key AS "owner_key: OwnerKey", version, expires_at, absolute_expires_at FROM upd
             "#,
             id,
             expected_version,
@@ -388,15 +356,16 @@ impl Store {
                 INSERT INTO session_events (session_id, owner_key, event, detail)
                 SELECT upd.id, upd.owner_key, e.kind, jsonb_build_object('reason', $2::text)
                 FROM upd
-                CROSS JOIN (VALUES ('reuse_detected'::session_event_kind),
-                                   ('revoked'::session_event_kind)) AS e(kind)
-                WHERE e.kind = 'revoked' OR $3
+                CROSS JOIN (VALUES ($4::session_event_kind), ($5::session_event_kind)) AS e(kind)
+                WHERE e.kind = $5 OR $3
             )
             SELECT id FROM upd
             "#,
             id,
-            reason.as_str(),
+            reason as _,
             reuse,
+            EventKind::ReuseDetected as EventKind,
+            EventKind::Revoked as EventKind,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -411,7 +380,7 @@ impl Store {
     /// Database failures.
     pub async fn revoke_owned(
         &self,
-        owner_key: &str,
+        owner_key: &OwnerKey,
         id: Uuid,
         reason: RevokeReason,
     ) -> StoreResult<bool> {
@@ -423,13 +392,14 @@ impl Store {
                 RETURNING id, owner_key
             ), ev AS (
                 INSERT INTO session_events (session_id, owner_key, event, detail)
-                SELECT id, owner_key, 'revoked', jsonb_build_object('reason', $3::text) FROM upd
+                SELECT id, owner_key, $4, jsonb_build_object('reason', $3::text) FROM upd
             )
             SELECT id FROM upd
             "#,
             id,
-            owner_key,
-            reason.as_str(),
+            owner_key as _,
+            reason as _,
+            EventKind::Revoked as EventKind,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -442,7 +412,7 @@ impl Store {
     /// Database failures.
     pub async fn revoke_owner(
         &self,
-        owner_key: &str,
+        owner_key: &OwnerKey,
         reason: RevokeReason,
     ) -> StoreResult<Vec<Uuid>> {
         let ids = sqlx::query_scalar!(
@@ -453,12 +423,13 @@ impl Store {
                 RETURNING id, owner_key
             ), ev AS (
                 INSERT INTO session_events (session_id, owner_key, event, detail)
-                SELECT id, owner_key, 'revoked', jsonb_build_object('reason', $2::text) FROM upd
+                SELECT id, owner_key, $3, jsonb_build_object('reason', $2::text) FROM upd
             )
             SELECT id FROM upd
             "#,
-            owner_key,
-            reason.as_str(),
+            owner_key as _,
+            reason as _,
+            EventKind::Revoked as EventKind,
         )
         .fetch_all(&self.pool)
         .await?;
@@ -470,7 +441,10 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn list_sessions(&self, owner_key: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
+    pub async fn list_sessions(
+        &self,
+        owner_key: Option<&OwnerKey>,
+    ) -> StoreResult<Vec<SessionSummary>> {
         // `state` is the rule of `SessionState::of` (src/store/live.rs) written in SQL, in
         // both statements below and in the `session_overview` view: revoked before expired.
         let rows = match owner_key {
@@ -478,7 +452,8 @@ impl Store {
                 sqlx::query_as!(
                     SessionSummary,
                     r#"
-                    SELECT id AS session_id, kind AS "kind: SessionKind", owner_key, created_at,
+                    SELECT id AS session_id, kind AS "kind: SessionKind",
+                           owner_key AS "owner_key: OwnerKey", created_at,
                            last_used_at, expires_at, absolute_expires_at, revoked_at,
                            revoked_reason,
                            CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
@@ -490,7 +465,7 @@ impl Store {
                     ORDER BY created_at DESC
                     LIMIT 1000
                     "#,
-                    owner,
+                    owner as _,
                 )
                 .fetch_all(&self.pool)
                 .await?
@@ -499,7 +474,8 @@ impl Store {
                 sqlx::query_as!(
                     SessionSummary,
                     r#"
-                    SELECT id AS session_id, kind AS "kind: SessionKind", owner_key, created_at,
+                    SELECT id AS session_id, kind AS "kind: SessionKind",
+                           owner_key AS "owner_key: OwnerKey", created_at,
                            last_used_at, expires_at, absolute_expires_at, revoked_at,
                            revoked_reason,
                            CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
@@ -526,18 +502,18 @@ impl Store {
     pub async fn record_event(
         &self,
         id: Uuid,
-        owner_key: &str,
-        event: &str,
+        owner_key: &OwnerKey,
+        event: EventKind,
         detail: serde_json::Value,
     ) -> StoreResult<()> {
         sqlx::query!(
             r#"
             INSERT INTO session_events (session_id, owner_key, event, detail)
-            VALUES ($1, $2, $3::text::session_event_kind, $4)
+            VALUES ($1, $2, $3, $4)
             "#,
             id,
-            owner_key,
-            event,
+            owner_key as _,
+            event as EventKind,
             detail,
         )
         .execute(&self.pool)
@@ -611,7 +587,8 @@ async fn find_one(
     let rec = sqlx::query_as!(
         SessionRecord,
         r#"
-        SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+        SELECT id, kind AS "kind: SessionKind", owner_key AS "owner_key: OwnerKey",
+               token_hash, prev_token_hash,
                sealed_successor, version, created_at, expires_at, absolute_expires_at,
                revoked_at, revoked_reason,
                coalesce(prev_valid_until > now(), false) AS "in_grace!",
@@ -651,7 +628,7 @@ pub const ROTATE_SQL: &str = r#"
                 SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
                 FROM upd
             )
-            SELECT owner_key, version, expires_at, absolute_expires_at FROM upd
+            SELECT owner_key AS "owner_key: OwnerKey", version, expires_at, absolute_expires_at FROM upd
             "#;
 
 /// The statement of [`Store::find_session`] for one id (`$1` id, `$2` touch interval
@@ -659,7 +636,8 @@ pub const ROTATE_SQL: &str = r#"
 /// `find_one` holds a copy of this text; `tests/api/bench_sql.rs` fails when the two differ.
 #[doc(hidden)]
 pub const FIND_SESSION_SQL: &str = r#"
-        SELECT id, kind AS "kind: SessionKind", owner_key, token_hash, prev_token_hash,
+        SELECT id, kind AS "kind: SessionKind", owner_key AS "owner_key: OwnerKey",
+               token_hash, prev_token_hash,
                sealed_successor, version, created_at, expires_at, absolute_expires_at,
                revoked_at, revoked_reason,
                coalesce(prev_valid_until > now(), false) AS "in_grace!",

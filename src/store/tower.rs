@@ -47,7 +47,7 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 use super::coalesce::{Answer, Exec, IdList, Lanes, MAX_ID_LIST};
-use super::{ExpirePolicy, Store};
+use super::{EventKind, ExpirePolicy, OwnerKey, RevokeReason, Store};
 
 /// The session-data key under which [`bind_owner`] keeps the owner key. The store mirrors it
 /// into the `owner_key` column on every write.
@@ -56,36 +56,14 @@ pub const OWNER_FIELD: &str = "latchkey.owner";
 /// How many times `create` draws a new id after a collision before giving up.
 const CREATE_ATTEMPTS: usize = 8;
 
-/// Who a tower-sessions session belongs to, once the app knows (after login).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    /// A user account: `user:<uuid>`.
-    User(Uuid),
-    /// An API key: `apikey:<uuid>`.
-    ApiKey(Uuid),
-}
+/// Who a tower-sessions session belongs to, once the app knows (after login):
+/// [`OwnerKey::User`] or [`OwnerKey::ApiKey`]. [`OwnerKey::Anonymous`] is not bindable: the
+/// store gives each unbound session its own, and refuses to save a session bound to one.
+pub type Owner = OwnerKey;
 
-impl Owner {
-    /// The owner key as stored in `sessions.owner_key`.
-    pub fn key(&self) -> String {
-        match self {
-            Self::User(id) => format!("user:{id}"),
-            Self::ApiKey(id) => format!("apikey:{id}"),
-        }
-    }
-
-    /// Parses `user:<uuid>` or `apikey:<uuid>` (lowercase, hyphenated). `anon:` keys are not
-    /// bindable: the store gives each unbound session its own.
-    pub fn parse(key: &str) -> Option<Self> {
-        let (prefix, id) = key.split_once(':')?;
-        let uuid = Uuid::try_parse(id).ok()?;
-        let owner = match prefix {
-            "user" => Self::User(uuid),
-            "apikey" => Self::ApiKey(uuid),
-            _ => return None,
-        };
-        (owner.key() == key).then_some(owner)
-    }
+/// The owner a session may be bound to: a user or an API key, not an anonymous key.
+fn bindable(key: &str) -> Option<Owner> {
+    key.parse::<OwnerKey>().ok().filter(|o| !o.is_anonymous())
 }
 
 /// Binds the session to `owner`, so `latchkey sessions list --owner`, `sessions revoke
@@ -99,7 +77,7 @@ pub async fn bind_owner(
     session: &Session,
     owner: Owner,
 ) -> Result<(), tower_sessions::session::Error> {
-    session.insert(OWNER_FIELD, owner.key()).await
+    session.insert(OWNER_FIELD, owner).await
 }
 
 /// Removes the binding: the session goes back to its own `anon:` owner on its next save.
@@ -118,7 +96,7 @@ pub async fn bound_owner(
     session: &Session,
 ) -> Result<Option<Owner>, tower_sessions::session::Error> {
     let key: Option<String> = session.get(OWNER_FIELD).await?;
-    Ok(key.as_deref().and_then(Owner::parse))
+    Ok(key.as_deref().and_then(bindable))
 }
 
 /// A [`SessionStore`] on latchkey's `sessions` table; a drop-in replacement for the stock
@@ -176,7 +154,7 @@ struct NewRow {
     id: Uuid,
     hash: [u8; 32],
     data: serde_json::Value,
-    owner: Option<String>,
+    owner: OwnerKey,
     expiry: OffsetDateTime,
 }
 
@@ -270,15 +248,14 @@ fn read_error(e: sqlx::Error) -> session_store::Error {
 }
 
 /// The data as a JSON object, and the owner key it binds (validated).
-fn encode(record: &Record) -> session_store::Result<(serde_json::Value, Option<String>)> {
+fn encode(record: &Record) -> session_store::Result<(serde_json::Value, Option<OwnerKey>)> {
     let owner = match record.data.get(OWNER_FIELD) {
         None => None,
-        Some(serde_json::Value::String(key)) if Owner::parse(key).is_some() => Some(key.clone()),
-        Some(_) => {
-            return Err(session_store::Error::Encode(format!(
-            "{OWNER_FIELD} must be user:<uuid> or apikey:<uuid>; use latchkey::store::bind_owner"
-        )))
-        }
+        Some(value) => Some(value.as_str().and_then(bindable).ok_or_else(|| {
+            session_store::Error::Encode(format!(
+                "{OWNER_FIELD} must be user:<uuid> or apikey:<uuid>; use latchkey::store::bind_owner"
+            ))
+        })?),
     };
     let data = serde_json::to_value(&record.data)
         .map_err(|e| session_store::Error::Encode(e.to_string()))?;
@@ -336,7 +313,7 @@ async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sq
         r#"
         UPDATE sessions
         SET data = $3,
-            owner_key = coalesce($4, 'anon:' || id::text),
+            owner_key = $4::text,
             expires_at = CASE
                 WHEN least($5, absolute_expires_at) >= expires_at
                  AND least($5, absolute_expires_at)
@@ -348,7 +325,7 @@ async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sq
         WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
           AND revoked_at IS NULL AND expires_at > now()
           AND (data IS DISTINCT FROM $3
-               OR owner_key IS DISTINCT FROM coalesce($4, 'anon:' || id::text)
+               OR owner_key IS DISTINCT FROM $4::text
                OR least($5, absolute_expires_at) < expires_at
                OR least($5, absolute_expires_at)
                   >= expires_at + make_interval(secs => $6))
@@ -356,7 +333,7 @@ async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sq
         row.id,
         &row.hash[..],
         row.data,
-        row.owner,
+        &row.owner as _,
         row.expiry,
         touch_secs,
     )
@@ -397,14 +374,14 @@ async fn insert_one(pool: &PgPool, ttl_secs: f64, row: &NewRow) -> Result<bool, 
         r#"
         INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
                               absolute_expires_at, data)
-        SELECT $1::uuid, 'stateful', coalesce($2, 'anon:' || $1::uuid::text), $3,
+        SELECT $1::uuid, 'stateful', $2::text, $3,
                least($4, cap.at), cap.at, $5
         FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
         ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
         RETURNING version
         "#,
         row.id,
-        row.owner,
+        &row.owner as _,
         &row.hash[..],
         row.expiry,
         row.data,
@@ -529,7 +506,7 @@ impl Columns {
             ids: rows.iter().map(|r| r.id).collect(),
             hashes: rows.iter().map(|r| r.hash.to_vec()).collect(),
             data: rows.iter().map(|r| r.data.clone()).collect(),
-            owners: rows.iter().map(|r| r.owner.clone()).collect(),
+            owners: rows.iter().map(|r| Some(r.owner.to_string())).collect(),
             expiries: rows.iter().map(|r| r.expiry).collect(),
         }
     }
@@ -543,7 +520,7 @@ fn new_row(record: &Record) -> session_store::Result<NewRow> {
         id,
         hash,
         data,
-        owner,
+        owner: owner.unwrap_or(OwnerKey::Anonymous(id)),
         expiry: record.expiry_date,
     })
 }
@@ -608,15 +585,17 @@ impl SessionStore for PgSessionStore {
             r#"
             WITH upd AS (
                 UPDATE sessions
-                SET revoked_at = now(), revoked_reason = 'deleted', data = '{}'::jsonb
+                SET revoked_at = now(), revoked_reason = $3, data = '{}'::jsonb
                 WHERE id = $1 AND token_hash = $2 AND kind = 'stateful' AND revoked_at IS NULL
                 RETURNING id, owner_key
             )
             INSERT INTO session_events (session_id, owner_key, event, detail)
-            SELECT id, owner_key, 'revoked', '{"reason": "deleted"}'::jsonb FROM upd
+            SELECT id, owner_key, $4, jsonb_build_object('reason', $3::text) FROM upd
             "#,
             row_id,
             &hash[..],
+            RevokeReason::Deleted as _,
+            EventKind::Revoked as EventKind,
         )
         .execute(&self.pool)
         .await

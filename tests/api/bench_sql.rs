@@ -2,7 +2,7 @@
 //! library exports for them are the text of the store's `query!` literals, and they run
 //! against the migrated schema as the store's statements do.
 
-use latchkey::store::{NewSession, Store, FIND_SESSION_SQL, ROTATE_SQL};
+use latchkey::store::{NewSession, OwnerKey, Store, FIND_SESSION_SQL, ROTATE_SQL};
 use latchkey::SessionKind;
 use sqlx::Row;
 use uuid::Uuid;
@@ -55,7 +55,7 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
         .create_session(&NewSession {
             id,
             kind: SessionKind::Stateless,
-            owner_key: format!("anon:{}", Uuid::new_v4()),
+            owner_key: OwnerKey::Anonymous(Uuid::new_v4()),
             token_hash: [7; 32],
             idle_ttl_secs: 3600.0,
             absolute_ttl_secs: 86_400.0,
@@ -79,7 +79,10 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
         .expect("the store's read")
         .expect("the session");
     assert_eq!(row.get::<i64, _>("version"), stored.version);
-    assert_eq!(row.get::<String, _>("owner_key"), stored.owner_key);
+    assert_eq!(
+        row.get::<OwnerKey, _>("owner_key: OwnerKey"),
+        stored.owner_key
+    );
     assert_eq!(row.get::<Option<String>, _>("ip"), stored.ip);
 
     let rotated = sqlx::query(ROTATE_SQL)

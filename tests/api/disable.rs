@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey::auth::ClientMeta;
+use latchkey::store::OwnerKey;
 use latchkey::SessionKind;
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
@@ -115,7 +116,7 @@ async fn hold_everything(app: &TestApp) -> Held {
     let (_, key) = app
         .state
         .auth
-        .create_api_key(&app.user.owner_key(), Some("ci"))
+        .create_api_key(&app.user.owner(), Some("ci"))
         .await
         .expect("key");
     let by_key = app.login_api_key(&key).await;
@@ -363,7 +364,7 @@ async fn a_refused_insert_for_a_disabled_user_or_a_revoked_key_creates_nothing()
     };
     let meta = ClientMeta::default();
     let stateless = SessionKind::Stateless;
-    let nobody = format!("user:{}", Uuid::new_v4());
+    let nobody = OwnerKey::User(Uuid::new_v4());
     let unknown = auth.issue(&nobody, stateless, &meta, &spec).await;
     assert!(matches!(
         unknown,
@@ -376,7 +377,7 @@ async fn a_refused_insert_for_a_disabled_user_or_a_revoked_key_creates_nothing()
         .await
         .expect("revoke");
     let by_revoked_key = auth
-        .issue(&format!("apikey:{key_id}"), stateless, &meta, &spec)
+        .issue(&OwnerKey::ApiKey(key_id), stateless, &meta, &spec)
         .await;
     assert!(matches!(
         by_revoked_key,

@@ -198,6 +198,11 @@ impl TestUser {
     pub fn owner_key(&self) -> String {
         format!("user:{}", self.id)
     }
+
+    /// Its owner key, typed.
+    pub fn owner(&self) -> latchkey::store::OwnerKey {
+        latchkey::store::OwnerKey::User(self.id)
+    }
 }
 
 impl TestApp {
@@ -362,7 +367,7 @@ impl TestApp {
     pub async fn create_api_key(&self) -> (Uuid, String) {
         self.state
             .auth
-            .create_api_key(&self.user.owner_key(), None)
+            .create_api_key(&self.user.owner(), None)
             .await
             .expect("create api key")
     }

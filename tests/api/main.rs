@@ -6,6 +6,7 @@ mod bench_sql;
 mod cli;
 mod config;
 mod disable;
+mod domain_literals;
 mod endpoints;
 mod events;
 mod expire;

@@ -35,13 +35,13 @@ async fn a_client_with_another_api_key_cannot_take_over_a_session_by_sending_its
     let (_, key_a) = app
         .state
         .auth
-        .create_api_key(&app.user.owner_key(), Some("sdk-a"))
+        .create_api_key(&app.user.owner(), Some("sdk-a"))
         .await
         .expect("key a");
     let (_, key_b) = app
         .state
         .auth
-        .create_api_key(&bob.owner_key(), Some("sdk-b"))
+        .create_api_key(&bob.owner(), Some("sdk-b"))
         .await
         .expect("key b");
     let a = app.login_api_key(&key_a).await;

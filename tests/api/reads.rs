@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use latchkey::store::{NewSession, RevokeReason, Store};
+use latchkey::store::{NewSession, OwnerKey, RevokeReason, Store};
 use latchkey::SessionKind;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -24,7 +24,7 @@ async fn sessions(db: &TestDb, store: &Store) -> Vec<Uuid> {
                 } else {
                     SessionKind::Stateless
                 },
-                owner_key: format!("anon:{}", Uuid::new_v4()),
+                owner_key: OwnerKey::Anonymous(Uuid::new_v4()),
                 token_hash: [i; 32],
                 idle_ttl_secs: 3600.0,
                 absolute_ttl_secs: 86_400.0,

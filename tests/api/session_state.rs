@@ -76,7 +76,7 @@ async fn the_view_the_listing_the_row_and_the_stream_check_all_classify_a_sessio
     let cases = every_case(&app).await;
     let store = app.state.auth.store();
     let listed = store
-        .list_sessions(Some(&app.user.owner_key()))
+        .list_sessions(Some(&app.user.owner()))
         .await
         .expect("list");
     let listed_all = store.list_sessions(None).await.expect("list all");

@@ -49,7 +49,7 @@ async fn the_example_counts_binds_on_login_and_is_revoked_by_logout_all() {
     // `latchkey sessions list --owner user:<id>` sees it.
     let store = service.state.auth.store();
     let listed = store
-        .list_sessions(Some(&service.user.owner_key()))
+        .list_sessions(Some(&service.user.owner()))
         .await
         .expect("list");
     let row = PgSessionStore::row_id(&cookie_after.parse().expect("id"));

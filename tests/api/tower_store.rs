@@ -262,7 +262,7 @@ async fn a_bound_owner_lists_and_revokes_the_session_with_its_other_sessions() {
     rec.data
         .insert(OWNER_FIELD.to_owned(), serde_json::json!(owner.key()));
     store.create(&mut rec).await.expect("create");
-    let listed = core.list_sessions(Some(&owner.key())).await.expect("list");
+    let listed = core.list_sessions(Some(&owner)).await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].session_id, PgSessionStore::row_id(&rec.id));
 
@@ -270,7 +270,7 @@ async fn a_bound_owner_lists_and_revokes_the_session_with_its_other_sessions() {
     rec.data.remove(OWNER_FIELD);
     store.save(&rec).await.expect("save");
     assert!(core
-        .list_sessions(Some(&owner.key()))
+        .list_sessions(Some(&owner))
         .await
         .expect("list")
         .is_empty());
@@ -279,7 +279,7 @@ async fn a_bound_owner_lists_and_revokes_the_session_with_its_other_sessions() {
     store.save(&rec).await.expect("save");
 
     let revoked = core
-        .revoke_owner(&owner.key(), latchkey::store::RevokeReason::LogoutAll)
+        .revoke_owner(&owner, latchkey::store::RevokeReason::LogoutAll)
         .await
         .expect("revoke owner");
     assert_eq!(revoked, vec![PgSessionStore::row_id(&rec.id)]);
