@@ -8,8 +8,10 @@
 //!
 //! A failure is counted after its password check, so the counters alone would let a burst of
 //! concurrent guesses all pass the check before the first one is counted. Each instance
-//! therefore lets at most one check of an (account, address) and [`MAX_IN_FLIGHT_PER_IP`]
-//! checks of an address run at once; the others are refused at once (`429`, retry in 1 s).
+//! therefore lets at most [`MAX_IN_FLIGHT_PER_ACCOUNT`] checks of an (account, address) and
+//! [`MAX_IN_FLIGHT_PER_IP`] checks of an address run at once; the others are refused at once
+//! (`429`, retry in 1 s), so a burst gets at most that many guesses past the allowance, and a
+//! refused burst holds no connection.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,10 +27,11 @@ use crate::store::{Backoff, FailureKind, ThrottleKey};
 const EVERY_ACCOUNT: &str = "";
 
 /// Logins of one address whose credentials are being checked at once on one instance.
-pub const MAX_IN_FLIGHT_PER_IP: usize = 8;
+pub const MAX_IN_FLIGHT_PER_IP: usize = 16;
 
-/// Logins of one (account, address) whose password is being checked at once on one instance.
-const MAX_IN_FLIGHT_PER_ACCOUNT: usize = 1;
+/// Logins of one (account, address) whose password is being checked at once on one instance
+/// (a few tabs or devices behind one address may sign in together).
+pub const MAX_IN_FLIGHT_PER_ACCOUNT: usize = 4;
 
 /// The checks running now on this instance, by throttle key (`account` + address).
 type InFlight = Arc<Mutex<HashMap<(String, String), usize>>>;
