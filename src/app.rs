@@ -169,11 +169,12 @@ impl Application {
             let _ = stop.send(true);
         });
         let api = router(self.state.clone(), self.limits.request_timeout);
-        let api = crate::server::serve(self.listener, api, &self.limits, stopped.clone());
+        let trusted = self.state.http.trusted_proxies.clone();
+        let api = crate::server::serve(self.listener, api, &self.limits, &trusted, stopped.clone());
         let metrics = async {
             if let Some(listener) = self.metrics_listener {
                 let app = metrics_router(self.state.clone());
-                crate::server::serve(listener, app, &self.limits, stopped.clone()).await;
+                crate::server::serve(listener, app, &self.limits, &trusted, stopped.clone()).await;
             }
         };
         tokio::join!(api, metrics);

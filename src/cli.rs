@@ -141,6 +141,8 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             header_timeout: Duration::from_secs(args.header_timeout_secs),
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             max_open_connections: usize::try_from(args.max_open_connections).unwrap_or(usize::MAX),
+            max_connections_per_ip: usize::try_from(args.max_connections_per_ip)
+                .unwrap_or(usize::MAX),
         },
         metrics_bind: args.metrics_bind,
         anonymous_limit: anonymous_limit(args.anon_per_ip_per_minute, args.anon_burst)?,

@@ -275,6 +275,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_MAX_OPEN_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_open_connections: u64,
+    /// HTTP connections one client address (an IPv6 client by its /64) may hold open on each
+    /// listener (1 to 1000000); a further one is closed at once. Trusted proxies are exempt.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_ip: u64,
     /// PostgreSQL statement_timeout of the service's connections, in milliseconds (0: none).
     #[arg(long, env = "LATCHKEY_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub statement_timeout_ms: u32,

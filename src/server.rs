@@ -6,8 +6,9 @@
 //! client that sends half a head and an idle keep-alive connection between two requests; there
 //! is no separate idle timeout.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::Service;
@@ -31,6 +33,9 @@ pub struct ServerLimits {
     /// Connections open at once on one listener; past it the next clients wait in the
     /// kernel's accept queue until a connection closes.
     pub max_open_connections: usize,
+    /// Connections one client address (an IPv6 client by its /64) may hold open on one
+    /// listener; a further one is closed at once. Trusted proxies are not counted.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerLimits {
@@ -39,6 +44,7 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_open_connections: 1024,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -49,19 +55,60 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (EMFILE and the like) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Open connections per client address, so one client cannot hold every slot.
+#[derive(Clone, Default)]
+struct PerClient(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One counted connection of a client: given back when dropped.
+struct ClientSlot {
+    counts: PerClient,
+    client: IpAddr,
+}
+
+impl PerClient {
+    /// Counts a connection of `client`, or `None` when it already holds `max`.
+    fn enter(&self, client: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(client).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// Resolves once `stop` is true or its sender is gone.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then stops accepting and waits for
-/// the open connections to finish their requests (idle ones close at once).
+/// the open connections to finish their requests (idle ones close at once). Peers in
+/// `trusted` (proxies, which carry many clients) are not held to the per-client cap.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &ServerLimits,
+    trusted: &[IpNet],
     mut stop: watch::Receiver<bool>,
 ) {
+    let per_client = PerClient::default();
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let slots = Arc::new(Semaphore::new(limits.max_open_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -90,6 +137,18 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let client_slot = if trusted.iter().any(|net| net.contains(&peer.ip())) {
+            None
+        } else {
+            let client = crate::limits::client_key(peer.ip());
+            match per_client.enter(client, limits.max_connections_per_ip.max(1)) {
+                Some(counted) => Some(counted),
+                None => {
+                    tracing::debug!(%peer, "client holds its most connections; closing the new one");
+                    continue; // drops the stream (closed) and the slot
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         // Puts the peer address in every request as `ConnectInfo<SocketAddr>`.
         let service = match make_service.call(peer).await {
@@ -103,6 +162,7 @@ pub(crate) async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(client_slot);
             drop(slot);
         });
     }

@@ -103,6 +103,10 @@ fn serve_refuses_each_bad_setting_with_exit_2_naming_the_flag() {
             "--request-timeout-secs",
         ),
         (&["--max-open-connections", "0"], "--max-open-connections"),
+        (
+            &["--max-connections-per-ip", "0"],
+            "--max-connections-per-ip",
+        ),
         (&["--anon-burst", "0"], "--anon-burst"),
         (
             &["--anon-per-ip-per-minute", "0"],

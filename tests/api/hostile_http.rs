@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Barrier;
 
 use crate::helpers::{spawn_app_with, AppOptions, TestApp};
-use raw::{closed_within, connect, get, read_response};
+use raw::{closed_within, connect, connect_from, get, read_response};
 
 /// Options with the given header timeout.
 fn with_header_timeout(secs: u64) -> AppOptions {
@@ -71,11 +71,13 @@ async fn three_hundred_half_sent_heads_are_closed_by_the_header_timeout_while_he
         .map(|_| tokio::spawn(refresh_chain(app.clone(), stop.clone())))
         .collect();
     let barrier = Arc::new(Barrier::new(HANGING));
+    // From 30 client addresses, 10 each: far below the per-client share, so only the header
+    // timeout closes them.
     let hanging: Vec<_> = (0..HANGING)
-        .map(|_| {
+        .map(|i| {
             let (base, barrier) = (app.base.clone(), barrier.clone());
             tokio::spawn(async move {
-                let mut stream = connect(&base).await;
+                let mut stream = connect_from(&base, &format!("127.0.1.{}", i % 30 + 1)).await;
                 // The server's timer starts at the accept.
                 let accepted = Instant::now();
                 barrier.wait().await;
@@ -196,6 +198,54 @@ async fn connections_past_the_cap_wait_and_the_service_answers_once_the_excess_c
     .await
     .expect("the service answers again once the excess closed")
     .expect("healthz");
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_client_cannot_hold_more_than_its_share_of_connections_and_others_are_served() {
+    const PER_IP: usize = 5;
+    let mut opts = with_header_timeout(60);
+    opts.settings.server.max_connections_per_ip = PER_IP;
+    let app = spawn_app_with(opts).await;
+    let mut held = Vec::new();
+    for i in 0..PER_IP {
+        let mut stream = connect_from(&app.base, "127.0.0.2").await;
+        let res = get(&mut stream, "/healthz")
+            .await
+            .expect("within its share");
+        assert_eq!(res.status, 200, "connection {i}");
+        held.push(stream);
+    }
+    // One more from the same client is closed at once, without an answer.
+    let mut extra = connect_from(&app.base, "127.0.0.2").await;
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "a connection past the client's share was kept open"
+    );
+    // Another client is served meanwhile, and the held ones still are.
+    let mut other = connect_from(&app.base, "127.0.0.3").await;
+    assert_eq!(
+        get(&mut other, "/healthz").await.expect("other").status,
+        200
+    );
+    for stream in &mut held {
+        assert_eq!(get(stream, "/healthz").await.expect("held").status, 200);
+    }
+    // Closing one gives the client its slot back.
+    drop(held.pop());
+    let res = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let mut again = connect_from(&app.base, "127.0.0.2").await;
+            if let Ok(res) = get(&mut again, "/healthz").await {
+                return res;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the client's slot comes back once a connection closes");
     assert_eq!(res.status, 200);
 }
 

@@ -39,6 +39,20 @@ pub async fn connect(base: &str) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
 }
 
+/// Connects to `base` (`http://host:port`) from the local address `from` (any 127.x.y.z
+/// reaches the loopback listener, so tests can act as several clients).
+pub async fn connect_from(base: &str, from: &str) -> TcpStream {
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("socket address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("local address"))
+        .expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
 /// `GET path` on a keep-alive connection.
 pub async fn get(stream: &mut TcpStream, path: &str) -> std::io::Result<RawResponse> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: latchkey.test\r\n\r\n");
