@@ -1,35 +1,16 @@
 //! `latchkey serve` refuses a bad configuration at start: exit status 2, the flag named, before
 //! anything connects; good settings at the edges of their ranges start.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use latchkey::config::PUBLISHED_JWT_SECRETS;
 
-use crate::helpers::{random_jwt_secret, TestDb};
+use crate::helpers::{random_jwt_secret, spawn_serve, TestDb};
 
 /// Runs `latchkey serve` with `args` on `db_url`; returns `Ok(stderr)` once it listens (and
 /// stops it), `Err((status, stderr))` if it exits first.
 fn serve(db_url: &str, secret: &str, args: &[&str]) -> Result<String, (Option<i32>, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--cookie-secure", "false"])
-        .args(args)
-        .env("DATABASE_URL", db_url)
-        .env("LATCHKEY_JWT_SECRET", secret)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = spawn_serve(db_url, secret, args);
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         let listening = line.contains("latchkey listening");

@@ -137,6 +137,36 @@ pub fn run_cli(db_url: &str, args: &[&str], stdin: Option<&str>) -> (bool, Strin
     )
 }
 
+/// Starts `latchkey serve --bind 127.0.0.1:0 --cookie-secure false ARGS` on `db_url` with the
+/// JWT secret `secret`; its stderr lines (logs at `info`, no colour) arrive on the receiver.
+pub fn spawn_serve(
+    db_url: &str,
+    secret: &str,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--cookie-secure", "false"])
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env("LATCHKEY_JWT_SECRET", secret)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
 /// How to build a test service.
 pub struct AppOptions {
     /// Protocol and HTTP settings (bind and JWT secret are filled in).

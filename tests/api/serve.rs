@@ -1,8 +1,7 @@
 //! `latchkey serve` as an operator runs it: creates and migrates its database, serves, and
 //! drains on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
@@ -15,23 +14,8 @@ async fn serve_creates_its_database_migrates_serves_and_exits_cleanly_on_sigterm
     let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
     let url = format!("{server}/{name}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--cookie-secure", "false"])
-        .env("DATABASE_URL", &url)
-        .env("LATCHKEY_JWT_SECRET", crate::helpers::random_jwt_secret())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let secret = crate::helpers::random_jwt_secret();
+    let (mut child, rx) = crate::helpers::spawn_serve(&url, &secret, &[]);
     let mut addr = None;
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
