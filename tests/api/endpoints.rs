@@ -263,15 +263,7 @@ async fn metrics_count_refresh_and_login_outcomes() {
     assert_eq!(t1.status, StatusCode::OK);
     let _ = app.refresh_json(&login.refresh_token()).await; // inside grace
     let _ = app.refresh_json("lkr_nonsense").await;
-    let metrics = app.metrics_base.as_deref().expect("metrics listener");
-    let res = app
-        .client
-        .get(format!("{metrics}/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(res.status(), StatusCode::OK);
-    let text = res.text().await.expect("body");
+    let text = app.metrics_text().await;
     for line in [
         "latchkey_refresh_total{outcome=\"rotated\"} 1",
         "latchkey_refresh_total{outcome=\"grace\"} 1",

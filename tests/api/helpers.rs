@@ -402,6 +402,19 @@ impl TestApp {
             .expect("create api key")
     }
 
+    /// `GET /metrics` on the app's metrics listener (the app must have one): the text.
+    pub async fn metrics_text(&self) -> String {
+        let metrics = self.metrics_base.as_deref().expect("metrics listener");
+        let res = self
+            .client
+            .get(format!("{metrics}/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(res.status(), StatusCode::OK);
+        res.text().await.expect("metrics body")
+    }
+
     /// `POST /auth/login {"api_key": key}`.
     pub async fn login_api_key(&self, key: &str) -> Tokens {
         let res = self

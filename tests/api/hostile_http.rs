@@ -256,18 +256,9 @@ async fn metrics_are_served_on_their_own_listener_and_not_on_the_api_port() {
     let app = spawn_app_with(opts).await;
     let login = app.login(SessionKind::Stateless).await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
-    let metrics = app.metrics_base.clone().expect("metrics listener");
-    let res = app
-        .client
-        .get(format!("{metrics}/metrics"))
-        .send()
+    assert!(app
+        .metrics_text()
         .await
-        .expect("metrics");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert!(res
-        .text()
-        .await
-        .expect("text")
         .contains("latchkey_login_total{outcome=\"ok\"} 1"));
     let public = app
         .client

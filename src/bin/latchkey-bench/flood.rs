@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use crate::harness::{drive, header, quiesce};
 use crate::login::LoginClient;
-use crate::service::{field, login, refresh, refresh_http, Chain, Service};
+use crate::service::{login, refresh, refresh_http, Chain, Service};
 
 /// Idle refreshes, then the same refreshes under a login flood.
 pub(crate) async fn run_scenario(svc: &Service, duration: Duration) -> anyhow::Result<()> {
@@ -34,13 +32,7 @@ pub(crate) async fn run_scenario(svc: &Service, duration: Duration) -> anyhow::R
             .collect();
         let mut chains = Vec::with_capacity(REFRESHERS);
         for _ in 0..REFRESHERS {
-            let l = login(&svc.client, &svc.base, "stateless").await?;
-            chains.push(Chain {
-                client: svc.client.clone(),
-                base: svc.base.clone(),
-                token: field(&l.body, "refresh_token")?,
-                session_id: Uuid::nil(),
-            });
+            chains.push(Chain::login(svc).await?);
         }
         let flood_task = tokio::spawn(drive(
             "login flood".to_owned(),

@@ -171,6 +171,19 @@ pub(crate) struct Chain {
     pub(crate) session_id: Uuid,
 }
 
+impl Chain {
+    /// Logs a stateless session in on `svc`: the start of a refresh chain.
+    pub(crate) async fn login(svc: &Service) -> anyhow::Result<Self> {
+        let l = login(&svc.client, &svc.base, "stateless").await?;
+        Ok(Self {
+            client: svc.client.clone(),
+            base: svc.base.clone(),
+            token: field(&l.body, "refresh_token")?,
+            session_id: Uuid::parse_str(&field(&l.body, "session_id")?)?,
+        })
+    }
+}
+
 /// Logs `clients` stateless sessions in and refreshes each chain over HTTP for `duration`;
 /// returns the run and the session ids (for the raw baseline).
 pub(crate) async fn refresh_http(
@@ -181,13 +194,7 @@ pub(crate) async fn refresh_http(
 ) -> anyhow::Result<(Stats, Vec<Uuid>)> {
     let mut chains = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let l = login(&svc.client, &svc.base, "stateless").await?;
-        chains.push(Chain {
-            client: svc.client.clone(),
-            base: svc.base.clone(),
-            token: field(&l.body, "refresh_token")?,
-            session_id: Uuid::parse_str(&field(&l.body, "session_id")?)?,
-        });
+        chains.push(Chain::login(svc).await?);
     }
     let ids = chains.iter().map(|c| c.session_id).collect();
     let stats = drive(
