@@ -4,7 +4,12 @@
 # data to a temporary directory, and compares that directory with .sqlx/ (same files, same
 # contents). Needs psql and a local PostgreSQL; downloads nothing. The scratch database and
 # the temporary directory are removed on exit.
+#
+#   scripts/check-sqlx.sh           # check: exit 1 when .sqlx/ differs
+#   scripts/check-sqlx.sh --write   # regenerate: replace .sqlx/ with the fresh data
 set -euo pipefail
+write=false
+[ "${1:-}" = "--write" ] && write=true
 cd "$(dirname "$0")/.."
 base="${DATABASE_URL_BASE:-postgres://postgres@127.0.0.1:5432}"
 db="latchkey_sqlx_check_$$"
@@ -31,6 +36,13 @@ if ! SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" DATABASE_URL="$base/$db" \
   cat "$log"
   echo "check-sqlx: the crate does not compile against a freshly migrated database" >&2
   exit 1
+fi
+
+if $write; then
+  rm -rf .sqlx
+  cp -r "$out" .sqlx
+  echo "check-sqlx: wrote .sqlx/ ($(ls .sqlx | wc -l) queries)"
+  exit 0
 fi
 
 if ! diff -r "$out" .sqlx; then

@@ -18,7 +18,7 @@ use crate::http::{metrics_router, router, AppState, HttpConfig};
 use crate::limits::{ClientRateLimiter, RateLimit};
 use crate::rng::{OsSecretSource, SecretSource};
 use crate::server::ServerLimits;
-use crate::store::Store;
+use crate::store::{Coalescing, Store};
 
 /// Everything needed to build the service.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ impl Application {
         )
         .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
         let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
-        let store = Store::new(pool.clone());
+        let store = Store::new(pool.clone()).with_coalescing(Coalescing::READS);
         let events = EventHub::start(store.clone(), settings.events.clone(), &pool);
         let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone())
             .with_throttle(settings.throttle.clone());

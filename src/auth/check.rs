@@ -33,7 +33,7 @@ impl Auth {
             return Err(self.reuse_detected(&rec).await);
         }
         let mut session = rec.summary();
-        if rec.touch_due {
+        if rec.touch_due(self.config.touch_interval_secs as f64) {
             let touched = self
                 .store
                 .touch(
@@ -70,7 +70,7 @@ impl Auth {
         let claims = self.jwt.verify(bearer)?;
         let rec = self
             .store
-            .find_session(claims.sid, self.config.touch_interval_secs as f64)
+            .find_session(claims.sid)
             .await?
             .ok_or(AuthError::InvalidToken)?;
         if rec.owner_key.to_string() != claims.sub {

@@ -52,10 +52,9 @@ impl Auth {
         token: &SessionToken,
         expected: SessionKind,
     ) -> Result<(SessionRecord, Presented), AuthError> {
-        let touch = self.config.touch_interval_secs as f64;
         let rec = self
             .store
-            .find_session(token.session_id, touch)
+            .find_session(token.session_id)
             .await?
             .ok_or(AuthError::InvalidToken)?;
         let presented = classify(&rec, &token.secret).ok_or(AuthError::InvalidToken)?;

@@ -4,7 +4,7 @@
 //! `version`, so no statement needs a cross-row transaction.
 
 mod api_keys;
-mod coalesce;
+pub mod coalesce;
 mod expire;
 mod live;
 mod owner;
@@ -14,6 +14,7 @@ mod tower;
 mod users;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
+pub use coalesce::Coalescing;
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
@@ -24,20 +25,9 @@ pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, EMAIL_UNIQUE};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sqlx::PgPool;
-use uuid::Uuid;
-
-/// The statements built at run time instead of with `query!` (so they are not in `.sqlx/`),
-/// each with its number of parameters: the coalesced reads by id, once per size. For the
-/// test that checks every statement's plan.
-#[doc(hidden)]
-pub fn runtime_statements() -> Vec<(&'static str, usize)> {
-    let mut all = sessions::FIND_MANY.all();
-    all.extend(tower::LOAD_MANY.all());
-    all
-}
 
 /// A failure of the database, classified for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -98,28 +88,24 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
-    /// Coalesced [`Store::find_session`] reads (with their touch interval), started on
-    /// first use.
-    reads: Arc<OnceLock<(f64, SessionReads)>>,
+    /// The coalesced [`Store::find_session`] reads, when built [`Store::with_coalescing`].
+    reads: Option<Arc<coalesce::SessionReads>>,
 }
 
-/// The coalescer of [`Store::find_session`].
-type SessionReads = coalesce::Lanes<Uuid, Option<SessionRecord>>;
-
-/// Session reads that may run at once as statements of their own; the reads that arrive
-/// while all of them run share the next statement.
-const READ_LANES: usize = 2;
-
-/// Most session reads in one statement.
-const READ_BATCH: usize = 64;
-
 impl Store {
-    /// Wraps a pool whose database has been migrated with [`crate::MIGRATOR`].
+    /// Wraps a pool whose database has been migrated with [`crate::MIGRATOR`]. Every method
+    /// runs its own statement.
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            reads: Arc::default(),
-        }
+        Self { pool, reads: None }
+    }
+
+    /// The same store with its session reads ([`Store::find_session`]) coalesced per
+    /// `settings` (the service uses [`Coalescing::READS`]): reads that arrive while the
+    /// running statements are busy share the next one. [`Coalescing::OFF`] removes it.
+    pub fn with_coalescing(mut self, settings: Coalescing) -> Self {
+        self.reads = (!settings.is_off())
+            .then(|| Arc::new(coalesce::SessionReads::new(self.pool.clone(), settings)));
+        self
     }
 
     /// The underlying pool.

@@ -1,15 +1,12 @@
 //! Statements on the `sessions` table and its audit trail.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::coalesce::{Answer, Exec, IdList, Lanes};
 use super::{EventKind, OwnerKey, RevokeReason};
-use super::{Store, StoreError, StoreResult, READ_BATCH, READ_LANES};
+use super::{Store, StoreError, StoreResult};
 use crate::SessionKind;
 
 /// What a new session row starts with.
@@ -38,13 +35,18 @@ pub struct NewSession {
 }
 
 /// A session row as the protocol needs it, with time comparisons made on the database clock.
+///
+/// The `rename`s are the column names of [`FIND_SESSION_SQL`] (type overrides for `query_as!`),
+/// under which the coalesced reads decode the same columns at run time.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     /// Primary key.
     pub id: Uuid,
     /// Mode: the authority on where its tokens may be used.
+    #[sqlx(rename = "kind: SessionKind")]
     pub kind: SessionKind,
     /// Owner key.
+    #[sqlx(rename = "owner_key: OwnerKey")]
     pub owner_key: OwnerKey,
     /// SHA-256 of the current secret.
     pub token_hash: Vec<u8>,
@@ -65,11 +67,14 @@ pub struct SessionRecord {
     /// Revocation reason.
     pub revoked_reason: Option<String>,
     /// `prev_valid_until > now()`.
+    #[sqlx(rename = "in_grace!")]
     pub in_grace: bool,
     /// `expires_at <= now()`.
+    #[sqlx(rename = "expired!")]
     pub expired: bool,
-    /// `last_used_at` is older than the touch interval.
-    pub touch_due: bool,
+    /// The database clock when the row was read (`now()`), for [`SessionRecord::touch_due`].
+    #[sqlx(rename = "read_at!")]
+    pub read_at: OffsetDateTime,
     /// Last authenticated use (throttled).
     pub last_used_at: OffsetDateTime,
     /// User-Agent at login.
@@ -79,6 +84,12 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// Whether the last use is at least `interval_secs` old on the database clock: the idle
+    /// expiry may slide (one write per interval at most).
+    pub fn touch_due(&self, interval_secs: f64) -> bool {
+        self.last_used_at <= self.read_at - time::Duration::seconds_f64(interval_secs)
+    }
+
     /// The row as its owner sees it: no hash, no sealed data.
     pub fn summary(&self) -> SessionSummary {
         SessionSummary {
@@ -215,39 +226,16 @@ impl Store {
         })
     }
 
-    /// Reads one session by id. `touch_interval_secs` decides [`SessionRecord::touch_due`].
+    /// Reads one session by id: through the coalesced reads when the store was built
+    /// [`Store::with_coalescing`], else as a statement of its own.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn find_session(
-        &self,
-        id: Uuid,
-        touch_interval_secs: f64,
-    ) -> StoreResult<Option<SessionRecord>> {
-        let (touch, reads) = self.reads.get_or_init(|| {
-            let (pool, touch) = (self.pool.clone(), touch_interval_secs);
-            let exec: Exec<Uuid, Option<SessionRecord>> =
-                Arc::new(move |ids| Box::pin(find_sessions(pool.clone(), ids, touch)));
-            (touch, Lanes::new(READ_LANES, READ_BATCH, false, exec))
-        });
-        // The lanes share one touch interval (an instance has one); another runs alone.
-        if *touch != touch_interval_secs {
-            return self.find_session_alone(id, touch_interval_secs).await;
-        }
-        match reads.submit(id, id).await {
-            Answer::Done(rec) => Ok(rec),
-            Answer::Failed(e) => Err(e.into()),
-            Answer::RunAlone(_) => self.find_session_alone(id, touch_interval_secs).await,
-        }
-    }
-
-    /// [`Store::find_session`] as a statement of its own.
-    async fn find_session_alone(
-        &self,
-        id: Uuid,
-        touch_interval_secs: f64,
-    ) -> StoreResult<Option<SessionRecord>> {
-        Ok(find_one(&self.pool, id, touch_interval_secs).await?)
+    pub async fn find_session(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        Ok(match &self.reads {
+            Some(reads) => reads.find(id).await?,
+            None => find_one(&self.pool, id).await?,
+        })
     }
 
     /// Rotates the token with a compare-and-swap on `version`: the current hash becomes the
@@ -534,53 +522,11 @@ impl Store {
     }
 }
 
-/// [`Store::find_session`] for many sessions in one statement (the coalesced read): one
-/// answer per id, in order. A single id takes the single-row statement; more take
-/// [`FIND_MANY`], whose plan PostgreSQL keeps.
-async fn find_sessions(
-    pool: PgPool,
-    ids: Vec<Uuid>,
-    touch_interval_secs: f64,
-) -> (Vec<Uuid>, Result<Vec<Option<SessionRecord>>, sqlx::Error>) {
-    if let [id] = &ids[..] {
-        let found = find_one(&pool, *id, touch_interval_secs)
-            .await
-            .map(|r| vec![r]);
-        return (ids, found);
-    }
-    let (sql, size) = FIND_MANY.statement(ids.len());
-    let mut query = sqlx::query_as::<_, SessionRecord>(sql).bind(touch_interval_secs);
-    for id in IdList::padded(&ids, size) {
-        query = query.bind(id);
-    }
-    let found = query.fetch_all(&pool).await.map(|rows| {
-        ids.iter()
-            .map(|id| rows.iter().find(|r| r.id == *id).cloned())
-            .collect()
-    });
-    (ids, found)
-}
-
-/// The `find_session` statement for many ids (`id IN (…)`, one parameter per id; see
-/// [`IdList`]). Its columns are [`find_one`]'s.
-pub(super) static FIND_MANY: IdList = IdList::new(2, |ids| {
-    format!(
-        "SELECT id, kind, owner_key, token_hash, prev_token_hash, \
-                sealed_successor, version, created_at, expires_at, absolute_expires_at, \
-                revoked_at, revoked_reason, \
-                coalesce(prev_valid_until > now(), false) AS in_grace, \
-                expires_at <= now() AS expired, \
-                last_used_at <= now() - make_interval(secs => $1) AS touch_due, \
-                last_used_at, user_agent, host(ip) AS ip \
-         FROM sessions WHERE id IN ({ids})"
-    )
-});
-
-/// The `find_session` statement for one id.
-async fn find_one(
+/// The `find_session` statement for one id; its multi-row form is derived from its text
+/// ([`FIND_SESSION_SQL`]) by the coalescing layer.
+pub(super) async fn find_one(
     pool: &PgPool,
     id: Uuid,
-    touch_interval_secs: f64,
 ) -> Result<Option<SessionRecord>, sqlx::Error> {
     // The same text as `FIND_SESSION_SQL`: `query_as!` takes only a literal, so this is a
     // copy (`tests/api/bench_sql.rs` fails when the two differ).
@@ -592,13 +538,11 @@ async fn find_one(
                sealed_successor, version, created_at, expires_at, absolute_expires_at,
                revoked_at, revoked_reason,
                coalesce(prev_valid_until > now(), false) AS "in_grace!",
-               expires_at <= now() AS "expired!",
-               last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
+               expires_at <= now() AS "expired!", now() AS "read_at!",
                last_used_at, user_agent, host(ip) AS ip
         FROM sessions WHERE id = $1
         "#,
         id,
-        touch_interval_secs,
     )
     .fetch_optional(pool)
     .await?;
@@ -631,9 +575,10 @@ pub const ROTATE_SQL: &str = r#"
             SELECT owner_key AS "owner_key: OwnerKey", version, expires_at, absolute_expires_at FROM upd
             "#;
 
-/// The statement of [`Store::find_session`] for one id (`$1` id, `$2` touch interval
-/// seconds), for the benchmark's raw-SQL baseline. `query_as!` takes only a literal, so
-/// `find_one` holds a copy of this text; `tests/api/bench_sql.rs` fails when the two differ.
+/// The statement of [`Store::find_session`] for one id (`$1`): the source of its multi-row
+/// form (the coalesced reads) and the benchmark's raw-SQL baseline. `query_as!` takes only a
+/// literal, so `find_one` holds a copy of this text; `tests/api/bench_sql.rs` fails when the
+/// two differ.
 #[doc(hidden)]
 pub const FIND_SESSION_SQL: &str = r#"
         SELECT id, kind AS "kind: SessionKind", owner_key AS "owner_key: OwnerKey",
@@ -641,8 +586,7 @@ pub const FIND_SESSION_SQL: &str = r#"
                sealed_successor, version, created_at, expires_at, absolute_expires_at,
                revoked_at, revoked_reason,
                coalesce(prev_valid_until > now(), false) AS "in_grace!",
-               expires_at <= now() AS "expired!",
-               last_used_at <= now() - make_interval(secs => $2) AS "touch_due!",
+               expires_at <= now() AS "expired!", now() AS "read_at!",
                last_used_at, user_agent, host(ip) AS ip
         FROM sessions WHERE id = $1
         "#;

@@ -26,14 +26,17 @@
 //!   most once per interval.
 //! * **Coalesced statements.** Concurrent `create`s, `save`s and `load`s run as multi-row
 //!   statements, one round trip and one commit for many sessions; see
-//!   [`PgSessionStore::with_coalescing`].
+//!   [`PgSessionStore::with_coalescing`] and [`super::coalesce`]. A create or save of one row
+//!   runs the same SQL function as one of many (`latchkey_store_create_many`,
+//!   `latchkey_store_save_many`): each statement has one source.
 //! * **`delete` is immediate and final.** tower-sessions calls it for a logout (`flush`) and
 //!   for `cycle_id` alike, and cannot tell them apart. The row is revoked with reason
 //!   `deleted`, its data cleared, and a `revoked` event recorded; the row stays until
 //!   [`ExpiredDeletion::delete_expired`] or `latchkey expire` purges it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::slice;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +49,7 @@ use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::Session;
 use uuid::Uuid;
 
-use super::coalesce::{Answer, Exec, IdList, Lanes, MAX_ID_LIST};
+use super::coalesce::{Coalescing, StoreLanes};
 use super::{EventKind, ExpirePolicy, OwnerKey, RevokeReason, Store};
 
 /// The session-data key under which [`bind_owner`] keeps the owner key. The store mirrors it
@@ -134,24 +137,15 @@ pub struct PgSessionStore {
     pool: PgPool,
     absolute_ttl_secs: f64,
     touch_interval_secs: f64,
-    lanes: usize,
-    max_batch: usize,
-    /// The coalescing lanes, started on first use (on the runtime of that use) and stopped
-    /// when the last clone of the store is dropped.
-    coalesce: Arc<OnceLock<Coalesced>>,
-}
-
-/// One set of lanes per statement kind.
-#[derive(Debug)]
-struct Coalesced {
-    create: Lanes<NewRow, bool>,
-    save: Lanes<NewRow, ()>,
-    load: Lanes<[u8; 32], Option<Loaded>>,
+    coalescing: Coalescing,
+    /// The coalescing layer ([`Coalescing::OFF`]: none), built with the settings above and
+    /// shared by the store's clones.
+    lanes: Option<Arc<StoreLanes>>,
 }
 
 /// A row as `create` inserts it and `save` updates it.
-struct NewRow {
-    id: Uuid,
+pub(super) struct NewRow {
+    pub(super) id: Uuid,
     hash: [u8; 32],
     data: serde_json::Value,
     owner: OwnerKey,
@@ -166,26 +160,24 @@ impl PgSessionStore {
             pool,
             absolute_ttl_secs: 30.0 * 86_400.0,
             touch_interval_secs: 60.0,
-            lanes: 1,
-            max_batch: 64,
-            coalesce: Arc::default(),
+            coalescing: Coalescing::OFF,
+            lanes: None,
         }
+        .with_coalescing(Coalescing::STORE.lanes, Coalescing::STORE.max_batch)
     }
 
     /// Hard cap on a session's lifetime, counted from its creation; expiries past it are
     /// clamped to it.
     pub fn with_absolute_ttl(mut self, ttl: Duration) -> Self {
         self.absolute_ttl_secs = ttl.as_secs_f64();
-        self.coalesce = Arc::default();
-        self
+        self.relaned()
     }
 
     /// A save that changes neither data nor owner writes only when the expiry moved forward
     /// by at least this much (or backward at all). Zero writes on every save.
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
         self.touch_interval_secs = interval.as_secs_f64();
-        self.coalesce = Arc::default();
-        self
+        self.relaned()
     }
 
     /// Statement coalescing: concurrent `create`s, `save`s and `load`s are gathered into
@@ -202,9 +194,23 @@ impl PgSessionStore {
     /// fails, each of its requests runs alone, so one request's failure is no one else's.
     /// `lanes = 0` turns coalescing off: one statement per call, as the stock store does.
     pub fn with_coalescing(mut self, lanes: usize, max_batch: usize) -> Self {
-        self.lanes = lanes;
-        self.max_batch = max_batch.max(1);
-        self.coalesce = Arc::default();
+        self.coalescing = Coalescing {
+            lanes,
+            max_batch: max_batch.max(1),
+        };
+        self.relaned()
+    }
+
+    /// The coalescing layer built anew for the current settings.
+    fn relaned(mut self) -> Self {
+        self.lanes = (!self.coalescing.is_off()).then(|| {
+            Arc::new(StoreLanes::new(
+                self.pool.clone(),
+                self.coalescing,
+                self.absolute_ttl_secs,
+                self.touch_interval_secs,
+            ))
+        });
         self
     }
 
@@ -227,7 +233,7 @@ fn keys(id: &Id) -> (Uuid, [u8; 32]) {
 }
 
 /// The row id of a token hash: its first 16 bytes.
-fn row_of(hash: &[u8; 32]) -> Uuid {
+pub(super) fn row_of(hash: &[u8; 32]) -> Uuid {
     let mut head = [0u8; 16];
     head.copy_from_slice(&hash[..16]);
     Uuid::from_bytes(head)
@@ -262,98 +268,24 @@ fn encode(record: &Record) -> session_store::Result<(serde_json::Value, Option<O
     Ok((data, owner))
 }
 
-impl PgSessionStore {
-    /// The lanes, started on first use; `None` when coalescing is off.
-    fn coalesced(&self) -> Option<&Coalesced> {
-        if self.lanes == 0 {
-            return None;
-        }
-        Some(self.coalesce.get_or_init(|| {
-            let (ttl, touch) = (self.absolute_ttl_secs, self.touch_interval_secs);
-            let pool = self.pool.clone();
-            let create: Exec<NewRow, bool> =
-                Arc::new(move |rows| Box::pin(create_many(pool.clone(), ttl, rows)));
-            let pool = self.pool.clone();
-            let save: Exec<NewRow, ()> =
-                Arc::new(move |rows| Box::pin(save_many(pool.clone(), touch, rows)));
-            let pool = self.pool.clone();
-            let load: Exec<[u8; 32], _> =
-                Arc::new(move |hashes| Box::pin(load_many(pool.clone(), hashes)));
-            Coalesced {
-                create: Lanes::new(self.lanes, self.max_batch, true, create),
-                save: Lanes::new(self.lanes, self.max_batch, true, save),
-                load: Lanes::new(self.lanes, self.max_batch.min(MAX_ID_LIST), false, load),
-            }
-        }))
-    }
-
-    /// One `create` attempt: `true` when the row went in, `false` on an id collision.
-    async fn insert(&self, row: NewRow) -> session_store::Result<bool> {
-        let row = match self.coalesced() {
-            None => row,
-            Some(c) => match c.create.submit(row.id, row).await {
-                Answer::Done(inserted) => return Ok(inserted),
-                Answer::Failed(e) => return Err(backend(e)),
-                Answer::RunAlone(row) => row,
-            },
-        };
-        insert_one(&self.pool, self.absolute_ttl_secs, &row)
-            .await
-            .map_err(backend)
-    }
-}
-
-/// Saves one row. Only a live row is updated: a deleted, revoked or expired session stays
-/// gone. A save that changes nothing but a small forward move of the expiry matches no row and
-/// writes nothing; a data change within the touch interval keeps `expires_at`, so no indexed
-/// column changes and the update can be HOT. Its multi-row form, over arrays, is the SQL
-/// function `latchkey_store_save_many`: a change here goes there too, in a new migration.
-async fn save_one(pool: &PgPool, touch_secs: f64, row: &NewRow) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"
-        UPDATE sessions
-        SET data = $3,
-            owner_key = $4::text,
-            expires_at = CASE
-                WHEN least($5, absolute_expires_at) >= expires_at
-                 AND least($5, absolute_expires_at)
-                     < expires_at + make_interval(secs => $6)
-                THEN expires_at
-                ELSE least($5, absolute_expires_at) END,
-            last_used_at = now(),
-            version = version + 1
-        WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
-          AND revoked_at IS NULL AND expires_at > now()
-          AND (data IS DISTINCT FROM $3
-               OR owner_key IS DISTINCT FROM $4::text
-               OR least($5, absolute_expires_at) < expires_at
-               OR least($5, absolute_expires_at)
-                  >= expires_at + make_interval(secs => $6))
-        "#,
-        row.id,
-        &row.hash[..],
-        row.data,
-        &row.owner as _,
-        row.expiry,
-        touch_secs,
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Session data as the store reads it: decoded from the column straight into the map a
 /// [`Record`] holds, with no intermediate JSON tree.
-type Data = HashMap<String, serde_json::Value>;
+pub(super) type Data = HashMap<String, serde_json::Value>;
 
 /// A loaded row: its data and expiry.
-type Loaded = (Data, OffsetDateTime);
+pub(super) type Loaded = (Data, OffsetDateTime);
 
-/// Loads the live row of one token hash: its data and expiry.
-async fn load_one(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<Loaded>, sqlx::Error> {
+/// Loads the live row of one token hash: its data and expiry. Its multi-row form is derived
+/// from its text ([`LOAD_SESSION_SQL`]) by the coalescing layer.
+pub(super) async fn load_one(
+    pool: &PgPool,
+    hash: &[u8; 32],
+) -> Result<Option<Loaded>, sqlx::Error> {
+    // The same text as `LOAD_SESSION_SQL`: `query!` takes only a literal, so this is a copy
+    // (`tests/api/bench_sql.rs` fails when the two differ).
     let row = sqlx::query!(
         r#"
-        SELECT data AS "data: Json<Data>", expires_at
+        SELECT token_hash, data AS "data: Json<Data>", expires_at
         FROM sessions
         WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
           AND revoked_at IS NULL AND expires_at > now()
@@ -366,48 +298,27 @@ async fn load_one(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<Loaded>, sqlx
     Ok(row.map(|r| (r.data.0, r.expires_at)))
 }
 
-/// Inserts one row: `true` when it went in, `false` on an id collision. Its multi-row form,
-/// over arrays, is the SQL function `latchkey_store_create_many`: a change here goes there
-/// too, in a new migration.
-async fn insert_one(pool: &PgPool, ttl_secs: f64, row: &NewRow) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query_scalar!(
-        r#"
-        INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
-                              absolute_expires_at, data)
-        SELECT $1::uuid, 'stateful', $2::text, $3,
-               least($4, cap.at), cap.at, $5
-        FROM (SELECT now() + make_interval(secs => $6) AS at) AS cap
-        ON CONFLICT ON CONSTRAINT sessions_pkey DO NOTHING
-        RETURNING version
-        "#,
-        row.id,
-        &row.owner as _,
-        &row.hash[..],
-        row.expiry,
-        row.data,
-        ttl_secs,
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(inserted.is_some())
-}
+/// The statement of [`load_one`] (`$1` row id, `$2` token hash): the source of its multi-row
+/// form. `query!` takes only a literal, so `load_one` holds a copy of this text;
+/// `tests/api/bench_sql.rs` fails when the two differ.
+pub(super) const LOAD_SESSION_SQL: &str = r#"
+        SELECT token_hash, data AS "data: Json<Data>", expires_at
+        FROM sessions
+        WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
+          AND revoked_at IS NULL AND expires_at > now()
+        "#;
 
 /// Inserts `rows` in one statement; for each, whether it went in (`false`: id collision).
-///
-/// A single row takes the single-row statement. More run the SQL function
-/// `latchkey_store_create_many` (migration `20261120000500`), the same INSERT over arrays, kept
-/// in PL/pgSQL so its plan is made once per connection instead of at every run.
-async fn create_many(
-    pool: PgPool,
+/// One row or many, the statement is the SQL function `latchkey_store_create_many`
+/// (migration `20261120000500`): one `INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO
+/// NOTHING`, kept in PL/pgSQL so its plan is made once per connection instead of at every run.
+pub(super) async fn create_rows(
+    pool: &PgPool,
     ttl_secs: f64,
-    rows: Vec<NewRow>,
-) -> (Vec<NewRow>, Result<Vec<bool>, sqlx::Error>) {
-    if let [row] = &rows[..] {
-        let inserted = insert_one(&pool, ttl_secs, row).await.map(|i| vec![i]);
-        return (rows, inserted);
-    }
-    let c = Columns::of(&rows);
-    let inserted = sqlx::query_scalar!(
+    rows: &[NewRow],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let c = Columns::of(rows);
+    let ids = sqlx::query_scalar!(
         r#"SELECT latchkey_store_create_many($1, $2, $3, $4, $5, $6) AS "ids!""#,
         &c.ids[..],
         &c.hashes[..],
@@ -416,28 +327,24 @@ async fn create_many(
         &c.expiries[..],
         ttl_secs,
     )
-    .fetch_one(&pool)
-    .await
-    .map(|ids| rows.iter().map(|r| ids.contains(&r.id)).collect());
-    (rows, inserted)
+    .fetch_one(pool)
+    .await?;
+    Ok(rows.iter().map(|r| ids.contains(&r.id)).collect())
 }
 
-/// Saves `rows` in one statement (a single row: the single-row statement).
-///
-/// The multi-row save is the SQL function `latchkey_store_save_many` (migration
-/// `20261120000500`): the same UPDATE as [`save_one`] over arrays, kept in PL/pgSQL so its plan
-/// is made once per connection instead of at every run.
-async fn save_many(
-    pool: PgPool,
+/// Saves `rows` in one statement. Only a live row is updated: a deleted, revoked or expired
+/// session stays gone. A save that changes nothing but a small forward move of the expiry
+/// writes nothing; a data change within the touch interval keeps `expires_at`, so no indexed
+/// column changes and the update can be HOT. One row or many, the statement is the SQL
+/// function `latchkey_store_save_many` (migration `20261120000500`): one `UPDATE … FROM
+/// unnest(arrays)`, kept in PL/pgSQL so its plan is made once per connection.
+pub(super) async fn save_rows(
+    pool: &PgPool,
     touch_secs: f64,
-    rows: Vec<NewRow>,
-) -> (Vec<NewRow>, Result<Vec<()>, sqlx::Error>) {
-    if let [row] = &rows[..] {
-        let saved = save_one(&pool, touch_secs, row).await.map(|()| vec![()]);
-        return (rows, saved);
-    }
-    let c = Columns::of(&rows);
-    let saved = sqlx::query_scalar!(
+    rows: &[NewRow],
+) -> Result<(), sqlx::Error> {
+    let c = Columns::of(rows);
+    sqlx::query_scalar!(
         "SELECT latchkey_store_save_many($1, $2, $3, $4, $5, $6)",
         &c.ids[..],
         &c.hashes[..],
@@ -446,50 +353,10 @@ async fn save_many(
         &c.expiries[..],
         touch_secs,
     )
-    .fetch_one(&pool)
-    .await
-    .map(|_| vec![(); rows.len()]);
-    (rows, saved)
+    .fetch_one(pool)
+    .await?;
+    Ok(())
 }
-
-/// Loads the live rows of `hashes` (full SHA-256 of the cookie ids) in one statement (a
-/// single one: the single-row statement).
-async fn load_many(
-    pool: PgPool,
-    hashes: Vec<[u8; 32]>,
-) -> (Vec<[u8; 32]>, Result<Vec<Option<Loaded>>, sqlx::Error>) {
-    if let [hash] = &hashes[..] {
-        let found = load_one(&pool, hash).await.map(|f| vec![f]);
-        return (hashes, found);
-    }
-    let ids: Vec<Uuid> = hashes.iter().map(row_of).collect();
-    let (sql, size) = LOAD_MANY.statement(ids.len());
-    let mut query = sqlx::query_as::<_, (Vec<u8>, Json<Data>, OffsetDateTime)>(sql);
-    for id in IdList::padded(&ids, size) {
-        query = query.bind(id);
-    }
-    let found = query.fetch_all(&pool).await.map(|rows| {
-        let by_hash: HashMap<Vec<u8>, Loaded> = rows
-            .into_iter()
-            .map(|(hash, data, expiry)| (hash, (data.0, expiry)))
-            .collect();
-        // Loads of one session may share a statement: each gets the row.
-        hashes
-            .iter()
-            .map(|h| by_hash.get(&h[..]).cloned())
-            .collect()
-    });
-    (hashes, found)
-}
-
-/// The multi-row load (`id IN (…)`, one parameter per id; see [`IdList`] for why).
-pub(super) static LOAD_MANY: IdList = IdList::new(1, |ids| {
-    format!(
-        "SELECT token_hash, data, expires_at FROM sessions \
-         WHERE id IN ({ids}) AND kind = 'stateful' \
-           AND revoked_at IS NULL AND expires_at > now()"
-    )
-});
 
 /// `rows` as one array per column, for `unnest`.
 struct Columns {
@@ -529,7 +396,14 @@ fn new_row(record: &Record) -> session_store::Result<NewRow> {
 impl SessionStore for PgSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         for _ in 0..CREATE_ATTEMPTS {
-            if self.insert(new_row(record)?).await? {
+            let row = new_row(record)?;
+            let inserted = match &self.lanes {
+                Some(lanes) => lanes.create(row).await,
+                None => create_rows(&self.pool, self.absolute_ttl_secs, slice::from_ref(&row))
+                    .await
+                    .map(|inserted| inserted.first().copied().unwrap_or(false)),
+            };
+            if inserted.map_err(backend)? {
                 return Ok(());
             }
             tracing::warn!("tower-sessions id collision; drawing a new id");
@@ -542,33 +416,20 @@ impl SessionStore for PgSessionStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let row = new_row(record)?;
-        let row = match self.coalesced() {
-            None => row,
-            Some(c) => match c.save.submit(row.id, row).await {
-                Answer::Done(()) => return Ok(()),
-                Answer::Failed(e) => return Err(backend(e)),
-                Answer::RunAlone(row) => row,
-            },
-        };
-        save_one(&self.pool, self.touch_interval_secs, &row)
-            .await
-            .map_err(backend)
+        match &self.lanes {
+            Some(lanes) => lanes.save(row).await,
+            None => save_rows(&self.pool, self.touch_interval_secs, slice::from_ref(&row)).await,
+        }
+        .map_err(backend)
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let (row_id, hash) = keys(session_id);
-        let found = match self.coalesced().map(|c| c.load.submit(row_id, hash)) {
-            None => None,
-            Some(answer) => match answer.await {
-                Answer::Done(found) => Some(found),
-                Answer::Failed(e) => return Err(read_error(e)),
-                Answer::RunAlone(_) => None,
-            },
-        };
-        let found = match found {
-            Some(found) => found,
-            None => load_one(&self.pool, &hash).await.map_err(read_error)?,
-        };
+        let (_, hash) = keys(session_id);
+        let found = match &self.lanes {
+            Some(lanes) => lanes.load(hash).await,
+            None => load_one(&self.pool, &hash).await,
+        }
+        .map_err(read_error)?;
         let Some((data, expiry_date)) = found else {
             return Ok(None);
         };

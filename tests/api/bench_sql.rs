@@ -69,12 +69,11 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
 
     let row = sqlx::query(FIND_SESSION_SQL)
         .bind(id)
-        .bind(60.0_f64)
         .fetch_one(&db.pool)
         .await
         .expect("the raw read");
     let stored = store
-        .find_session(id, 60.0)
+        .find_session(id)
         .await
         .expect("the store's read")
         .expect("the session");
@@ -97,7 +96,7 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
         .expect("the raw rotation");
     assert!(rotated.is_some(), "the raw rotation lost its swap");
     let after = store
-        .find_session(id, 60.0)
+        .find_session(id)
         .await
         .expect("the store's read")
         .expect("the session");

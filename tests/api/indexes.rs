@@ -7,7 +7,7 @@
 //! `latchkey_revoke_user_sessions()`) are listed in
 //! [`FUNCTION_STATEMENTS`], and the test first checks each function still contains them word
 //! for word; the statements built at run time (the coalesced reads) come from
-//! `latchkey::store::runtime_statements`.
+//! `latchkey::store::coalesce::runtime_statements`.
 
 use crate::helpers::TestDb;
 use sqlx::{Connection, PgConnection};
@@ -258,7 +258,7 @@ async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions()
             .collect::<std::collections::BTreeSet<_>>();
         statements.push((sql, params.len()));
     }
-    for (sql, params) in latchkey::store::runtime_statements() {
+    for (sql, params) in latchkey::store::coalesce::runtime_statements() {
         statements.push((sql.to_owned(), params));
     }
 

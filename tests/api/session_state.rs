@@ -89,11 +89,7 @@ async fn the_view_the_listing_the_row_and_the_stream_check_all_classify_a_sessio
             let row = rows.iter().find(|r| r.session_id == id).expect("listed");
             assert_eq!(row.state, case.state, "listing, {label}");
         }
-        let rec = store
-            .find_session(id, 60.0)
-            .await
-            .expect("read")
-            .expect("row");
+        let rec = store.find_session(id).await.expect("read").expect("row");
         assert_eq!(rec.state().as_str(), case.state, "record, {label}");
         assert_eq!(rec.summary().state, case.state, "summary, {label}");
         let live = store.live_status(id).await.expect("live").expect("row");

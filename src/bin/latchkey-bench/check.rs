@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use latchkey::auth::AuthConfig;
 use latchkey::store::FIND_SESSION_SQL;
 
 use crate::harness::{drive, header, quiesce, ratio};
@@ -25,7 +24,6 @@ pub(crate) async fn run_scenario(
         let ours = drive_checks("check", cs, duration).await;
         ours.print("check", n, "http");
         quiesce(&svc.pool).await?;
-        let touch = AuthConfig::default().touch_interval_secs as f64;
         let raws = ids
             .iter()
             .map(|&id| RawChain {
@@ -40,7 +38,6 @@ pub(crate) async fn run_scenario(
             move |c: RawChain| async move {
                 let r = sqlx::query(FIND_SESSION_SQL)
                     .bind(c.id)
-                    .bind(touch)
                     .fetch_optional(&c.pool)
                     .await
                     .map_err(anyhow::Error::from)

@@ -27,7 +27,6 @@ pub(crate) struct RawChain {
 async fn raw_rotate(c: &RawChain, cfg: &AuthConfig) -> anyhow::Result<()> {
     let row = sqlx::query(FIND_SESSION_SQL)
         .bind(c.id)
-        .bind(cfg.touch_interval_secs as f64)
         .fetch_optional(&c.pool)
         .await?
         .context("session vanished")?;

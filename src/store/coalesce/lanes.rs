@@ -1,5 +1,5 @@
-//! Statement coalescing for [`super::PgSessionStore`]: concurrent calls of one kind (create,
-//! save, load) are gathered and sent as ONE multi-row statement, one round trip and one commit
+//! The scheduler: concurrent calls of one kind (a session read, a tower-sessions create, save
+//! or load) are gathered and sent as ONE multi-row statement, one round trip and one commit
 //! for the lot, instead of one statement and one commit each.
 //!
 //! Nothing waits on a timer. Up to `lanes` statements of a kind run at once, each in a task of
@@ -27,13 +27,13 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// What a caller gets back.
-pub(super) enum Answer<Q, R> {
+enum Answer<Q, R> {
     /// The statement ran; this is the caller's share of its result.
     Done(R),
     /// A multi-row statement failed, or there is no tokio runtime to run statements on: run
@@ -112,7 +112,7 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
 
     /// Runs `request` (on row `row`) in the next statement that has room for it, and waits
     /// for its answer. When a slot is free, that statement starts now, in a task of its own.
-    pub(super) async fn submit(&self, row: Uuid, request: Q) -> Answer<Q, R> {
+    async fn submit(&self, row: Uuid, request: Q) -> Answer<Q, R> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No tokio runtime to run a statement's task on: the caller runs its own.
             return Answer::RunAlone(request);
@@ -134,6 +134,27 @@ impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
         answer
             .await
             .unwrap_or(Answer::Failed(sqlx::Error::WorkerCrashed))
+    }
+}
+
+impl<Q: Send + 'static, R: Send + 'static> Lanes<Q, R> {
+    /// [`Lanes::submit`], then, when told to run alone, `alone` (the single-row statement)
+    /// with the request.
+    pub(super) async fn call<F, Fut>(
+        &self,
+        row: Uuid,
+        request: Q,
+        alone: F,
+    ) -> Result<R, sqlx::Error>
+    where
+        F: FnOnce(Q) -> Fut,
+        Fut: Future<Output = Result<R, sqlx::Error>>,
+    {
+        match self.submit(row, request).await {
+            Answer::Done(r) => Ok(r),
+            Answer::Failed(e) => Err(e),
+            Answer::RunAlone(request) => alone(request).await,
+        }
     }
 }
 
@@ -308,63 +329,6 @@ async fn run<Q, R>(exec: &Exec<Q, R>, batch: Vec<Job<Q, R>>) {
                 let _ = reply.send(Answer::RunAlone(request));
             }
         }
-    }
-}
-
-/// Most ids one [`IdList`] statement takes.
-pub(super) const MAX_ID_LIST: usize = 1024;
-
-/// A multi-row read by id written with one parameter per id (`id IN ($1, …, $n)`), in one
-/// statement per power of two up to [`MAX_ID_LIST`]; a batch is padded up to the next size
-/// by repeating its last id ([`IdList::padded`]), which matches its row once.
-///
-/// Why not one array parameter: the generic plan of `id = ANY($1::uuid[])` guesses 10 ids
-/// and always looks dearer than a custom plan for the few actually sent, so PostgreSQL plans
-/// that statement again at every run. With `n` parameters both plans expect `n` rows and the
-/// plan cache keeps the generic one. Each size's text is built once per process.
-pub(super) struct IdList {
-    /// The statement, given the parameter list (`$2, $3, …`).
-    build: fn(&str) -> String,
-    /// The number of the first id parameter (the ones before it are the statement's own).
-    first: usize,
-    sizes: [OnceLock<String>; 11],
-}
-
-impl IdList {
-    /// `build` makes the statement from the list of id parameters, which start at `$first`.
-    pub(super) const fn new(first: usize, build: fn(&str) -> String) -> Self {
-        Self {
-            build,
-            first,
-            sizes: [const { OnceLock::new() }; 11],
-        }
-    }
-
-    /// The statement for `n` ids (1 ≤ `n` ≤ [`MAX_ID_LIST`]) and its number of id parameters.
-    pub(super) fn statement(&self, n: usize) -> (&str, usize) {
-        // The lanes cap their batches at MAX_ID_LIST; more ids would not all be bound.
-        debug_assert!(n <= MAX_ID_LIST, "{n} ids for one statement");
-        let size = n.clamp(1, MAX_ID_LIST).next_power_of_two();
-        let sql = self.sizes[size.trailing_zeros() as usize].get_or_init(|| {
-            let params: Vec<String> = (self.first..self.first + size)
-                .map(|i| format!("${i}"))
-                .collect();
-            (self.build)(&params.join(", "))
-        });
-        (sql, size)
-    }
-
-    /// Every size's statement with its total number of parameters, for plan checks.
-    pub(super) fn all(&self) -> Vec<(&str, usize)> {
-        (0..self.sizes.len())
-            .map(|bits| self.statement(1 << bits))
-            .map(|(sql, ids)| (sql, ids + self.first - 1))
-            .collect()
-    }
-
-    /// `ids` padded to `size` by repeating the last one.
-    pub(super) fn padded<T: Copy>(ids: &[T], size: usize) -> impl Iterator<Item = T> + '_ {
-        (0..size).filter_map(move |i| ids.get(i.min(ids.len().saturating_sub(1))).copied())
     }
 }
 
