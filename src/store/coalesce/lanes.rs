@@ -165,6 +165,23 @@ fn miscounted() -> sqlx::Error {
     sqlx::Error::Protocol("coalesced statement answered the wrong number of rows".to_owned())
 }
 
+/// A multi-row statement whose columns are not those its rows decode into: a bug of the
+/// statement, the same for every row, so every caller gets the error (a copy of it). Running
+/// each request alone instead would hide it behind single-row statements and lose the
+/// coalescing unnoticed.
+fn statement_bug(e: &sqlx::Error) -> Option<sqlx::Error> {
+    match e {
+        sqlx::Error::ColumnNotFound(column) => Some(sqlx::Error::ColumnNotFound(column.clone())),
+        sqlx::Error::ColumnIndexOutOfBounds { index, len } => {
+            Some(sqlx::Error::ColumnIndexOutOfBounds {
+                index: *index,
+                len: *len,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// How many times a statement's task lets the runtime run every other ready task before it
 /// gathers its batch. The callers the previous statement just answered are among them: a
 /// web handler writes its response, a client loop sends its next request, and whatever they
@@ -323,6 +340,14 @@ async fn run<Q, R>(exec: &Exec<Q, R>, batch: Vec<Job<Q, R>>) {
                 let _ = reply.send(Answer::Failed(miscounted()));
             }
         }
+        (_, Err(e)) if statement_bug(&e).is_some() => {
+            tracing::error!(error = %e, rows = n, "coalesced statement does not match its rows");
+            for reply in replies {
+                if let Some(e) = statement_bug(&e) {
+                    let _ = reply.send(Answer::Failed(e));
+                }
+            }
+        }
         (requests, Err(e)) => {
             tracing::debug!(error = %e, rows = n, "coalesced statement failed; running its rows one by one");
             for (reply, request) in replies.into_iter().zip(requests) {
@@ -421,6 +446,49 @@ mod tests {
             *seen.lock().expect("log"),
             vec![vec![1, 4], vec![2], vec![3]]
         );
+    }
+
+    /// A statement whose columns do not match its rows fails every caller in it (nobody is
+    /// sent to run alone, which would hide the bug); another failure of a multi-row statement
+    /// sends each caller to run alone.
+    #[tokio::test]
+    async fn a_statement_bug_fails_every_caller_and_other_errors_run_alone() {
+        for (bug, expect_alone) in [(true, false), (false, true)] {
+            let exec: Exec<u32, u32> = Arc::new(move |requests: Vec<u32>| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let e = if bug {
+                        sqlx::Error::ColumnNotFound("x".to_owned())
+                    } else {
+                        sqlx::Error::RowNotFound
+                    };
+                    (requests, Err(e))
+                })
+            });
+            let lanes = Arc::new(Lanes::new(1, 64, true, exec));
+            let tasks: Vec<_> = (0..4u32)
+                .map(|request| {
+                    let lanes = lanes.clone();
+                    let row = Uuid::from_u128(u128::from(request));
+                    tokio::spawn(async move { lanes.submit(row, request).await })
+                })
+                .collect();
+            let mut alone = 0;
+            for t in tasks {
+                match t.await.expect("caller task") {
+                    // A statement of one hands back its error as the caller's own.
+                    Answer::RunAlone(_) | Answer::Failed(sqlx::Error::RowNotFound) => alone += 1,
+                    Answer::Failed(sqlx::Error::ColumnNotFound(_)) => {}
+                    Answer::Failed(e) => panic!("unexpected error {e}"),
+                    Answer::Done(_) => panic!("a failed statement answered"),
+                }
+            }
+            if expect_alone {
+                assert_eq!(alone, 4);
+            } else {
+                assert_eq!(alone, 0);
+            }
+        }
     }
 
     /// At most `max_batch` calls per statement; the rest go into the next one.
