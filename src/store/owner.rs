@@ -125,27 +125,36 @@ impl<'de> Deserialize<'de> for OwnerKey {
     }
 }
 
-impl Type<Postgres> for OwnerKey {
-    fn type_info() -> PgTypeInfo {
-        <String as Type<Postgres>>::type_info()
-    }
+/// A type stored as its string in a `text` column: encoded with `Display`, decoded with
+/// `FromStr` (so a malformed value in the table is a decode error, never a wrong value).
+macro_rules! text_column {
+    ($t:ty) => {
+        impl Type<Postgres> for $t {
+            fn type_info() -> PgTypeInfo {
+                <String as Type<Postgres>>::type_info()
+            }
 
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <String as Type<Postgres>>::compatible(ty)
-    }
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                <String as Type<Postgres>>::compatible(ty)
+            }
+        }
+
+        impl Encode<'_, Postgres> for $t {
+            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <String as Encode<Postgres>>::encode(self.to_string(), buf)
+            }
+        }
+
+        impl<'r> Decode<'r, Postgres> for $t {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+                Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
+            }
+        }
+    };
 }
 
-impl Encode<'_, Postgres> for OwnerKey {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <String as Encode<Postgres>>::encode(self.to_string(), buf)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for OwnerKey {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
-    }
-}
+text_column!(OwnerKey);
+text_column!(RevokeReason);
 
 /// What happened to a session: the Postgres enum `session_event_kind` of
 /// `session_events.event`.
@@ -256,22 +265,6 @@ impl FromStr for RevokeReason {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or(RevokeReasonError)
-    }
-}
-
-impl Type<Postgres> for RevokeReason {
-    fn type_info() -> PgTypeInfo {
-        <String as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <String as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl Encode<'_, Postgres> for RevokeReason {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
     }
 }
 

@@ -344,6 +344,8 @@ pub(super) async fn save_rows(
     rows: &[NewRow],
 ) -> Result<(), sqlx::Error> {
     let c = Columns::of(rows);
+    // The same six arrays as `create_rows` binds: `query!` takes only a literal, so each
+    // function call binds its own.
     sqlx::query_scalar!(
         "SELECT latchkey_store_save_many($1, $2, $3, $4, $5, $6)",
         &c.ids[..],
