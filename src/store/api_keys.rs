@@ -96,7 +96,7 @@ impl Store {
         Ok(())
     }
 
-    /// Lists keys, optionally of one owner.
+    /// Lists keys, newest first: every key of one owner, or the newest 1000 of all.
     ///
     /// # Errors
     /// Database failures.
@@ -104,27 +104,27 @@ impl Store {
         &self,
         owner_key: Option<&OwnerKey>,
     ) -> StoreResult<Vec<ApiKeySummary>> {
-        let rows = match owner_key {
-            Some(owner) => {
-                sqlx::query_as!(
-                    ApiKeySummary,
-                    r#"SELECT id, owner_key AS "owner_key: OwnerKey", name, created_at, last_used_at, revoked_at
-                     FROM api_keys WHERE owner_key = $1 ORDER BY created_at DESC"#,
-                    owner as _
-                )
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query_as!(
-                    ApiKeySummary,
-                    r#"SELECT id, owner_key AS "owner_key: OwnerKey", name, created_at, last_used_at, revoked_at
-                     FROM api_keys ORDER BY created_at DESC LIMIT 1000"#
-                )
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+        // One statement for both cases, of the shape of `list_sessions` (see there). With
+        // `SET plan_cache_mode = force_generic_plan` on 200k keys (20k owners): one owner
+        // reads api_keys_owner_key_idx and the second branch is "never executed" (One-Time
+        // Filter: $1 IS NULL, no worker started); all: a top-N sort of a parallel seq scan,
+        // as before. `WHERE ($1 IS NULL OR owner_key = $1)` would scan every key for one owner.
+        let rows = sqlx::query_as!(
+            ApiKeySummary,
+            r#"
+            SELECT k.id AS "id!", k.owner_key AS "owner_key!: OwnerKey", k.name,
+                   k.created_at AS "created_at!", k.last_used_at, k.revoked_at
+            FROM (SELECT * FROM api_keys WHERE owner_key = $1
+                  UNION ALL
+                  SELECT * FROM (SELECT * FROM api_keys
+                                 ORDER BY created_at DESC LIMIT 1000) AS newest
+                  WHERE $1::text IS NULL) AS k
+            ORDER BY k.created_at DESC
+            "#,
+            owner_key as _,
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows)
     }
 

@@ -4,9 +4,9 @@
 //!
 //! Every Rust path that asks whether a session is live derives the answer from
 //! [`SessionState::of`]: the protocol's checks (`load_checked`, the bearer check),
-//! [`SessionRecord::summary`] and the re-validation of event streams. Two SQL statements must
-//! say the same in SQL and carry a comment pointing here: the `session_overview` view (in
-//! `migrations/`) and [`Store::list_sessions`].
+//! [`SessionRecord::summary`] and the re-validation of event streams. In SQL the rule is
+//! written once, in the `session_overview` view (in `migrations/`), which must say the same;
+//! [`Store::list_sessions`] reads its `state` column from that view.
 
 use uuid::Uuid;
 

@@ -6,8 +6,10 @@
 mod api_keys;
 pub mod coalesce;
 mod expire;
+mod listing;
 mod live;
 mod owner;
+mod revoke;
 mod sessions;
 mod throttle;
 mod tower;

@@ -50,7 +50,7 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 use super::coalesce::{Coalescing, StoreLanes};
-use super::{EventKind, ExpirePolicy, OwnerKey, RevokeReason, Store};
+use super::{ExpirePolicy, OwnerKey, RevokeReason, Store};
 
 /// The session-data key under which [`bind_owner`] keeps the owner key. The store mirrors it
 /// into the `owner_key` column on every write.
@@ -444,23 +444,21 @@ impl SessionStore for PgSessionStore {
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let (row_id, hash) = keys(session_id);
-        sqlx::query!(
+        // The row is chosen here (its id, hash and kind never change); latchkey_revoke
+        // revokes it if live, clears its data and records the `revoked` event.
+        sqlx::query_scalar!(
             r#"
-            WITH upd AS (
-                UPDATE sessions
-                SET revoked_at = now(), revoked_reason = $3, data = '{}'::jsonb
-                WHERE id = $1 AND token_hash = $2 AND kind = 'stateful' AND revoked_at IS NULL
-                RETURNING id, owner_key
-            )
-            INSERT INTO session_events (session_id, owner_key, event, detail)
-            SELECT id, owner_key, $4, jsonb_build_object('reason', $3::text) FROM upd
+            SELECT r.id AS "id!"
+            FROM latchkey_revoke(
+                ARRAY(SELECT s.id FROM sessions AS s
+                      WHERE s.id = $1 AND s.token_hash = $2 AND s.kind = 'stateful'),
+                $3, true) AS r(id)
             "#,
             row_id,
             &hash[..],
             RevokeReason::Deleted as _,
-            EventKind::Revoked as EventKind,
         )
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
         Ok(())
