@@ -58,6 +58,11 @@ async fn open(url: &str, max: u32, create: bool) -> anyhow::Result<sqlx::PgPool>
     Ok(pool)
 }
 
+/// A store on a pool of `max` connections to an existing database, for the admin commands.
+async fn open_store(url: &str, max: u32) -> anyhow::Result<Store> {
+    Ok(Store::new(open(url, max, false).await?))
+}
+
 /// Exit status of `serve` for a setting it refuses (as for a flag clap cannot parse).
 const EXIT_BAD_SETTING: u8 = 2;
 
@@ -149,8 +154,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if args.sweep_interval_secs > 0 {
         // The purge's batches run untimed, on a connection of their own, as `latchkey expire`.
-        let sweep = open(url, 1, false).await?;
-        spawn_sweeper(Store::new(sweep), args.sweep_interval_secs);
+        spawn_sweeper(open_store(url, 1).await?, args.sweep_interval_secs);
     }
     let app = Application::build(settings, pool).await?;
     tracing::info!(addr = %app.local_addr()?, "latchkey listening");
@@ -197,8 +201,7 @@ async fn shutdown_signal() {
 }
 
 async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
-    let pool = open(url, 2, false).await?;
-    let store = Store::new(pool);
+    let store = open_store(url, 2).await?;
     match cmd {
         UserCommand::Add { email, .. } => {
             let mut line = String::new();
@@ -244,8 +247,7 @@ async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
-    let pool = open(url, 2, false).await?;
-    let store = Store::new(pool);
+    let store = open_store(url, 2).await?;
     match cmd {
         SessionsCommand::List { owner, json } => {
             let rows = store.list_sessions(owner.as_ref()).await?;
@@ -288,8 +290,7 @@ async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn apikey(url: &str, cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
-    let pool = open(url, 2, false).await?;
-    let store = Store::new(pool);
+    let store = open_store(url, 2).await?;
     match cmd {
         ApiKeyCommand::Create { owner, name } => {
             let auth = offline_auth(store)?;
@@ -358,8 +359,7 @@ fn offline_auth(store: Store) -> anyhow::Result<crate::auth::Auth> {
 
 /// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
 async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
-    let pool = open(url, 1, false).await?;
-    let store = Store::new(pool);
+    let store = open_store(url, 1).await?;
     let started = std::time::Instant::now();
     let mut progress = Progress::new();
     let report = store

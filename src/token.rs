@@ -79,8 +79,9 @@ pub enum ParseError {
     Malformed,
 }
 
-/// A parsed session token: its claimed mode, the session id and the secret.
-#[derive(Clone, PartialEq, Eq)]
+/// A parsed session token: its claimed mode, the session id and the secret. Its `Debug`
+/// shows the secret as [`Secret`]'s: redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionToken {
     /// The mode the prefix claims. The `kind` column stays the authority.
     pub kind: SessionKind,
@@ -88,16 +89,6 @@ pub struct SessionToken {
     pub session_id: Uuid,
     /// The secret whose hash must match the row.
     pub secret: Secret,
-}
-
-impl fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionToken")
-            .field("kind", &self.kind)
-            .field("session_id", &self.session_id)
-            .field("secret", &self.secret)
-            .finish()
-    }
 }
 
 fn prefix(kind: SessionKind) -> &'static str {
@@ -174,22 +165,13 @@ impl SessionToken {
 }
 
 /// An API key for machine clients: `lka_<base64url(key id ‖ secret)>`. Only SHA-256 of the
-/// secret is stored; the key is shown once at creation.
-#[derive(Clone, PartialEq, Eq)]
+/// secret is stored; the key is shown once at creation. Its `Debug` redacts the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyToken {
     /// The `api_keys` row id.
     pub key_id: Uuid,
     /// The secret whose hash must match the row.
     pub secret: Secret,
-}
-
-impl fmt::Debug for ApiKeyToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyToken")
-            .field("key_id", &self.key_id)
-            .field("secret", &self.secret)
-            .finish()
-    }
 }
 
 impl ApiKeyToken {

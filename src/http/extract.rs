@@ -132,29 +132,14 @@ pub(super) async fn check_credential(
     credential: Credential,
     policy: OriginPolicy,
 ) -> Result<Result<Authenticated, AuthError>, ApiError> {
-    Ok(match credential {
+    let (verdict, via_cookie) = match credential {
         Credential::Cookie(value) => {
             policy.check(headers, &state.http)?;
-            state
-                .auth
-                .authenticate_session_token(&value)
-                .await
-                .map(|caller| Authenticated {
-                    caller,
-                    via_cookie: true,
-                })
+            (state.auth.authenticate_session_token(&value).await, true)
         }
-        Credential::Bearer(value) => {
-            state
-                .auth
-                .authenticate_bearer(&value)
-                .await
-                .map(|caller| Authenticated {
-                    caller,
-                    via_cookie: false,
-                })
-        }
-    })
+        Credential::Bearer(value) => (state.auth.authenticate_bearer(&value).await, false),
+    };
+    Ok(verdict.map(|caller| Authenticated { caller, via_cookie }))
 }
 
 /// The caller of a request that must be authenticated: its credential, checked under

@@ -3,12 +3,19 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use latchkey::store::FIND_SESSION_SQL;
+use crate::harness::{drive_clients, header, quiesce, raw_sql_ratio, Client};
+use crate::refresh::{raw_chains, RawChain};
+use crate::service::{cookie_clients, Service, POOL};
 
-use crate::harness::{drive, header, quiesce, ratio};
-use crate::refresh::RawChain;
-use crate::service::{cookie_clients, drive_checks, Service, POOL};
+/// A raw client that only reads its session, as a stateful check does.
+struct RawCheck(RawChain);
+
+impl Client for RawCheck {
+    /// One `find_session`, the statement behind a check.
+    async fn call(&self) -> anyhow::Result<()> {
+        self.0.find().await.map(|_| ())
+    }
+}
 
 /// HTTP then raw, at each client count.
 pub(crate) async fn run_scenario(
@@ -21,33 +28,12 @@ pub(crate) async fn run_scenario(
     for &n in clients {
         let (cs, ids) = cookie_clients(svc, n).await?;
         quiesce(&svc.pool).await?;
-        let ours = drive_checks("check", cs, duration).await;
+        let ours = drive_clients("check", cs, duration).await;
         ours.print("check", n, "http");
         quiesce(&svc.pool).await?;
-        let raws = ids
-            .iter()
-            .map(|&id| RawChain {
-                pool: svc.pool.clone(),
-                id,
-            })
-            .collect();
-        let raw = drive(
-            "check-raw".to_owned(),
-            raws,
-            duration,
-            move |c: RawChain| async move {
-                let r = sqlx::query(FIND_SESSION_SQL)
-                    .bind(c.id)
-                    .fetch_optional(&c.pool)
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .and_then(|row| row.map(|_| ()).context("session vanished"));
-                (c, r)
-            },
-        )
-        .await;
-        raw.print("check", n, "raw-sql");
-        ratio("check", n, &ours, &raw, "goal: ok/s >= 0.6x");
+        let raws = raw_chains(svc, &ids).into_iter().map(RawCheck).collect();
+        let raw = drive_clients("check-raw", raws, duration).await;
+        raw_sql_ratio("check", n, &ours, &raw, "goal: ok/s >= 0.6x");
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{drive, header, quiesce};
-use crate::login::LoginClient;
-use crate::service::{login, refresh, refresh_http, Chain, Service};
+use crate::harness::{drive, drive_clients, header, quiesce};
+use crate::login::login_clients;
+use crate::service::{refresh_http, Chain, Service};
 
 /// Idle refreshes, then the same refreshes under a login flood.
 pub(crate) async fn run_scenario(svc: &Service, duration: Duration) -> anyhow::Result<()> {
@@ -22,26 +22,14 @@ pub(crate) async fn run_scenario(svc: &Service, duration: Duration) -> anyhow::R
     quiesce(&svc.pool).await?;
     // Set up the refresh chains first so their logins do not queue behind the flood.
     let (flooded, flood) = {
-        let flood_svc_client = svc.client.clone();
-        let base = svc.base.clone();
-        let cs: Vec<LoginClient> = (0..LOGINS)
-            .map(|_| LoginClient {
-                client: flood_svc_client.clone(),
-                base: base.clone(),
-            })
-            .collect();
         let mut chains = Vec::with_capacity(REFRESHERS);
         for _ in 0..REFRESHERS {
             chains.push(Chain::login(svc).await?);
         }
-        let flood_task = tokio::spawn(drive(
-            "login flood".to_owned(),
-            cs,
+        let flood_task = tokio::spawn(drive_clients(
+            "login flood",
+            login_clients(svc, LOGINS),
             duration + Duration::from_secs(1),
-            |c: LoginClient| async move {
-                let r = login(&c.client, &c.base, "stateless").await.map(|_| ());
-                (c, r)
-            },
         ));
         // Let the hashing pool fill up before measuring.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -50,13 +38,8 @@ pub(crate) async fn run_scenario(svc: &Service, duration: Duration) -> anyhow::R
             chains,
             duration,
             |mut c: Chain| async move {
-                match refresh(&c.client, &c.base, &c.token).await {
-                    Ok(next) => {
-                        c.token = next;
-                        (c, Ok(()))
-                    }
-                    Err(e) => (c, Err(e)),
-                }
+                let r = c.refresh().await;
+                (c, r)
             },
         )
         .await;

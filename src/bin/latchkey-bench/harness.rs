@@ -80,8 +80,16 @@ pub(crate) fn header() {
     );
 }
 
-/// The ratio row: throughput and p99 of `ours` against `base`, with the goal.
-pub(crate) fn ratio(scenario: &str, clients: usize, ours: &Stats, base: &Stats, goal: &str) {
+/// The baseline's row (variant `raw-sql`), then the ratio row: throughput and p99 of `ours`
+/// against `base`, with the goal.
+pub(crate) fn raw_sql_ratio(
+    scenario: &str,
+    clients: usize,
+    ours: &Stats,
+    base: &Stats,
+    goal: &str,
+) {
+    base.print(scenario, clients, "raw-sql");
     println!(
         "{:<14} {:>7} {:<12} {:>9.2}x {:>17.2}x {:>17}  ({goal})",
         scenario,
@@ -187,4 +195,24 @@ where
         secs,
         lat_us,
     }
+}
+
+/// A client whose operation only reads its own state (unlike a chain of tokens, which
+/// [`drive`] hands back changed).
+pub(crate) trait Client: Send + Sync + 'static {
+    /// One timed operation.
+    fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Runs [`Client::call`] on every client in a loop for `duration` ([`drive`]).
+pub(crate) async fn drive_clients<C: Client>(
+    label: &str,
+    clients: Vec<C>,
+    duration: Duration,
+) -> Stats {
+    drive(label.to_owned(), clients, duration, |c: C| async move {
+        let r = c.call().await;
+        (c, r)
+    })
+    .await
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{drive, header, Stats};
+use crate::harness::{drive_clients, header, Client};
 use crate::service::{login, Service, PASSWORD};
 
 /// argon2id hashes/s of the service's parameters on every core, computed here.
@@ -48,24 +48,23 @@ pub(crate) struct LoginClient {
     pub(crate) base: String,
 }
 
-/// `n` clients logging in for `duration`.
-pub(crate) async fn logins(svc: &Service, n: usize, duration: Duration, label: &str) -> Stats {
-    let cs = (0..n)
+impl Client for LoginClient {
+    /// One stateless login.
+    async fn call(&self) -> anyhow::Result<()> {
+        login(&self.client, &self.base, "stateless")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// `n` clients of `svc` for the login loop.
+pub(crate) fn login_clients(svc: &Service, n: usize) -> Vec<LoginClient> {
+    (0..n)
         .map(|_| LoginClient {
             client: svc.client.clone(),
             base: svc.base.clone(),
         })
-        .collect();
-    drive(
-        label.to_owned(),
-        cs,
-        duration,
-        |c: LoginClient| async move {
-            let r = login(&c.client, &c.base, "stateless").await.map(|_| ());
-            (c, r)
-        },
-    )
-    .await
+        .collect()
 }
 
 /// The hashing baseline, then the logins at each client count.
@@ -78,7 +77,7 @@ pub(crate) async fn run_scenario(
     header();
     let (hps, threads) = argon2_baseline(duration).await?;
     for &n in clients {
-        let ours = logins(svc, n, duration, "login").await;
+        let ours = drive_clients("login", login_clients(svc, n), duration).await;
         ours.print("login", n, "http");
         println!(
             "{:<14} {:>7} {:<12} {:>10.1}   (argon2id m=19456 t=2 p=1 on {threads} threads)",

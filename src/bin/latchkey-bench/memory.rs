@@ -12,8 +12,8 @@ use anyhow::{bail, Context};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 
-use crate::harness::header;
-use crate::service::{drive_checks, login, CookieClient, EMAIL, PASSWORD};
+use crate::harness::{drive_clients, header};
+use crate::service::{login, CookieClient, EMAIL, PASSWORD};
 
 /// Keep-alive connections held open for the whole run.
 const CONNS: usize = 256;
@@ -262,7 +262,7 @@ pub(crate) async fn run(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let stats = drive_checks("memory", clients, duration).await;
+    let stats = drive_clients("memory", clients, duration).await;
     done.store(true, Ordering::Relaxed);
     let peak = sampler.await?;
     // Let the service see the connections close before the last reading.

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::harness::{drive, Stats};
+use crate::harness::{drive, Client, Stats};
 use crate::{check, flood, login, memory, refresh, storm, Args, Scenario};
 
 /// The user every scenario logs in as.
@@ -86,15 +86,18 @@ pub(crate) struct Login {
     pub(crate) cookie: Option<String>,
 }
 
-/// `POST /auth/login` as the bench user, in `mode` (`stateless` or `stateful`).
-pub(crate) async fn login(
+/// `POST {base}{path}` with a JSON `body`; the answer's cookie (if any) and JSON body on 200,
+/// an error naming `what` otherwise.
+async fn post(
     client: &reqwest::Client,
     base: &str,
-    mode: &str,
+    path: &str,
+    body: &Value,
+    what: &str,
 ) -> anyhow::Result<Login> {
     let res = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({ "email": EMAIL, "password": PASSWORD, "mode": mode }))
+        .post(format!("{base}{path}"))
+        .json(body)
         .send()
         .await?;
     let status = res.status();
@@ -106,9 +109,25 @@ pub(crate) async fn login(
         .map(str::to_owned);
     let body: Value = res.json().await.unwrap_or(Value::Null);
     if status != reqwest::StatusCode::OK {
-        anyhow::bail!("login answered {status}: {body}");
+        anyhow::bail!("{what} answered {status}: {body}");
     }
     Ok(Login { body, cookie })
+}
+
+/// `POST /auth/login` as the bench user, in `mode` (`stateless` or `stateful`).
+pub(crate) async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    mode: &str,
+) -> anyhow::Result<Login> {
+    let body = json!({ "email": EMAIL, "password": PASSWORD, "mode": mode });
+    post(client, base, "/auth/login", &body, "login").await
+}
+
+/// A stateless login's refresh token: the start of a chain.
+pub(crate) async fn login_token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let l = login(client, base, "stateless").await?;
+    field(&l.body, "refresh_token")
 }
 
 /// A string field of a JSON answer.
@@ -125,17 +144,9 @@ pub(crate) async fn refresh(
     base: &str,
     token: &str,
 ) -> anyhow::Result<String> {
-    let res = client
-        .post(format!("{base}/auth/refresh"))
-        .json(&json!({ "refresh_token": token }))
-        .send()
-        .await?;
-    let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
-    if status != reqwest::StatusCode::OK {
-        anyhow::bail!("refresh answered {status}: {body}");
-    }
-    field(&body, "refresh_token")
+    let body = json!({ "refresh_token": token });
+    let answer = post(client, base, "/auth/refresh", &body, "refresh").await?;
+    field(&answer.body, "refresh_token")
 }
 
 /// Dispatches an end-to-end scenario.
@@ -182,6 +193,12 @@ impl Chain {
             session_id: Uuid::parse_str(&field(&l.body, "session_id")?)?,
         })
     }
+
+    /// One refresh; on 200 the chain goes on from the successor.
+    pub(crate) async fn refresh(&mut self) -> anyhow::Result<()> {
+        self.token = refresh(&self.client, &self.base, &self.token).await?;
+        Ok(())
+    }
 }
 
 /// Logs `clients` stateless sessions in and refreshes each chain over HTTP for `duration`;
@@ -202,21 +219,14 @@ pub(crate) async fn refresh_http(
         chains,
         duration,
         |mut c: Chain| async move {
-            match refresh(&c.client, &c.base, &c.token).await {
-                Ok(next) => {
-                    c.token = next;
-                    (c, Ok(()))
-                }
-                Err(e) => {
-                    // The chain is broken: count it, then start a new one so the run goes on.
-                    if let Ok(l) = login(&c.client, &c.base, "stateless").await {
-                        if let Ok(t) = field(&l.body, "refresh_token") {
-                            c.token = t;
-                        }
-                    }
-                    (c, Err(e))
+            let r = c.refresh().await;
+            if r.is_err() {
+                // The chain is broken: count it, then start a new one so the run goes on.
+                if let Ok(t) = login_token(&c.client, &c.base).await {
+                    c.token = t;
                 }
             }
+            (c, r)
         },
     )
     .await;
@@ -230,41 +240,25 @@ pub(crate) struct CookieClient {
     pub(crate) cookie: String,
 }
 
-/// Every client checks its session in a loop for `duration`.
-pub(crate) async fn drive_checks(
-    label: &str,
-    clients: Vec<CookieClient>,
-    duration: Duration,
-) -> Stats {
-    drive(
-        label.to_owned(),
-        clients,
-        duration,
-        |c: CookieClient| async move {
-            let r = check_once(&c).await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-/// One `GET /auth/session` with the cookie; an answer other than 200 is an error.
-async fn check_once(c: &CookieClient) -> anyhow::Result<()> {
-    let res = c
-        .client
-        .get(&c.url)
-        .header("cookie", &c.cookie)
-        .send()
-        .await?;
-    let status = res.status();
-    let body = res.bytes().await?;
-    if status != reqwest::StatusCode::OK {
-        anyhow::bail!(
-            "session check answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
+impl Client for CookieClient {
+    /// One `GET /auth/session` with the cookie; an answer other than 200 is an error.
+    async fn call(&self) -> anyhow::Result<()> {
+        let res = self
+            .client
+            .get(&self.url)
+            .header("cookie", &self.cookie)
+            .send()
+            .await?;
+        let status = res.status();
+        let body = res.bytes().await?;
+        if status != reqwest::StatusCode::OK {
+            anyhow::bail!(
+                "session check answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Logs `n` stateful sessions in: a client with its cookie each, and the session ids.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Barrier;
 
-use crate::service::{field, login, refresh, Service};
+use crate::service::{login_token, refresh, Service};
 
 /// Rounds until `duration` is up; prints rounds/s, round latency, errors and forks.
 pub(crate) async fn run_scenario(
@@ -18,8 +18,7 @@ pub(crate) async fn run_scenario(
         "scenario=refresh-storm seconds={} tabs={tabs}",
         duration.as_secs()
     );
-    let l = login(&svc.client, &svc.base, "stateless").await?;
-    let mut token = field(&l.body, "refresh_token")?;
+    let mut token = login_token(&svc.client, &svc.base).await?;
     let (mut rounds, mut forks, mut errors, mut answers) = (0u64, 0u64, 0u64, 0u64);
     let mut round_ms = Vec::new();
     let mut first_error: Option<String> = None;
@@ -62,8 +61,7 @@ pub(crate) async fn run_scenario(
         match successors.into_iter().next() {
             Some(next) => token = next,
             None => {
-                let l = login(&svc.client, &svc.base, "stateless").await?;
-                token = field(&l.body, "refresh_token")?;
+                token = login_token(&svc.client, &svc.base).await?;
             }
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
