@@ -109,6 +109,8 @@ impl Store {
         // reads api_keys_owner_key_idx and the second branch is "never executed" (One-Time
         // Filter: $1 IS NULL, no worker started); all: a top-N sort of a parallel seq scan,
         // as before. `WHERE ($1 IS NULL OR owner_key = $1)` would scan every key for one owner.
+        // The shape is `list_sessions`' over another table: `query!` takes only a literal,
+        // so each listing spells its own.
         let rows = sqlx::query_as!(
             ApiKeySummary,
             r#"

@@ -92,11 +92,7 @@ impl SessionState {
     }
 }
 
-impl std::fmt::Display for SessionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+super::owner::display_as_str!(SessionState);
 
 impl SessionRecord {
     /// The state of this row ([`SessionState::of`] its `revoked_at` and `expired`).

@@ -12,6 +12,19 @@ use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 use uuid::Uuid;
 
+/// `Display` for a type with an `as_str(self) -> &'static str`: the same text, padded as
+/// `str` is.
+macro_rules! display_as_str {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+pub(super) use display_as_str;
+
 /// Who a session belongs to: the `owner_key` column, `user:<uuid>`, `apikey:<uuid>` or
 /// `anon:<uuid>` (lowercase, hyphenated: the `sessions_owner_key_format` constraint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,11 +205,7 @@ impl EventKind {
     }
 }
 
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+display_as_str!(EventKind);
 
 /// Why a session was revoked (the `revoked_reason` column, text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,11 +260,7 @@ impl RevokeReason {
     }
 }
 
-impl fmt::Display for RevokeReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+display_as_str!(RevokeReason);
 
 impl FromStr for RevokeReason {
     type Err = RevokeReasonError;

@@ -21,14 +21,7 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn revoke(&self, id: Uuid, reason: RevokeReason) -> StoreResult<bool> {
-        let revoked = sqlx::query_scalar!(
-            r#"SELECT r.id AS "id!" FROM latchkey_revoke(ARRAY[$1::uuid], $2) AS r(id)"#,
-            id,
-            reason as _,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(revoked.is_some())
+        self.revoke_one(id, None, reason).await
     }
 
     /// Revokes one session only if it belongs to `owner_key`. Returns `false` for a session
@@ -43,12 +36,22 @@ impl Store {
         id: Uuid,
         reason: RevokeReason,
     ) -> StoreResult<bool> {
-        // The owner is checked by the function's UPDATE itself (its `owners` argument), on
-        // the row it revokes.
+        self.revoke_one(id, Some(owner_key), reason).await
+    }
+
+    /// One session, of `owner_key` if given: whether this call revoked it. The owner is
+    /// checked by the function's UPDATE itself (its `owners` argument), on the row it revokes.
+    async fn revoke_one(
+        &self,
+        id: Uuid,
+        owner_key: Option<&OwnerKey>,
+        reason: RevokeReason,
+    ) -> StoreResult<bool> {
         let revoked = sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
-            FROM latchkey_revoke(ARRAY[$1::uuid], $3, false, ARRAY[$2::text]) AS r(id)
+            FROM latchkey_revoke(ARRAY[$1::uuid], $3, false,
+                                 CASE WHEN $2::text IS NOT NULL THEN ARRAY[$2::text] END) AS r(id)
             "#,
             id,
             owner_key as _,
