@@ -1,5 +1,10 @@
-//! The HTTP API: `AppState`, [`router`], extractors, cookies and the problem+json errors.
-//! [`metrics_router`] serves the protocol counters at `GET /metrics`, on a listener of its own.
+//! The HTTP API: `AppState`, the routers, extractors, cookies and the problem+json errors.
+//!
+//! - [`auth_router`]: the auth API, paths relative to its nest (`/auth` in the binary), no
+//!   fallback, so it composes with an app's own routes, state and fallback.
+//! - [`ops_router`]: `/healthz` and `/readyz`, separate so an app keeps its own.
+//! - [`router`]: the two as `latchkey serve` serves them, with a problem+json 404.
+//! - [`metrics_router`]: the protocol counters at `GET /metrics`, on a listener of its own.
 //!
 //! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
 
@@ -73,27 +78,32 @@ pub struct AppState {
     pub anonymous_limiter: ClientRateLimiter,
 }
 
-/// The `/auth/*` routes plus `/healthz` and `/readyz`, ready to serve or to nest in an app.
-/// Every route but the `GET /auth/events` stream answers within `request_timeout` (503
-/// `unavailable` past it); bodies are read up front, within [`BODY_LIMIT`].
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// The auth API with paths relative to where an app nests it (`/login`, `/refresh`, …,
+/// `/events`), for any app state `S` (its own state is given here). No fallback, so it nests
+/// or merges into an app that has its own: `app.nest("/auth", auth_router(state, timeout))`.
+/// A request under the nest that matches no route is the app's (its fallback answers it).
+///
+/// Every route but the `/events` stream answers within `request_timeout` (503 `unavailable`
+/// past it); bodies are read up front, within [`BODY_LIMIT`]; every error, the wrong method
+/// included, is problem+json.
+pub fn auth_router<S>(state: AppState, request_timeout: Duration) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
-        .route("/auth/login", post(auth::login))
-        .route("/auth/anonymous", post(auth::anonymous))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
-        .route("/auth/logout-all", post(auth::logout_all))
-        .route("/auth/session", get(auth::session))
-        .route("/auth/sessions", get(auth::sessions))
-        .route("/auth/sessions/{id}", delete(auth::revoke_session))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/login", post(auth::login))
+        .route("/anonymous", post(auth::anonymous))
+        .route("/refresh", post(auth::refresh))
+        .route("/logout", post(auth::logout))
+        .route("/logout-all", post(auth::logout_all))
+        .route("/session", get(auth::session))
+        .route("/sessions", get(auth::sessions))
+        .route("/sessions/{id}", delete(auth::revoke_session))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .route("/auth/events", get(events::events))
-        .fallback(health::not_found)
+        .route("/events", get(events::events))
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(body::bounded_body))
@@ -101,6 +111,35 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             error::problem_for_every_error,
         ))
         .with_state(state)
+}
+
+/// The operational routes, `GET /healthz` (the process answers) and `GET /readyz` (the
+/// database answers), for any app state `S`; no fallback. An app with its own health checks
+/// leaves it out, or mounts it under another path.
+pub fn ops_router<S>(state: AppState) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(axum::middleware::map_response(
+            error::problem_for_every_error,
+        ))
+        .with_state(state)
+}
+
+/// What `latchkey serve` serves: [`auth_router`] nested at `/auth`, [`ops_router`], and a
+/// problem+json 404 for every other path.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .nest("/auth", auth_router(state.clone(), request_timeout))
+        .merge(ops_router(state))
+        .fallback(health::not_found)
+        .layer(axum::middleware::map_response(
+            error::problem_for_every_error,
+        ))
 }
 
 /// `GET /metrics` (OpenMetrics text of the protocol counters) and nothing else: for a

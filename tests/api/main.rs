@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod disable;
 mod domain_literals;
+mod embed;
 mod endpoints;
 mod events;
 mod expire;

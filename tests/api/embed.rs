@@ -1,0 +1,121 @@
+//! latchkey's routers inside an app that has its own state, routes, health check and fallback:
+//! nothing panics at build time, the app keeps its own answers, and the auth API works under
+//! the path the app nests it at.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use latchkey::http::auth_router;
+use latchkey::SessionKind;
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+/// The app's own state.
+#[derive(Clone)]
+struct MyState {
+    name: &'static str,
+}
+
+async fn my_health(State(s): State<MyState>) -> String {
+    format!("{} is fine", s.name)
+}
+
+async fn my_fallback() -> (axum::http::StatusCode, &'static str) {
+    (axum::http::StatusCode::NOT_FOUND, "the app's own 404")
+}
+
+#[tokio::test]
+async fn the_auth_router_nests_into_an_app_with_its_own_state_health_check_and_fallback() {
+    let service = spawn_app().await;
+    let user = service
+        .add_user("embed@example.com", "embed password 1")
+        .await;
+    let app: Router = Router::new()
+        .route("/healthz", get(my_health))
+        .route("/hello", get(|| async { "hello" }))
+        .nest(
+            "/auth",
+            auth_router(service.state.clone(), std::time::Duration::from_secs(30)),
+        )
+        .fallback(my_fallback)
+        .with_state(MyState { name: "my app" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    // The app's own routes, health check and fallback answer as the app wrote them.
+    let res = get("/healthz").await.expect("healthz");
+    assert_eq!(res.text().await.expect("body"), "my app is fine");
+    assert_eq!(
+        get("/hello")
+            .await
+            .expect("hello")
+            .text()
+            .await
+            .expect("body"),
+        "hello"
+    );
+    for path in ["/nowhere", "/auth/nowhere", "/auth"] {
+        let res = get(path).await.expect("request");
+        assert_eq!(res.status(), 404, "{path}");
+        assert_eq!(
+            res.text().await.expect("body"),
+            "the app's own 404",
+            "{path}"
+        );
+    }
+
+    // The auth API under /auth: a login, then the session it made.
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({ "email": user.email, "password": "embed password 1", "mode": SessionKind::Stateless }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    let access = body["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let res = client
+        .get(format!("{base}/auth/session"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["owner_key"], format!("user:{}", user.id));
+
+    // Its errors stay problem+json, the wrong method included.
+    let res = get("/auth/login").await.expect("GET login");
+    assert_eq!(res.status(), 405);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/problem+json",
+        "a 405 under the nest is latchkey's problem+json"
+    );
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("bad login");
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
