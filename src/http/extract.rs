@@ -1,8 +1,10 @@
 //! Extractors: the caller's credential, JSON bodies that fail as problem+json, client details.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 
 use super::client_ip::request_client_ip;
@@ -157,16 +159,55 @@ pub(super) async fn authenticate(
     Ok(check_credential(state, headers, credential, policy).await??)
 }
 
-impl FromRequestParts<AppState> for Authenticated {
+/// The extractor works in any app whose state `S` yields latchkey's [`AppState`]
+/// (`impl FromRef<S> for AppState`), with the checks of `/auth`: the cookie (with an allowed
+/// `Origin` on unsafe methods) or a bearer access token whose session is live. Behind
+/// [`require_session`] it takes the caller the layer found, without a second check.
+impl<S> FromRequestParts<S> for Authenticated
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Some(found) = parts.extensions.get::<Authenticated>() {
+            return Ok(found.clone());
+        }
         authenticate(
-            state,
+            &AppState::from_ref(state),
             &parts.headers,
             OriginPolicy::for_method(&parts.method),
         )
         .await
+    }
+}
+
+/// Middleware for an app's own routes that need a session:
+/// `.route_layer(axum::middleware::from_fn_with_state(latchkey_state, require_session))`.
+/// A request without a valid credential is answered as `/auth` answers it (401, 400 for an
+/// ambiguous credential, 403 for a refused `Origin` on a cookie request, 503 when the
+/// database is unavailable; problem+json); one with a valid credential reaches the handler
+/// with the [`Authenticated`] caller (owner, session id, mode) in its extensions, which the
+/// `Authenticated` extractor (or `Extension<Authenticated>`) hands to the handler.
+pub async fn require_session(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match authenticate(
+        &state,
+        &parts.headers,
+        OriginPolicy::for_method(&parts.method),
+    )
+    .await
+    {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(refused) => refused.into_response(),
     }
 }
 

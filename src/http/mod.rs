@@ -26,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use body::{BODY_READ_TIME, DRAIN_LIMIT};
 pub use error::{ApiError, RETRY_AFTER_SECS};
-pub use extract::{Authenticated, Credential};
+pub use extract::{require_session, Authenticated, Credential};
 
 use crate::auth::Auth;
 use crate::events::EventHub;

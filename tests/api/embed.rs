@@ -4,19 +4,36 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
-use latchkey::http::auth_router;
+use axum::extract::{FromRef, State};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use latchkey::http::{auth_router, require_session, AppState, Authenticated};
 use latchkey::SessionKind;
 use serde_json::{json, Value};
 
 use crate::helpers::spawn_app;
 
-/// The app's own state.
+/// The app's own state, which carries latchkey's.
 #[derive(Clone)]
 struct MyState {
     name: &'static str,
+    latchkey: AppState,
+}
+
+impl FromRef<MyState> for AppState {
+    fn from_ref(s: &MyState) -> AppState {
+        s.latchkey.clone()
+    }
+}
+
+/// An app handler on the app's state that needs a session: the extractor alone.
+async fn my_profile(State(s): State<MyState>, who: Authenticated) -> String {
+    format!("{} knows {}", s.name, who.caller.owner_key)
+}
+
+/// An app handler behind the `require_session` layer.
+async fn my_action(Extension(who): Extension<Authenticated>) -> String {
+    format!("done for session {}", who.caller.session_id)
 }
 
 async fn my_health(State(s): State<MyState>) -> String {
@@ -33,15 +50,26 @@ async fn the_auth_router_nests_into_an_app_with_its_own_state_health_check_and_f
     let user = service
         .add_user("embed@example.com", "embed password 1")
         .await;
+    let protected = Router::new()
+        .route("/app/action", post(my_action))
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.state.clone(),
+            require_session,
+        ));
     let app: Router = Router::new()
         .route("/healthz", get(my_health))
         .route("/hello", get(|| async { "hello" }))
+        .route("/app/profile", get(my_profile))
+        .merge(protected)
         .nest(
             "/auth",
             auth_router(service.state.clone(), std::time::Duration::from_secs(30)),
         )
         .fallback(my_fallback)
-        .with_state(MyState { name: "my app" });
+        .with_state(MyState {
+            name: "my app",
+            latchkey: service.state.clone(),
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -100,6 +128,76 @@ async fn the_auth_router_nests_into_an_app_with_its_own_state_health_check_and_f
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["owner_key"], format!("user:{}", user.id));
+    let session_id = body["session_id"].as_str().expect("session id").to_owned();
+
+    // The app's own routes that need a session: refused without one, as /auth refuses.
+    let res = get("/app/profile").await.expect("profile");
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = client
+        .post(format!("{base}/app/action"))
+        .send()
+        .await
+        .expect("action");
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    // With the access token: the extractor on the app's own state, and the layer.
+    let res = client
+        .get(format!("{base}/app/profile"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("profile");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.text().await.expect("body"),
+        format!("my app knows user:{}", user.id)
+    );
+    let res = client
+        .post(format!("{base}/app/action"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("action");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.text().await.expect("body"),
+        format!("done for session {session_id}")
+    );
+    // A stateful cookie on an unsafe method needs an allowed Origin, as on /auth.
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({ "email": user.email, "password": "embed password 1", "mode": SessionKind::Stateful }))
+        .send()
+        .await
+        .expect("stateful login");
+    assert_eq!(res.status(), 200);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .next()
+                .filter(|c| c.starts_with(service.cookie_name()))
+        })
+        .expect("session cookie")
+        .to_owned();
+    let res = client
+        .post(format!("{base}/app/action"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("action without origin");
+    assert_eq!(res.status(), 403);
+    let res = client
+        .get(format!("{base}/app/profile"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("profile with the cookie");
+    assert_eq!(res.status(), 200);
 
     // Its errors stay problem+json, the wrong method included.
     let res = get("/auth/login").await.expect("GET login");
