@@ -56,6 +56,7 @@ impl Settings {
             http: HttpConfig {
                 allowed_origins: vec![format!("http://{bind}")],
                 cookie_secure: true,
+                cors: false,
                 trusted_proxies: Vec::new(),
             },
             jwt_secret,

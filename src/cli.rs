@@ -120,6 +120,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
         http: HttpConfig {
             allowed_origins: args.allowed_origins,
             cookie_secure: args.cookie_secure,
+            cors: args.cors,
             trusted_proxies: args.trusted_proxies.iter().filter_map(|p| p.0).collect(),
         },
         jwt_secret,

@@ -195,6 +195,10 @@ pub struct ServeArgs {
         default_value = "http://localhost:8080,http://127.0.0.1:8080"
     )]
     pub allowed_origins: Vec<String>,
+    /// Answer CORS requests (preflights included) from the allowed origins, with
+    /// credentials, so a front end on another origin can call the API; off by default.
+    #[arg(long, env = "LATCHKEY_CORS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cors: bool,
     /// Mark the cookie Secure and name it __Host-latchkey. Set to false only for local http.
     #[arg(long, env = "LATCHKEY_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,

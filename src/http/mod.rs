@@ -42,6 +42,9 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Mark cookies `Secure` and name them `__Host-latchkey`. Disable only for local http.
     pub cookie_secure: bool,
+    /// Answer CORS (preflights included) for the [`HttpConfig::allowed_origins`], with
+    /// credentials ([`cors_layer`]).
+    pub cors: bool,
     /// Proxies whose `X-Forwarded-For` is believed (none by default: the client address is
     /// the TCP peer).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -132,14 +135,40 @@ where
 
 /// What `latchkey serve` serves: [`auth_router`] nested at `/auth`, [`ops_router`], and a
 /// problem+json 404 for every other path.
+/// With [`HttpConfig::cors`], CORS for the allowed origins ([`cors_layer`]).
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
+    let cors = state.http.cors.then(|| cors_layer(&state.http));
+    let router = Router::new()
         .nest("/auth", auth_router(state.clone(), request_timeout))
         .merge(ops_router(state))
         .fallback(health::not_found)
         .layer(axum::middleware::map_response(
             error::problem_for_every_error,
-        ))
+        ));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for a front end on another origin: requests (and preflights) from
+/// [`HttpConfig::allowed_origins`] only, with credentials (the cookie; the `Authorization`
+/// header), the API's methods and headers, preflights cached 10 minutes. Any other origin gets
+/// no CORS headers, so the browser withholds the answer from its page. The `Origin` check of
+/// cookie writes applies as without CORS.
+pub fn cors_layer(config: &HttpConfig) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .max_age(Duration::from_secs(600))
 }
 
 /// `GET /metrics` (OpenMetrics text of the protocol counters) and nothing else: for a

@@ -5,6 +5,7 @@
 mod bench_sql;
 mod cli;
 mod config;
+mod cors;
 mod disable;
 mod domain_literals;
 mod embed;
