@@ -20,6 +20,8 @@
 //! * **Atomic collisions.** `create` is one `INSERT … ON CONFLICT DO NOTHING`, retried with a
 //!   fresh id when it inserts nothing; there is no check-then-insert window.
 //! * **Revocations apply.** `load` returns `None` for a revoked or expired row.
+//! * **Exact round trip.** `create` hands the record back with its expiry as `timestamptz`
+//!   stores it (microseconds), so loading it returns an equal record.
 //! * **Sliding expiry without a write per request.** A save whose data and owner are unchanged
 //!   and whose expiry moved forward by less than the touch interval (default 60 s) writes
 //!   nothing: with `Expiry::OnInactivity` and `with_always_save(true)` a session is written at
@@ -397,6 +399,14 @@ fn new_row(record: &Record) -> session_store::Result<NewRow> {
 #[async_trait]
 impl SessionStore for PgSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        // `timestamptz` keeps microseconds: the record given back holds the expiry as stored,
+        // so a load returns a record equal to it.
+        if let Ok(stored) = record
+            .expiry_date
+            .replace_microsecond(record.expiry_date.microsecond())
+        {
+            record.expiry_date = stored;
+        }
         for _ in 0..CREATE_ATTEMPTS {
             let row = new_row(record)?;
             let inserted = match &self.lanes {

@@ -778,3 +778,24 @@ async fn coalesced_loads_each_get_their_own_session_or_nothing() {
         }
     }
 }
+
+/// A created record loads back equal to itself, expiry included: `create` hands back the
+/// expiry as `timestamptz` stores it (microseconds), so a record whose expiry had nanoseconds
+/// round-trips exactly.
+#[tokio::test]
+async fn a_created_record_loads_back_equal_expiry_included() {
+    let db = TestDb::new().await;
+    for store in [
+        PgSessionStore::new(db.pool.clone()),
+        PgSessionStore::new(db.pool.clone()).with_coalescing(0, 1),
+    ] {
+        let expiry = in_an_hour()
+            .replace_nanosecond(123_456_789)
+            .expect("nanoseconds");
+        let mut rec = record("k", "v", expiry);
+        store.create(&mut rec).await.expect("create");
+        assert_eq!(rec.expiry_date.nanosecond(), 123_456_000);
+        let loaded = store.load(&rec.id).await.expect("load").expect("present");
+        assert_eq!(loaded, rec);
+    }
+}
