@@ -7,6 +7,20 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 
+/// The OpenAPI 3.1 description of the API (`src/http/openapi.json`; `tests/api/openapi.rs`
+/// fails when a route or an error code is missing from it).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+pub(super) async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        OPENAPI_JSON,
+    )
+}
+
 pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use body::{BODY_READ_TIME, DRAIN_LIMIT};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use extract::{require_session, Authenticated, Credential};
+pub use health::OPENAPI_JSON;
 
 use crate::auth::Auth;
 use crate::events::EventHub;
@@ -102,6 +103,7 @@ where
         .route("/session", get(auth::session))
         .route("/sessions", get(auth::sessions))
         .route("/sessions/{id}", delete(auth::revoke_session))
+        .route("/openapi.json", get(health::openapi))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,

@@ -22,6 +22,7 @@ mod login;
 mod malformed;
 mod migrations;
 mod modes;
+mod openapi;
 mod owners;
 mod proxy;
 mod reads;
