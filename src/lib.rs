@@ -5,26 +5,41 @@
 //!   `version`), revoke, list. It never imports axum.
 //! * [`auth`] is the protocol: login with argon2id, the refresh outcome table, mode checks,
 //!   JWT access tokens.
-//! * [`http`] is the axum router that exposes it as `/auth/*`; [`http::router`] can be nested
+//! * [`http`] is the axum routers that expose it as `/auth/*`; [`http::auth_router`] nests
 //!   into any axum app.
 //! * [`server`] serves a router over HTTP/1.1 with header and request timeouts and a cap on
 //!   open connections.
 //! * [`events`] is the hub of live session streams and its Postgres `LISTEN/NOTIFY` bridge.
 //! * [`limits`] holds the per-client limits each instance keeps in memory.
 //! * [`token`] is the wire format of tokens and the sealing of successors.
+//!
+//! Cargo features: `store` (the store and the tower-sessions store alone: sqlx and
+//! tower-sessions), `axum` (the auth service as a library: routers, extractors, the
+//! protocol), `server` (the `latchkey` binary; the default).
 
+#[cfg(feature = "axum")]
 pub mod app;
+#[cfg(feature = "axum")]
 pub mod auth;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod db;
+#[cfg(feature = "axum")]
 pub mod events;
+#[cfg(feature = "axum")]
 pub mod http;
+#[cfg(feature = "axum")]
 pub mod limits;
+#[cfg(feature = "axum")]
 pub mod metrics;
+#[cfg(feature = "axum")]
 pub mod rng;
+#[cfg(feature = "axum")]
 pub mod server;
 pub mod store;
+#[cfg(feature = "axum")]
 pub mod token;
 
 use serde::{Deserialize, Serialize};
