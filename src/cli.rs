@@ -280,7 +280,14 @@ async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
         }
         SessionsCommand::Revoke { id, owner } => {
             let n = match (id, owner) {
-                (Some(id), _) => usize::from(store.revoke(id, RevokeReason::Admin).await?),
+                (Some(id), _) => {
+                    if !store.revoke(id, RevokeReason::Admin).await? {
+                        println!("revoked=0");
+                        eprintln!("no live session with id {id} (unknown, or already revoked)");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    1
+                }
                 (None, Some(owner)) => store.revoke_owner(&owner, RevokeReason::Admin).await?.len(),
                 (None, None) => bail!("give a session id or --owner"),
             };

@@ -348,7 +348,8 @@ pub enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke one session by id, or every session of an owner.
+    /// Revoke one session by id (exit 1 when no live session has it), or every session of an
+    /// owner.
     Revoke {
         /// Session id.
         #[arg(required_unless_present = "owner", conflicts_with = "owner")]

@@ -97,6 +97,16 @@ async fn the_cli_adds_users_issues_and_revokes_api_keys_and_lists_and_revokes_se
         "session_revoked"
     );
 
+    // An id with no live session behind it, unknown or revoked just now: exit 1, and say so.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let revoked = login.session_id().to_string();
+    for id in [unknown.as_str(), revoked.as_str()] {
+        let (ok, out, err) = latchkey(&url, &["sessions", "revoke", id], None);
+        assert!(!ok, "revoking {id} succeeded: {out}");
+        assert_eq!(out.trim(), "revoked=0");
+        assert!(err.contains("no live session"), "{err}");
+    }
+
     let (ok, _, err) = latchkey(&url, &["user", "disable", "nobody@example.com"], None);
     assert!(!ok && err.contains("no account"), "{err}");
     let (ok, _, err) = latchkey(
