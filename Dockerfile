@@ -1,5 +1,6 @@
 # Build stage: compiles offline from the committed .sqlx/ query data (no database needed).
-FROM rust:1-bookworm AS build
+# The toolchain of rust-toolchain.toml.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 ENV SQLX_OFFLINE=true
