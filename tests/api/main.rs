@@ -33,6 +33,7 @@ mod security_doc;
 mod serve;
 mod session_state;
 mod throttle;
+mod tls;
 mod tower_conformance;
 mod tower_example;
 mod tower_resurrection;
