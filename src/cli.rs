@@ -201,24 +201,15 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: draining in-flight requests");
 }
 
+/// How the listings show a time (UTC).
+const LISTED_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+
 async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
     let store = open_store(url, 2).await?;
     match cmd {
         UserCommand::Add { email, .. } => {
-            let mut line = String::new();
-            if std::io::stdin().is_terminal() {
-                eprint!("password: ");
-            }
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .context("reading the password from standard input")?;
-            let password = line.trim_end_matches(['\r', '\n']).to_owned();
-            if password.is_empty() || password.len() > 1024 {
-                bail!("the password must be 1 to 1024 bytes");
-            }
-            let hasher = PasswordHasher::new(owasp_params(), 1, Arc::new(OsSecretSource))?;
-            let hash = hasher.hash(SecretString::from(password)).await?;
+            let hash = password_from_stdin().await?;
             match store.insert_user(&email, &hash).await {
                 Ok(id) => {
                     println!("{}", OwnerKey::User(id));
@@ -244,7 +235,62 @@ async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
             println!("enabled {email}");
             Ok(ExitCode::SUCCESS)
         }
+        UserCommand::Passwd { email, .. } => {
+            let hash = password_from_stdin().await?;
+            match store
+                .set_password(&email, &hash, RevokeReason::Admin)
+                .await?
+            {
+                Some(n) => {
+                    println!("password of {email} changed; revoked {n} session(s)");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!("no account with this email"),
+            }
+        }
+        UserCommand::List { json } => {
+            let users = store.list_users().await?;
+            if json {
+                for u in &users {
+                    println!("{}", serde_json::to_string(u)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<8}  {:>8}  {:<20}  EMAIL",
+                    "ID", "STATE", "SESSIONS", "CREATED"
+                );
+                for u in &users {
+                    println!(
+                        "{:<36}  {:<8}  {:>8}  {:<20}  {}",
+                        u.id,
+                        if u.disabled { "disabled" } else { "enabled" },
+                        u.live_sessions,
+                        u.created_at.format(LISTED_TIME).unwrap_or_default(),
+                        u.email
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// A password read from standard input (one line, 1 to 1024 bytes), hashed with argon2id.
+async fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+    }
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() || password.len() > 1024 {
+        bail!("the password must be 1 to 1024 bytes");
+    }
+    let hasher = PasswordHasher::new(owasp_params(), 1, Arc::new(OsSecretSource))?;
+    Ok(hasher.hash(SecretString::from(password)).await?)
 }
 
 async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
@@ -261,9 +307,6 @@ async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                     "{:<36}  {:<9}  {:<8}  {:<44}  {:<20}  {:<20}",
                     "SESSION", "KIND", "STATE", "OWNER", "CREATED", "EXPIRES"
                 );
-                let fmt = time::macros::format_description!(
-                    "[year]-[month]-[day] [hour]:[minute]:[second]"
-                );
                 for r in &rows {
                     println!(
                         "{:<36}  {:<9}  {:<8}  {:<44}  {:<20}  {:<20}",
@@ -271,8 +314,8 @@ async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                         r.kind.as_str(),
                         r.state,
                         r.owner_key,
-                        r.created_at.format(&fmt).unwrap_or_default(),
-                        r.expires_at.format(&fmt).unwrap_or_default(),
+                        r.created_at.format(LISTED_TIME).unwrap_or_default(),
+                        r.expires_at.format(LISTED_TIME).unwrap_or_default(),
                     );
                 }
             }

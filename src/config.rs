@@ -334,6 +334,20 @@ pub enum UserCommand {
         /// Login address.
         email: String,
     },
+    /// Set a new password, read from standard input, and revoke the account's sessions.
+    Passwd {
+        /// Login address.
+        email: String,
+        /// Read the password from standard input (the only way to pass it).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List the accounts (no password hash), oldest first, with their live sessions.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `latchkey sessions …`

@@ -25,7 +25,7 @@ pub use sessions::{NewSession, Rotation, SessionRecord, SessionSummary};
 pub use sessions::{FIND_SESSION_SQL, ROTATE_SQL};
 pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
-pub use users::{UserRecord, EMAIL_UNIQUE};
+pub use users::{UserRecord, UserSummary, EMAIL_UNIQUE};
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult};
+use super::{OwnerKey, RevokeReason, Store, StoreError, StoreResult};
 
 /// A user account as login needs it.
 #[derive(Clone)]
@@ -26,6 +26,22 @@ impl std::fmt::Debug for UserRecord {
             .field("disabled", &self.disabled)
             .finish()
     }
+}
+
+/// An account as `latchkey user list` shows it: no password hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserSummary {
+    /// Account id (owner key `user:<id>`).
+    pub id: Uuid,
+    /// Login address.
+    pub email: String,
+    /// Refused at login when true.
+    pub disabled: bool,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    /// Live sessions it owns directly (API keys' sessions not counted).
+    pub live_sessions: i64,
 }
 
 /// The unique index that makes emails case-insensitively unique.
@@ -73,6 +89,47 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Every account, oldest first, with its number of live sessions; no password hash.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+        Ok(sqlx::query_as!(
+            UserSummary,
+            r#"
+            SELECT u.id, u.email, u.disabled, u.created_at,
+                   (SELECT count(*) FROM sessions AS s
+                    WHERE s.owner_key = $1 || u.id::text
+                      AND s.revoked_at IS NULL AND s.expires_at > now()) AS "live_sessions!"
+            FROM users AS u
+            ORDER BY u.created_at, u.id
+            "#,
+            OwnerKey::USER_PREFIX,
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets a new password hash by email and revokes every live session the account owns
+    /// directly (`reason`), so a changed password ends the sessions opened with the old
+    /// one. Returns the number revoked, or `None` when no such account exists.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_password(
+        &self,
+        email: &str,
+        password_hash: &str,
+        reason: RevokeReason,
+    ) -> StoreResult<Option<usize>> {
+        let Some(user) = self.find_user_by_email(email).await? else {
+            return Ok(None);
+        };
+        self.update_password_hash(user.id, password_hash).await?;
+        let revoked = self.revoke_owner(&OwnerKey::User(user.id), reason).await?;
+        Ok(Some(revoked.len()))
     }
 
     /// Disables an account by email and revokes every live session of it and of its API

@@ -117,3 +117,74 @@ async fn the_cli_adds_users_issues_and_revokes_api_keys_and_lists_and_revokes_se
     assert!(!ok, "unreachable database is a failure");
     assert!(err.contains("error:"), "{err}");
 }
+
+/// `user passwd` sets a new password and ends the sessions opened with the old one;
+/// `user list` shows the accounts without their hashes.
+#[tokio::test]
+async fn user_passwd_changes_the_password_and_revokes_the_sessions_and_user_list_shows_accounts() {
+    let app = spawn_app().await;
+    let url = app.db.url();
+    let user = app.add_user("dave@example.com", "old password 1").await;
+    let login = app
+        .login_as(
+            "dave@example.com",
+            "old password 1",
+            latchkey::SessionKind::Stateless,
+        )
+        .await;
+    assert_eq!(login.code(), "");
+
+    let (ok, out, err) = latchkey(&url, &["user", "list", "--json"], None);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .find(|u| u["email"] == "dave@example.com")
+        .expect("dave is listed");
+    assert_eq!(listed["id"], user.id.to_string());
+    assert_eq!(listed["email"], "dave@example.com");
+    assert_eq!(listed["disabled"], false);
+    assert_eq!(listed["live_sessions"], 1);
+    assert!(!out.contains("argon2"), "a hash was printed: {out}");
+
+    let (ok, out, err) = latchkey(
+        &url,
+        &["user", "passwd", "dave@example.com", "--password-stdin"],
+        Some("new password 2\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("revoked 1 session"), "{out}");
+    assert_eq!(
+        app.refresh_json(&login.refresh_token()).await.code(),
+        "session_revoked"
+    );
+    let old = app
+        .login_as(
+            "dave@example.com",
+            "old password 1",
+            latchkey::SessionKind::Stateless,
+        )
+        .await;
+    assert_eq!(old.code(), "invalid_credentials");
+    let new = app
+        .login_as(
+            "dave@example.com",
+            "new password 2",
+            latchkey::SessionKind::Stateless,
+        )
+        .await;
+    assert_eq!(new.code(), "");
+
+    let (ok, _, err) = latchkey(
+        &url,
+        &["user", "passwd", "nobody@example.com", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert!(!ok && err.contains("no account"), "{err}");
+    let (ok, out, _) = latchkey(&url, &["user", "list"], None);
+    assert!(ok);
+    assert!(
+        out.contains("dave@example.com") && out.contains("enabled"),
+        "{out}"
+    );
+}
