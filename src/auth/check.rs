@@ -99,10 +99,15 @@ impl Auth {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn logout_all(&self, caller: &Caller) -> Result<usize, AuthError> {
+    pub async fn logout_all(
+        &self,
+        caller: &Caller,
+        keep_current: bool,
+    ) -> Result<usize, AuthError> {
+        let keep = keep_current.then_some(caller.session_id);
         let ids = self
             .store
-            .revoke_owner(&caller.owner_key, RevokeReason::LogoutAll)
+            .revoke_owner_except(&caller.owner_key, keep, RevokeReason::LogoutAll)
             .await?;
         Ok(ids.len())
     }

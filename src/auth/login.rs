@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::throttle::ip_of;
-use super::{Auth, AuthError, ClientMeta, IssueSpec, Issued, Upgrade};
+use super::{Auth, AuthError, Caller, ClientMeta, IssueSpec, Issued, Upgrade};
 use crate::store::{OwnerKey, RevokeReason};
 use crate::token::ApiKeyToken;
 use crate::SessionKind;
@@ -66,6 +66,46 @@ impl Auth {
             tracing::info!(user_id = %user.id, "password rehashed with current parameters");
         }
         Ok(OwnerKey::User(user.id))
+    }
+
+    /// Changes the password of the caller's account: the current password is checked as a
+    /// login checks it (throttled, counted, audited), the new one is hashed and stored, and
+    /// every other session of the account is revoked (`logout_all`): a changed password ends
+    /// whatever the old one opened. The caller's own session stays. Returns how many were
+    /// revoked.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`] for a wrong current password, or a caller that is
+    /// not a user's session; [`AuthError::RateLimited`], [`AuthError::Unavailable`].
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: SecretString,
+        new: SecretString,
+        meta: &ClientMeta,
+    ) -> Result<usize, AuthError> {
+        let OwnerKey::User(id) = caller.owner_key else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let user = self
+            .store
+            .find_user(id)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        if self.verify_password(&user.email, current, meta).await? != caller.owner_key {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let hash = self.hasher.hash(new).await?;
+        self.store.update_password_hash(id, &hash).await?;
+        let revoked = self
+            .store
+            .revoke_owner_except(
+                &caller.owner_key,
+                Some(caller.session_id),
+                RevokeReason::LogoutAll,
+            )
+            .await?;
+        Ok(revoked.len())
     }
 
     /// Issues a session for a freshly authenticated owner. When an anonymous session came

@@ -21,6 +21,7 @@ use super::extract::{
 use super::{ApiError, AppState, HttpConfig};
 use crate::auth::{AuthError, Caller, Issued, Upgrade};
 use crate::limits::{client_key, retry_after_secs};
+use crate::store::OwnerKey;
 use crate::SessionKind;
 
 /// `POST /auth/login` body: email + password + mode, or an API key.
@@ -269,16 +270,70 @@ pub(super) async fn logout(
     Ok(res)
 }
 
+/// `POST /auth/logout-all` body, optional: `{"keep_current": true}` signs out every other
+/// session and keeps the caller's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogoutAllRequest {
+    #[serde(default)]
+    keep_current: bool,
+}
+
 pub(super) async fn logout_all(
     State(state): State<AppState>,
     auth: Authenticated,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let revoked = state.auth.logout_all(&auth.caller).await?;
+    let body = body.map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text()))?;
+    let req: LogoutAllRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LogoutAllRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let revoked = state
+        .auth
+        .logout_all(&auth.caller, req.keep_current)
+        .await?;
     let mut res = Json(json!({ "revoked": revoked })).into_response();
-    for (k, v) in cleared_if_cookie(&state, &auth) {
-        res.headers_mut().insert(k, v);
+    if !req.keep_current {
+        for (k, v) in cleared_if_cookie(&state, &auth) {
+            res.headers_mut().insert(k, v);
+        }
     }
     Ok(res)
+}
+
+/// `POST /auth/password` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordRequest {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Meta(meta): Meta,
+    ApiJson(req): ApiJson<PasswordRequest>,
+) -> Result<Response, ApiError> {
+    if !matches!(auth.caller.owner_key, OwnerKey::User(_)) {
+        return Err(ApiError::bad_request(
+            "only a session of an account signed in with its password can change it",
+        ));
+    }
+    for pw in [&req.current_password, &req.new_password] {
+        let len = pw.expose_secret().len();
+        if len == 0 || len > MAX_PASSWORD_BYTES {
+            return Err(ApiError::bad_request("passwords must be 1 to 1024 bytes"));
+        }
+    }
+    let revoked = state
+        .auth
+        .change_password(&auth.caller, req.current_password, req.new_password, &meta)
+        .await?;
+    Ok(Json(json!({ "revoked": revoked })).into_response())
 }
 
 pub(super) async fn session(auth: Authenticated) -> Response {

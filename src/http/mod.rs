@@ -100,6 +100,7 @@ where
         .route("/refresh", post(auth::refresh))
         .route("/logout", post(auth::logout))
         .route("/logout-all", post(auth::logout_all))
+        .route("/password", post(auth::change_password))
         .route("/session", get(auth::session))
         .route("/sessions", get(auth::sessions))
         .route("/sessions/{id}", delete(auth::revoke_session))

@@ -71,17 +71,33 @@ impl Store {
         owner_key: &OwnerKey,
         reason: RevokeReason,
     ) -> StoreResult<Vec<Uuid>> {
+        self.revoke_owner_except(owner_key, None, reason).await
+    }
+
+    /// Revokes every live session of `owner_key` except `keep` (the caller's own, when it
+    /// signs out its other sessions or changes its password). Returns the revoked ids.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn revoke_owner_except(
+        &self,
+        owner_key: &OwnerKey,
+        keep: Option<Uuid>,
+        reason: RevokeReason,
+    ) -> StoreResult<Vec<Uuid>> {
         // The ids through sessions_owner_key_idx; the function re-checks the owner per row.
         let ids = sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
             FROM latchkey_revoke(
                 ARRAY(SELECT s.id FROM sessions AS s
-                      WHERE s.owner_key = $1 AND s.revoked_at IS NULL),
+                      WHERE s.owner_key = $1 AND s.revoked_at IS NULL
+                        AND s.id IS DISTINCT FROM $3),
                 $2, false, ARRAY[$1::text]) AS r(id)
             "#,
             owner_key as _,
             reason as _,
+            keep,
         )
         .fetch_all(&self.pool)
         .await?;

@@ -62,6 +62,20 @@ impl Store {
         .await?)
     }
 
+    /// Finds an account by id.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn find_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        Ok(sqlx::query_as!(
+            UserRecord,
+            "SELECT id, email, password_hash, disabled FROM users WHERE id = $1",
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Creates an account; returns its id.
     ///
     /// # Errors

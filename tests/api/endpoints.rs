@@ -98,6 +98,118 @@ async fn logout_all_revokes_every_session_of_the_owner_and_no_one_elses() {
     );
 }
 
+/// "Sign out other devices": `{"keep_current": true}` revokes every other session of the
+/// owner and keeps the caller's, cookie included.
+#[tokio::test]
+async fn logout_all_keeping_the_current_session_revokes_only_the_others() {
+    let app = spawn_app().await;
+    let a1 = app.login(SessionKind::Stateful).await;
+    let a2 = app.login(SessionKind::Stateless).await;
+    let a3 = app.login(SessionKind::Stateful).await;
+    let res = app
+        .client
+        .post(app.url("/auth/logout-all"))
+        .headers(app.cookie_headers(&a1.cookie()))
+        .json(&serde_json::json!({ "keep_current": true }))
+        .send()
+        .await
+        .expect("logout-all");
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "the kept cookie was cleared"
+    );
+    let body = decode(res).await;
+    assert_eq!(body.status, StatusCode::OK);
+    assert_eq!(body.body["revoked"], 2);
+    assert_eq!(app.whoami_cookie(&a1.cookie()).await.status, StatusCode::OK);
+    assert_eq!(
+        app.refresh_json(&a2.refresh_token()).await.code(),
+        "session_revoked"
+    );
+    assert_eq!(
+        app.whoami_cookie(&a3.cookie()).await.code(),
+        "session_revoked"
+    );
+    // An unknown member is refused, and changes nothing.
+    let res = app
+        .client
+        .post(app.url("/auth/logout-all"))
+        .headers(app.cookie_headers(&a1.cookie()))
+        .json(&serde_json::json!({ "keep": true }))
+        .send()
+        .await
+        .expect("logout-all");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.whoami_cookie(&a1.cookie()).await.status, StatusCode::OK);
+}
+
+/// `POST /auth/password`: the current password is required; the new one works, the old one
+/// no longer does, and every other session of the account is revoked while the caller's stays.
+#[tokio::test]
+async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions() {
+    let app = spawn_app().await;
+    let here = app.login(SessionKind::Stateless).await;
+    let elsewhere = app.login(SessionKind::Stateful).await;
+    let change = |current: &str, new: &str| {
+        app.client
+            .post(app.url("/auth/password"))
+            .bearer_auth(here.access_token())
+            .json(&serde_json::json!({ "current_password": current, "new_password": new }))
+            .send()
+    };
+    let wrong = decode(
+        change("not the password", "new password 9")
+            .await
+            .expect("wrong"),
+    )
+    .await;
+    assert_eq!(wrong.code(), "invalid_credentials");
+    assert_eq!(
+        app.whoami_cookie(&elsewhere.cookie()).await.status,
+        StatusCode::OK,
+        "a refused change revoked nothing"
+    );
+    let empty = decode(change(PASSWORD, "").await.expect("empty")).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+
+    let done = decode(change(PASSWORD, "new password 9").await.expect("change")).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(done.body["revoked"], 1);
+    assert_eq!(
+        app.whoami_cookie(&elsewhere.cookie()).await.code(),
+        "session_revoked"
+    );
+    assert_eq!(
+        app.whoami_bearer(&here.access_token()).await.status,
+        StatusCode::OK
+    );
+    let email = app.user.email.clone();
+    assert_eq!(
+        app.login_as(&email, PASSWORD, SessionKind::Stateless)
+            .await
+            .code(),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        app.login_as(&email, "new password 9", SessionKind::Stateless)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // An API key's session has no password to change.
+    let (_, key) = app.create_api_key().await;
+    let by_key = app.login_api_key(&key).await;
+    let res = app
+        .client
+        .post(app.url("/auth/password"))
+        .bearer_auth(by_key.access_token())
+        .json(&serde_json::json!({ "current_password": "new password 9", "new_password": "x" }))
+        .send()
+        .await
+        .expect("change by key");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn sessions_lists_only_the_callers_sessions_without_secrets() {
     let app = spawn_app().await;
