@@ -41,7 +41,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl axum::respons
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.auth.metrics().render(),
+        {
+            let pool = state.auth.store().pool();
+            let metrics = state.auth.metrics();
+            metrics.observe(pool.size(), pool.num_idle(), state.events.stream_count());
+            metrics.render()
+        },
     )
 }
 

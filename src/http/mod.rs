@@ -8,6 +8,7 @@
 //!
 //! Handlers stay thin: extract, call [`crate::auth::Auth`], map the result.
 
+mod access;
 mod auth;
 mod body;
 mod client_ip;
@@ -24,6 +25,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
+pub use access::REQUEST_ID;
 pub use body::{BODY_READ_TIME, DRAIN_LIMIT};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use extract::{require_session, Authenticated, Credential};
@@ -110,6 +112,10 @@ where
             request_timeout,
         ))
         .route("/events", get(events::events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::observe,
+        ))
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(body::bounded_body))
@@ -129,6 +135,10 @@ where
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::observe,
+        ))
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::map_response(
             error::problem_for_every_error,

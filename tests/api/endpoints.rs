@@ -383,7 +383,59 @@ async fn metrics_count_refresh_and_login_outcomes() {
         "latchkey_login_total{outcome=\"ok\"} 1",
         "latchkey_login_total{outcome=\"invalid_credentials\"} 1",
         "latchkey_sessions_issued_total{kind=\"stateless\"} 1",
+        // Latency by route pattern, method and status: two logins (one refused), three
+        // refreshes (one refused).
+        "latchkey_http_request_duration_seconds_count{route=\"/auth/login\",method=\"POST\",status=\"200\"} 1",
+        "latchkey_http_request_duration_seconds_count{route=\"/auth/login\",method=\"POST\",status=\"401\"} 1",
+        "latchkey_http_request_duration_seconds_count{route=\"/auth/refresh\",method=\"POST\",status=\"200\"} 2",
+        "latchkey_http_request_duration_seconds_count{route=\"/auth/refresh\",method=\"POST\",status=\"401\"} 1",
+        "latchkey_live_streams 0",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
+    for gauge in [
+        "latchkey_db_pool_connections{state=\"idle\"}",
+        "latchkey_db_pool_connections{state=\"in_use\"}",
+    ] {
+        assert!(text.contains(gauge), "{gauge} missing in:\n{text}");
+    }
+}
+
+/// Every answer of a route carries a request id: the client's own when it is plausible,
+/// else a new one (a hostile value never reaches the log).
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_hostile_one_is_replaced() {
+    let app = spawn_app().await;
+    let id_of = |res: &reqwest::Response| {
+        res.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    let fresh = id_of(&res).expect("an id");
+    assert_eq!(fresh.len(), 32);
+    let res = app
+        .client
+        .get(app.url("/auth/session"))
+        .header("x-request-id", "trace-abc.123")
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(id_of(&res).as_deref(), Some("trace-abc.123"));
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "a b\" status=200")
+        .send()
+        .await
+        .expect("healthz");
+    let replaced = id_of(&res).expect("an id");
+    assert_eq!(replaced.len(), 32, "{replaced}");
 }
