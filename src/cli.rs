@@ -441,9 +441,10 @@ async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A running total on stderr, only when it is a terminal and the purge is long.
+/// A running total on stderr when the purge is long: rewritten in place twice a second on a
+/// terminal, one line every ten seconds otherwise (a log under cron shows it moving).
 struct Progress {
-    enabled: bool,
+    terminal: bool,
     shown: bool,
     last: Option<std::time::Instant>,
 }
@@ -451,33 +452,45 @@ struct Progress {
 impl Progress {
     /// Runs shorter than this print nothing but the summary.
     const AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
     fn new() -> Self {
         Self {
-            enabled: std::io::stderr().is_terminal(),
+            terminal: std::io::stderr().is_terminal(),
             shown: false,
             last: None,
         }
     }
 
+    fn every(&self) -> std::time::Duration {
+        if self.terminal {
+            std::time::Duration::from_millis(500)
+        } else {
+            std::time::Duration::from_secs(10)
+        }
+    }
+
     fn show(&mut self, r: &ExpireReport, started: std::time::Instant) {
-        if !self.enabled || started.elapsed() < Self::AFTER {
+        if started.elapsed() < Self::AFTER {
             return;
         }
-        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+        if self.last.is_some_and(|t| t.elapsed() < self.every()) {
             return;
         }
         self.last = Some(std::time::Instant::now());
-        self.shown = true;
-        eprint!(
-            "\rexpiring: expired={} revoked={} events={} batches={} ({}s)",
+        let line = format!(
+            "expiring: expired={} revoked={} events={} batches={} ({}s)",
             r.expired,
             r.revoked,
             r.events,
             r.batches,
             started.elapsed().as_secs()
         );
+        if self.terminal {
+            self.shown = true;
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
 
     fn finish(&self) {
