@@ -21,6 +21,18 @@ pub(super) async fn openapi() -> impl axum::response::IntoResponse {
     )
 }
 
+/// `GET /` of `latchkey serve`: what this is and where its parts are.
+pub(super) async fn index() -> Json<Value> {
+    Json(json!({
+        "service": "latchkey",
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": "/auth",
+        "openapi": "/auth/openapi.json",
+        "health": "/healthz",
+        "ready": "/readyz",
+    }))
+}
+
 pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

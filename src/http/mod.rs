@@ -146,12 +146,13 @@ where
         .with_state(state)
 }
 
-/// What `latchkey serve` serves: [`auth_router`] nested at `/auth`, [`ops_router`], and a
-/// problem+json 404 for every other path.
+/// What `latchkey serve` serves: [`auth_router`] nested at `/auth`, [`ops_router`], `GET /`
+/// (where to go from here), and a problem+json 404 for every other path.
 /// With [`HttpConfig::cors`], CORS for the allowed origins ([`cors_layer`]).
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let cors = state.http.cors.then(|| cors_layer(&state.http));
     let router = Router::new()
+        .route("/", get(health::index))
         .nest("/auth", auth_router(state.clone(), request_timeout))
         .merge(ops_router(state))
         .fallback(health::not_found)

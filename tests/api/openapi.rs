@@ -63,6 +63,18 @@ async fn the_served_document_lists_every_route_and_every_error_code() {
     let doc: Value = serde_json::from_str(&served).expect("the document is JSON");
     assert_eq!(doc["openapi"], "3.1.0");
 
+    // `GET /` of the service points at it.
+    let index: Value = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("index")
+        .json()
+        .await
+        .expect("index JSON");
+    assert_eq!(index["openapi"], "/auth/openapi.json");
+
     // Routes: the routers' declarations against the document's paths, both ways.
     let mut declared = routes_of("auth_router", "/auth");
     declared.extend(routes_of("ops_router", ""));
