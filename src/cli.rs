@@ -116,6 +116,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
             absolute_ttl_secs: args.absolute_ttl_secs,
             anon_ttl_secs: args.anon_ttl_secs,
             touch_interval_secs: args.touch_interval_secs,
+            refresh_events: args.refresh_events,
         },
         http: HttpConfig {
             allowed_origins: args.allowed_origins,

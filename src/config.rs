@@ -187,6 +187,11 @@ pub struct ServeArgs {
     /// A stateful check writes last_used_at at most this often per session (seconds).
     #[arg(long, env = "LATCHKEY_TOUCH_INTERVAL_SECS", default_value_t = 60)]
     pub touch_interval_secs: u64,
+    /// Record a `refreshed` audit event on every token rotation (one more row write per
+    /// refresh). Off: the session row keeps its version and last rotation time, and a reuse
+    /// records the chain in its `reuse_detected` event.
+    #[arg(long, env = "LATCHKEY_REFRESH_EVENTS")]
+    pub refresh_events: bool,
     /// Comma-separated origins allowed on cookie-authenticated requests.
     #[arg(
         long,

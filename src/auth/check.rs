@@ -30,7 +30,7 @@ impl Auth {
         let token = SessionToken::parse(presented).map_err(|_| AuthError::InvalidToken)?;
         let (rec, class) = self.load_checked(&token, SessionKind::Stateful).await?;
         if class == Presented::Previous && !rec.in_grace {
-            return Err(self.reuse_detected(&rec).await);
+            return Err(self.reuse_detected(&rec, None).await);
         }
         let mut session = rec.summary();
         if rec.touch_due(self.config.touch_interval_secs as f64) {

@@ -2,10 +2,12 @@
 //! checks: which secret a token presents ([`Presented`]), the common checks on the row it
 //! names ([`Auth::load_checked`], [`require_live`]) and the revocation on reuse.
 
+use std::net::IpAddr;
+
 use serde_json::json;
 
 use super::{Auth, AuthError, Issued};
-use crate::store::{EventKind, RevokeReason, Rotation, SessionRecord, SessionState};
+use crate::store::{EventKind, RotatePolicy, Rotation, SessionRecord, SessionState};
 use crate::token::{seal_successor, unseal_successor, Secret, SessionToken};
 use crate::SessionKind;
 
@@ -73,10 +75,15 @@ impl Auth {
         Ok((rec, presented))
     }
 
-    /// Revokes a session whose rotated token came back after the grace window.
-    pub(super) async fn reuse_detected(&self, rec: &SessionRecord) -> AuthError {
+    /// Revokes a session whose rotated token came back after the grace window; the
+    /// `reuse_detected` event records the chain and `client`, the presenter's address.
+    pub(super) async fn reuse_detected(
+        &self,
+        rec: &SessionRecord,
+        client: Option<IpAddr>,
+    ) -> AuthError {
         tracing::warn!(session_id = %rec.id, owner = %rec.owner_key, "rotated token reused after grace: revoking session");
-        match self.store.revoke(rec.id, RevokeReason::ReuseDetected).await {
+        match self.store.revoke_reused(rec.id, client).await {
             Ok(_) => AuthError::TokenReused,
             Err(e) => e.into(),
         }
@@ -95,7 +102,21 @@ impl Auth {
         presented: &str,
         expected: SessionKind,
     ) -> Result<Issued, AuthError> {
-        match self.refresh_inner(presented, expected).await {
+        self.refresh_from(presented, expected, None).await
+    }
+
+    /// [`Auth::refresh`] for a client at `client`, recorded in the `reuse_detected` event
+    /// when the token turns out to be reused.
+    ///
+    /// # Errors
+    /// As [`Auth::refresh`].
+    pub async fn refresh_from(
+        &self,
+        presented: &str,
+        expected: SessionKind,
+        client: Option<IpAddr>,
+    ) -> Result<Issued, AuthError> {
+        match self.refresh_inner(presented, expected, client).await {
             Ok((issued, outcome)) => {
                 self.metrics.refresh(outcome);
                 Ok(issued)
@@ -111,6 +132,7 @@ impl Auth {
         &self,
         presented: &str,
         expected: SessionKind,
+        client: Option<IpAddr>,
     ) -> Result<(Issued, &'static str), AuthError> {
         let token = SessionToken::parse(presented).map_err(|_| AuthError::InvalidToken)?;
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -126,8 +148,12 @@ impl Auth {
                             rec.version,
                             &next.hash(),
                             &sealed,
-                            self.config.grace_secs as f64,
-                            self.config.idle_ttl_secs as f64,
+                            &RotatePolicy {
+                                grace_secs: self.config.grace_secs as f64,
+                                idle_ttl_secs: self.config.idle_ttl_secs as f64,
+                                slide_min_secs: self.config.touch_interval_secs as f64,
+                                record_event: self.config.refresh_events,
+                            },
                         )
                         .await?;
                     match rotated {
@@ -140,7 +166,7 @@ impl Auth {
                 Presented::Previous if rec.in_grace => {
                     return Ok((self.grace_successor(&token, &rec).await?, "grace"));
                 }
-                Presented::Previous => return Err(self.reuse_detected(&rec).await),
+                Presented::Previous => return Err(self.reuse_detected(&rec, client).await),
             }
         }
         Err(AuthError::Unavailable(

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::PgPool;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{listener, watcher, EventsConfig, StreamEvent};
@@ -232,13 +232,16 @@ impl EventHub {
         })
     }
 
-    /// Subscribes and starts the stream's watcher, which re-validates the session at once,
-    /// then on every signal and timer. The receiver yields the events for the client and
-    /// ends after the final one (or on shutdown); dropping it ends the subscription.
+    /// Subscribes and starts the stream's watcher, which marks the session as streamed
+    /// (`sessions.streamed_until`, so that its rotations publish `refreshed`) and
+    /// re-validates it at once, then on every signal and timer. Returns once that first
+    /// re-validation is done, so a rotation made after this returns reaches the stream. The
+    /// receiver yields the events for the client and ends after the final one (or on
+    /// shutdown); dropping it ends the subscription.
     ///
     /// # Errors
     /// [`TooManyStreams`], as [`EventHub::subscribe`].
-    pub fn open_stream(
+    pub async fn open_stream(
         &self,
         session_id: Uuid,
         owner_key: &str,
@@ -246,13 +249,18 @@ impl EventHub {
     ) -> Result<mpsc::Receiver<StreamEvent>, TooManyStreams> {
         let sub = self.subscribe(session_id, owner_key, client_ip)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (opened, first_check) = oneshot::channel();
         tokio::spawn(watcher::run(
             sub,
             tx,
             self.inner.store.clone(),
             self.inner.config.clone(),
             self.inner.shutdown.subscribe(),
+            opened,
         ));
+        // An error only means the watcher ended before its first check (shutdown, or the
+        // session ended): the receiver then yields what it sent.
+        let _ = first_check.await;
         Ok(rx)
     }
 

@@ -207,6 +207,7 @@ pub(super) async fn anonymous(
 
 pub(super) async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -240,9 +241,17 @@ pub(super) async fn refresh(
         }
         (Some(cookie), None) => {
             check_origin(&headers, &state.http)?;
-            state.auth.refresh(&cookie, SessionKind::Stateful).await?
+            state
+                .auth
+                .refresh_from(&cookie, SessionKind::Stateful, Some(ip))
+                .await?
         }
-        (None, Some(token)) => state.auth.refresh(&token, SessionKind::Stateless).await?,
+        (None, Some(token)) => {
+            state
+                .auth
+                .refresh_from(&token, SessionKind::Stateless, Some(ip))
+                .await?
+        }
     };
     issued_response(&state, issued)
 }

@@ -96,6 +96,7 @@ pub(super) async fn events(
     let rx = state
         .events
         .open_stream(caller.session_id, &caller.owner_key.to_string(), ip)
+        .await
         .map_err(|refused| {
             tracing::debug!(client = %client_key(ip), cap = %refused, "event stream refused");
             too_many_streams(refused)

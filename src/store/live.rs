@@ -54,6 +54,60 @@ impl Store {
     }
 }
 
+impl Store {
+    /// [`Store::live_status`] for a live stream of the session, which first marks the session
+    /// as streamed (`sessions.streamed_until`, so its rotations publish `refreshed`) until
+    /// `hold_secs` from now, when less than `renew_below_secs` of the mark is left. The status
+    /// is read after the mark: a rotation that commits after this statement notifies, and one
+    /// that committed before it shows in the version read here.
+    ///
+    /// A stream calls this when it opens and then on each re-validation, at most
+    /// `hold_secs - renew_below_secs` apart, so the mark never lapses while it is open and
+    /// lapses by itself within `hold_secs` when the instance holding it dies. The mark is
+    /// written about once per `hold_secs - renew_below_secs`, however often this is called,
+    /// and only on a live session.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn stream_status(
+        &self,
+        id: Uuid,
+        hold_secs: f64,
+        renew_below_secs: f64,
+    ) -> StoreResult<Option<LiveStatus>> {
+        // When the mark is written, the row is read from the UPDATE (the newest version,
+        // which it has locked); otherwise from the statement's snapshot, like live_status.
+        let row = sqlx::query_as!(
+            LiveStatus,
+            r#"
+            WITH mark AS (
+                UPDATE sessions
+                SET streamed_until = now() + make_interval(secs => $2)
+                WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
+                  AND (streamed_until IS NULL
+                       OR streamed_until < now() + make_interval(secs => $3))
+                RETURNING owner_key, revoked_reason, expires_at, version
+            )
+            SELECT owner_key AS "owner_key!", revoked_reason,
+                   expires_at <= now() AS "expired!",
+                   extract(epoch FROM expires_at - now())::float8 AS "expires_in_secs!",
+                   version AS "version!"
+            FROM mark
+            UNION ALL
+            SELECT owner_key, revoked_reason, expires_at <= now(),
+                   extract(epoch FROM expires_at - now())::float8, version
+            FROM sessions WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM mark)
+            "#,
+            id,
+            hold_secs,
+            renew_below_secs,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+}
+
 /// Where a session stands, judged on the database clock.
 ///
 /// The rule: a revoked session is `Revoked`, whether or not it has expired since;

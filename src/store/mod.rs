@@ -20,7 +20,7 @@ pub use coalesce::Coalescing;
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
-pub use sessions::{NewSession, Rotation, SessionRecord, SessionSummary};
+pub use sessions::{NewSession, RotatePolicy, Rotation, SessionRecord, SessionSummary};
 #[doc(hidden)]
 pub use sessions::{FIND_SESSION_SQL, ROTATE_SQL};
 pub use throttle::{Backoff, FailureKind, ThrottleKey};

@@ -9,6 +9,8 @@
 //! session exactly one returns it, and a session whose owner changed in between (a
 //! tower-sessions save binding another owner) is not revoked on behalf of the old one.
 
+use std::net::IpAddr;
+
 use uuid::Uuid;
 
 use super::{OwnerKey, RevokeReason, Store, StoreResult};
@@ -22,6 +24,35 @@ impl Store {
     /// Database failures.
     pub async fn revoke(&self, id: Uuid, reason: RevokeReason) -> StoreResult<bool> {
         self.revoke_one(id, None, reason).await
+    }
+
+    /// Revokes a session whose rotated secret came back after its grace window (reason
+    /// `reuse_detected`), recording `reuse_detected` and `revoked`. The `reuse_detected` event
+    /// carries the chain an investigation needs: `presented_version` (the version the reused
+    /// secret belonged to), `current_version`, `rotated_at` (when the presented secret was
+    /// replaced), `grace_until` (when it stopped being accepted), `login_ip` and `ip` (the
+    /// presenter's address, when known). Returns whether this call revoked it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn revoke_reused(
+        &self,
+        id: Uuid,
+        presenter_ip: Option<IpAddr>,
+    ) -> StoreResult<bool> {
+        let reason = RevokeReason::ReuseDetected;
+        let revoked = sqlx::query_scalar!(
+            r#"
+            SELECT r.id AS "id!"
+            FROM latchkey_revoke(ARRAY[$1::uuid], $2, false, NULL, $3) AS r(id)
+            "#,
+            id,
+            reason as _,
+            presenter_ip.map(|ip| ip.to_string()),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(revoked.is_some())
     }
 
     /// Revokes one session only if it belongs to `owner_key`. Returns `false` for a session

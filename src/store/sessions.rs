@@ -109,6 +109,21 @@ impl SessionRecord {
     }
 }
 
+/// How [`Store::rotate`] treats the row beyond the swap itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotatePolicy {
+    /// How long the previous secret stays valid (the grace window), in seconds.
+    pub grace_secs: f64,
+    /// Idle lifetime of the session in seconds: the idle expiry slides to `now + idle`.
+    pub idle_ttl_secs: f64,
+    /// The idle expiry slides only when that moves it by at least this many seconds (or onto
+    /// the absolute expiry): the indexed `expires_at` then stays put on most rotations, which
+    /// can be HOT updates. The stateful touch interval is the natural value.
+    pub slide_min_secs: f64,
+    /// Whether to append a `refreshed` event to the audit trail.
+    pub record_event: bool,
+}
+
 /// The outcome of a successful compare-and-swap rotation.
 #[derive(Debug, Clone)]
 pub struct Rotation {
@@ -239,9 +254,11 @@ impl Store {
     }
 
     /// Rotates the token with a compare-and-swap on `version`: the current hash becomes the
-    /// previous one (valid for `grace_secs`), `new_hash` becomes current, the sealed successor
-    /// is stored, `version` rises by one and the idle expiry slides (capped by the absolute
-    /// one). Records a `refreshed` event in the same statement.
+    /// previous one (valid for [`RotatePolicy::grace_secs`]), `new_hash` becomes current, the
+    /// sealed successor is stored, `version` rises by one and the idle expiry slides (capped
+    /// by the absolute one) when that moves it by at least [`RotatePolicy::slide_min_secs`],
+    /// so that most rotations change no indexed column and are HOT updates. Records a
+    /// `refreshed` event in the same statement when [`RotatePolicy::record_event`].
     ///
     /// Returns `None` when the swap lost (another rotation won, or the session was revoked or
     /// expired meanwhile): the caller re-reads and classifies again.
@@ -254,8 +271,7 @@ impl Store {
         expected_version: i64,
         new_hash: &[u8; 32],
         sealed_successor: &[u8],
-        grace_secs: f64,
-        idle_ttl_secs: f64,
+        policy: &RotatePolicy,
     ) -> StoreResult<Option<Rotation>> {
         // The same text as `ROTATE_SQL`: `query!` takes only a literal, so this is a copy
         // (`tests/api/bench_sql.rs` fails when the two differ).
@@ -270,13 +286,17 @@ impl Store {
                     version = version + 1,
                     refreshed_at = now(),
                     last_used_at = now(),
-                    expires_at = least(now() + make_interval(secs => $6), absolute_expires_at)
+                    expires_at = CASE
+                        WHEN least(now() + make_interval(secs => $6), absolute_expires_at)
+                             >= least(expires_at + make_interval(secs => $7), absolute_expires_at)
+                        THEN least(now() + make_interval(secs => $6), absolute_expires_at)
+                        ELSE expires_at END
                 WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
                 RETURNING id, owner_key, version, expires_at, absolute_expires_at
             ), ev AS (
                 INSERT INTO session_events (session_id, owner_key, event, detail)
                 SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
-                FROM upd
+                FROM upd WHERE $8
             )
             SELECT owner_key AS "owner_key: OwnerKey", version, expires_at, absolute_expires_at FROM upd
             "#,
@@ -284,8 +304,10 @@ impl Store {
             expected_version,
             &new_hash[..],
             sealed_successor,
-            grace_secs,
-            idle_ttl_secs,
+            policy.grace_secs,
+            policy.idle_ttl_secs,
+            policy.slide_min_secs,
+            policy.record_event,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -394,7 +416,8 @@ pub(super) async fn find_one(
 }
 
 /// The statement of [`Store::rotate`] (`$1` id, `$2` expected version, `$3` new token hash,
-/// `$4` sealed successor, `$5` grace seconds, `$6` idle TTL seconds), for the benchmark's
+/// `$4` sealed successor, `$5` grace seconds, `$6` idle TTL seconds, `$7` least slide of the
+/// idle expiry in seconds, `$8` whether to record a `refreshed` event), for the benchmark's
 /// raw-SQL baseline. `query!` takes only a literal, so `rotate` holds a copy of this text;
 /// `tests/api/bench_sql.rs` fails when the two differ.
 #[doc(hidden)]
@@ -408,13 +431,17 @@ pub const ROTATE_SQL: &str = r#"
                     version = version + 1,
                     refreshed_at = now(),
                     last_used_at = now(),
-                    expires_at = least(now() + make_interval(secs => $6), absolute_expires_at)
+                    expires_at = CASE
+                        WHEN least(now() + make_interval(secs => $6), absolute_expires_at)
+                             >= least(expires_at + make_interval(secs => $7), absolute_expires_at)
+                        THEN least(now() + make_interval(secs => $6), absolute_expires_at)
+                        ELSE expires_at END
                 WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
                 RETURNING id, owner_key, version, expires_at, absolute_expires_at
             ), ev AS (
                 INSERT INTO session_events (session_id, owner_key, event, detail)
                 SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
-                FROM upd
+                FROM upd WHERE $8
             )
             SELECT owner_key AS "owner_key: OwnerKey", version, expires_at, absolute_expires_at FROM upd
             "#;

@@ -91,6 +91,8 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
         .bind(&[9u8; 72][..])
         .bind(30.0_f64)
         .bind(3600.0_f64)
+        .bind(60.0_f64)
+        .bind(true)
         .fetch_optional(&db.pool)
         .await
         .expect("the raw rotation");
@@ -102,4 +104,15 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
         .expect("the session");
     assert_eq!(after.version, stored.version + 1);
     assert_eq!(after.token_hash, [8u8; 32].to_vec());
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM session_events WHERE session_id = $1 AND event::text = 'refreshed'",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        events, 1,
+        "the raw rotation recorded its event when asked to"
+    );
 }

@@ -45,7 +45,7 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "SessionState's rule quoted in SQL",
     ),
     // The rotation statement is exported as ROTATE_SQL for the benchmark's raw-SQL baseline,
-    // which binds exactly its six parameters; the event label stays in its text.
+    // which binds exactly its eight parameters; the event label stays in its text.
     (
         "src/store/sessions.rs",
         "'refreshed'",

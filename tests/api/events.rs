@@ -648,6 +648,12 @@ async fn only_a_token_rotation_publishes_refreshed_not_a_data_save() {
         .await
         .expect("listener");
     listener.listen("latchkey_sessions").await.expect("listen");
+    // A stream is open on the session (what opening one does), so its rotations publish.
+    sqlx::query("UPDATE sessions SET streamed_until = now() + interval '1 minute' WHERE id = $1")
+        .bind(sid)
+        .execute(&app.db.pool)
+        .await
+        .expect("mark");
     // What a tower-sessions save does: new data, version + 1, same token.
     sqlx::query("UPDATE sessions SET data = '{\"n\": 1}', version = version + 1 WHERE id = $1")
         .bind(sid)
@@ -668,4 +674,124 @@ async fn only_a_token_rotation_publishes_refreshed_not_a_data_save() {
         payload["version"], 3,
         "the data save published nothing; the rotation did"
     );
+}
+
+/// The next notification on `listener` within `within`, as JSON, or `None`.
+async fn notification_within(
+    listener: &mut sqlx::postgres::PgListener,
+    within: Duration,
+) -> Option<Value> {
+    match timeout(within, listener.recv()).await {
+        Err(_) => None,
+        Ok(n) => Some(serde_json::from_str(n.expect("recv").payload()).expect("json")),
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_of_a_session_without_a_stream_publishes_nothing_until_a_stream_opens() {
+    let app = spawn_app_with(notify_only()).await;
+    app.wait_listening(1).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .expect("listener");
+    listener.listen("latchkey_sessions").await.expect("listen");
+    let login = app.login(SessionKind::Stateless).await;
+    let sid = login.session_id();
+    let mut refresh = login.refresh_token();
+    let mut access = login.access_token();
+    for _ in 0..5 {
+        let next = app.refresh_json(&refresh).await;
+        assert_eq!(next.status, StatusCode::OK);
+        refresh = next.refresh_token();
+        access = next.access_token();
+    }
+    assert_eq!(app.version_of(sid).await, 6);
+    let quiet = notification_within(&mut listener, Duration::from_millis(700)).await;
+    assert_eq!(
+        quiet, None,
+        "five rotations without a stream published nothing"
+    );
+
+    // Opening a stream marks the session: the next rotation publishes, and the stream gets it.
+    let mut stream = open_bearer(&app, &access).await;
+    let marked: bool = sqlx::query_scalar(
+        "SELECT streamed_until > now() + interval '1 minute' FROM sessions WHERE id = $1",
+    )
+    .bind(sid)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("mark");
+    assert!(marked, "the open stream marked its session as streamed");
+    assert_eq!(app.refresh_json(&refresh).await.status, StatusCode::OK);
+    let published = notification_within(&mut listener, SECOND)
+        .await
+        .expect("the rotation of a streamed session is published");
+    assert_eq!(published["event"], "refreshed");
+    assert_eq!(published["version"], 7);
+    let data = stream.expect("refreshed", SECOND).await;
+    assert_eq!(data["version"], 7);
+}
+
+#[tokio::test]
+async fn the_stream_mark_lapses_by_itself_when_its_instance_stops_renewing_it() {
+    let app = spawn_app_with(notify_only()).await;
+    app.wait_listening(1).await;
+    let login = app.login(SessionKind::Stateless).await;
+    let sid = login.session_id();
+    let _stream = open_bearer(&app, &login.access_token()).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .expect("listener");
+    listener.listen("latchkey_sessions").await.expect("listen");
+    // What a dead instance leaves behind once its hold has run out: a mark in the past.
+    sqlx::query("UPDATE sessions SET streamed_until = now() - interval '1 second' WHERE id = $1")
+        .bind(sid)
+        .execute(&app.db.pool)
+        .await
+        .expect("lapse");
+    let next = app.refresh_json(&login.refresh_token()).await;
+    assert_eq!(next.status, StatusCode::OK);
+    let quiet = notification_within(&mut listener, Duration::from_millis(700)).await;
+    assert_eq!(quiet, None, "a lapsed mark publishes nothing");
+    // A live mark publishes again.
+    sqlx::query("UPDATE sessions SET streamed_until = now() + interval '1 minute' WHERE id = $1")
+        .bind(sid)
+        .execute(&app.db.pool)
+        .await
+        .expect("mark");
+    assert_eq!(
+        app.refresh_json(&next.refresh_token()).await.status,
+        StatusCode::OK
+    );
+    let published = notification_within(&mut listener, SECOND)
+        .await
+        .expect("published");
+    assert_eq!(published["version"], 3);
+}
+
+#[tokio::test]
+async fn a_rotation_whose_notification_never_came_reaches_the_stream_on_its_next_read() {
+    let mut opts = AppOptions::default();
+    opts.settings.events.revalidate_interval = Duration::from_millis(300);
+    let app = spawn_app_with(opts).await;
+    app.wait_listening(1).await;
+    let login = app.login(SessionKind::Stateless).await;
+    let sid = login.session_id();
+    let mut stream = open_bearer(&app, &login.access_token()).await;
+    // A rotation made as if no stream were open: the trigger publishes nothing.
+    sqlx::query("UPDATE sessions SET streamed_until = NULL WHERE id = $1")
+        .bind(sid)
+        .execute(&app.db.pool)
+        .await
+        .expect("unmark");
+    assert_eq!(
+        app.refresh_json(&login.refresh_token()).await.status,
+        StatusCode::OK
+    );
+    let data = stream.expect("refreshed", SECOND).await;
+    assert_eq!(data["version"], 2);
+    match stream.next(Duration::from_millis(700)).await {
+        Next::Timeout => {}
+        other => panic!("each version is sent once, got {other:?}"),
+    }
 }

@@ -15,6 +15,7 @@ mod expire;
 mod faults;
 mod helpers;
 mod hostile_http;
+mod hot;
 mod indexes;
 mod limits;
 mod listing;

@@ -34,7 +34,10 @@ async fn storm(app: &Arc<TestApp>, n: usize, token: &str, stateful: bool) -> Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_refreshes_of_one_token_all_succeed_and_converge_on_one_successor() {
-    let app = Arc::new(spawn_app().await);
+    // With the per-refresh audit on, the trail shows exactly one event per generation.
+    let mut opts = AppOptions::default();
+    opts.settings.auth.refresh_events = true;
+    let app = Arc::new(spawn_app_with(opts).await);
     let login = app.login(SessionKind::Stateless).await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
     let sid = login.session_id();
@@ -250,4 +253,67 @@ async fn an_expired_session_answers_token_expired_and_does_not_rotate() {
     let answer = app.refresh_json(&login.refresh_token()).await;
     assert_eq!(answer.code(), "token_expired");
     assert_eq!(app.version_of(sid).await, 1);
+}
+
+#[tokio::test]
+async fn by_default_a_rotation_records_no_event_and_a_reuse_records_the_chain() {
+    let app = spawn_app_with(with_grace(0)).await;
+    let login = app.login(SessionKind::Stateless).await;
+    let sid = login.session_id();
+    let t0 = login.refresh_token();
+    let t1 = app.refresh_json(&t0).await;
+    assert_eq!(t1.status, StatusCode::OK);
+    let t2 = app.refresh_json(&t1.refresh_token()).await;
+    assert_eq!(t2.status, StatusCode::OK);
+    assert_eq!(app.version_of(sid).await, 3);
+    assert_eq!(app.events_of(sid, "refreshed").await, 0, "off by default");
+    let rotated_at: bool =
+        sqlx::query_scalar("SELECT refreshed_at > created_at FROM sessions WHERE id = $1")
+            .bind(sid)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("row");
+    assert!(rotated_at, "the row keeps when it was last rotated");
+
+    // t1 was replaced by the rotation to version 3: presenting it again is reuse.
+    let reused = app.refresh_json(&t1.refresh_token()).await;
+    assert_eq!(reused.code(), "token_reused");
+    let detail: serde_json::Value = sqlx::query_scalar(
+        "SELECT detail FROM session_events WHERE session_id = $1 AND event = 'reuse_detected'",
+    )
+    .bind(sid)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the reuse event");
+    assert_eq!(detail["reason"], "reuse_detected", "{detail}");
+    assert_eq!(detail["presented_version"], 2, "{detail}");
+    assert_eq!(detail["current_version"], 3, "{detail}");
+    assert_eq!(detail["ip"], "127.0.0.1", "{detail}");
+    assert!(detail["rotated_at"].is_string(), "{detail}");
+    assert!(detail["grace_until"].is_string(), "{detail}");
+    assert!(detail.get("login_ip").is_some(), "{detail}");
+}
+
+#[tokio::test]
+async fn with_refresh_events_on_each_rotation_records_its_version() {
+    let mut opts = AppOptions::default();
+    opts.settings.auth.refresh_events = true;
+    let app = spawn_app_with(opts).await;
+    let login = app.login(SessionKind::Stateless).await;
+    let sid = login.session_id();
+    let t1 = app.refresh_json(&login.refresh_token()).await;
+    assert_eq!(t1.status, StatusCode::OK);
+    assert_eq!(
+        app.refresh_json(&t1.refresh_token()).await.status,
+        StatusCode::OK
+    );
+    let versions: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT detail->'version' FROM session_events
+         WHERE session_id = $1 AND event = 'refreshed' ORDER BY id",
+    )
+    .bind(sid)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("events");
+    assert_eq!(versions, [serde_json::json!(2), serde_json::json!(3)]);
 }

@@ -111,7 +111,22 @@ async fn assert_revoked(
         let detail = json!({ "reason": reason });
         let mut expected = Vec::new();
         if reason == RevokeReason::ReuseDetected.as_str() {
-            expected.push(("reuse_detected".to_owned(), detail.clone(), owner.clone()));
+            // The reuse event adds the chain; these sessions were never rotated.
+            let (version, login_ip): (i64, Option<String>) =
+                sqlx::query_as("SELECT version, host(ip) FROM sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&db.pool)
+                    .await
+                    .expect("row");
+            let mut chain = json!({
+                "reason": reason,
+                "presented_version": version - 1,
+                "current_version": version,
+            });
+            if let Some(ip) = login_ip {
+                chain["login_ip"] = json!(ip);
+            }
+            expected.push(("reuse_detected".to_owned(), chain, owner.clone()));
         }
         expected.push(("revoked".to_owned(), detail, owner.clone()));
         assert_eq!(events, expected, "{id}: events");
