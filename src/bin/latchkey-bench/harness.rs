@@ -89,12 +89,35 @@ pub(crate) fn raw_sql_ratio(
     base: &Stats,
     goal: &str,
 ) {
-    base.print(scenario, clients, "raw-sql");
+    baseline_ratio(scenario, clients, ours, base, "raw-sql", goal);
+}
+
+/// A baseline's row (variant `variant`), then the ratio row (`ratio/<variant>`): throughput
+/// and p99 of `ours` against `base`, with the goal.
+pub(crate) fn baseline_ratio(
+    scenario: &str,
+    clients: usize,
+    ours: &Stats,
+    base: &Stats,
+    variant: &str,
+    goal: &str,
+) {
+    base.print(scenario, clients, variant);
+    let label = if variant == "raw-sql" {
+        "ratio".to_owned()
+    } else {
+        format!("ratio/{variant}")
+    };
+    let goal = if goal.is_empty() {
+        String::new()
+    } else {
+        format!("  ({goal})")
+    };
     println!(
-        "{:<14} {:>7} {:<12} {:>9.2}x {:>17.2}x {:>17}  ({goal})",
+        "{:<14} {:>7} {:<12} {:>9.2}x {:>17.2}x {:>17}{goal}",
         scenario,
         clients,
-        "ratio",
+        label,
         ours.rps() / base.rps(),
         ours.pct(0.99) / base.pct(0.99),
         ""

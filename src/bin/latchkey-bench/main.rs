@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// (`store`; 0 = no coalescing, one statement per call). Default: the store's own.
     #[arg(long)]
     pub(crate) store_lanes: Option<usize>,
+    /// Also run the rotation as it was (published, audited, the expiry moving every time)
+    /// and with each of those costs taken off in turn (`refresh`).
+    #[arg(long)]
+    pub(crate) refresh_ladder: bool,
     /// Tabs refreshing one token at once (`refresh-storm`).
     #[arg(long, default_value_t = 20)]
     pub(crate) tabs: usize,

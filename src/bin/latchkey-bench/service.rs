@@ -162,7 +162,9 @@ pub(crate) async fn run_scenario(
     }
     let svc = Service::start(options).await?;
     let result = match scenario {
-        Scenario::Refresh => refresh::run_scenario(&svc, &args.clients, duration).await,
+        Scenario::Refresh => {
+            refresh::run_scenario(&svc, &args.clients, duration, args.refresh_ladder).await
+        }
         Scenario::Check => check::run_scenario(&svc, &args.clients, duration).await,
         Scenario::RefreshStorm => storm::run_scenario(&svc, args.tabs, duration).await,
         Scenario::Login => login::run_scenario(&svc, &args.clients, duration).await,
