@@ -1,6 +1,8 @@
 //! The checks of a presented credential (the session cookie, a bearer access token) and
 //! logout: the caller's session, all of its owner's, or one of them.
 
+use std::net::IpAddr;
+
 use uuid::Uuid;
 
 use super::refresh::{require_live, Presented};
@@ -27,10 +29,23 @@ impl Auth {
     /// # Errors
     /// The token variants of [`AuthError`]; a rotated cookie after grace revokes the session.
     pub async fn authenticate_session_token(&self, presented: &str) -> Result<Caller, AuthError> {
+        self.authenticate_session_token_from(presented, None).await
+    }
+
+    /// [`Auth::authenticate_session_token`] for a client at `client`, recorded in the
+    /// `reuse_detected` event when the cookie turns out to be reused.
+    ///
+    /// # Errors
+    /// As [`Auth::authenticate_session_token`].
+    pub async fn authenticate_session_token_from(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Caller, AuthError> {
         let token = SessionToken::parse(presented).map_err(|_| AuthError::InvalidToken)?;
         let (rec, class) = self.load_checked(&token, SessionKind::Stateful).await?;
         if class == Presented::Previous && !rec.in_grace {
-            return Err(self.reuse_detected(&rec, None).await);
+            return Err(self.reuse_detected(&rec, client).await);
         }
         let mut session = rec.summary();
         if rec.touch_due(self.config.touch_interval_secs as f64) {

@@ -1,5 +1,7 @@
 //! `/auth/*` handlers.
 
+use std::net::IpAddr;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -134,12 +136,16 @@ pub(super) async fn login(
             carry_data,
         } => {
             validate_credentials(&email, &password)?;
-            let upgrade = anonymous_session(&state, &headers)
-                .await?
-                .map(|anonymous| Upgrade {
-                    anonymous,
-                    carry_data,
-                });
+            let upgrade = anonymous_session(
+                &state,
+                &headers,
+                meta.ip.as_deref().and_then(|ip| ip.parse().ok()),
+            )
+            .await?
+            .map(|anonymous| Upgrade {
+                anonymous,
+                carry_data,
+            });
             state
                 .auth
                 .login_password(&email, password, mode, &meta, upgrade.as_ref())
@@ -171,11 +177,12 @@ fn validate_credentials(email: &str, password: &SecretString) -> Result<(), ApiE
 async fn anonymous_session(
     state: &AppState,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Result<Option<Caller>, ApiError> {
     let Some(credential) = credential(headers, &state.http)? else {
         return Ok(None);
     };
-    match check_credential(state, headers, credential, OriginPolicy::Required)
+    match check_credential(state, headers, credential, OriginPolicy::Required, client)
         .await?
         .map(|a| a.caller)
     {

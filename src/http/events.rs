@@ -90,9 +90,14 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_query_credentials(query.as_deref())?;
-    let caller = authenticate(&state, &headers, OriginPolicy::AllowedOrSameOrigin)
-        .await?
-        .caller;
+    let caller = authenticate(
+        &state,
+        &headers,
+        OriginPolicy::AllowedOrSameOrigin,
+        Some(ip),
+    )
+    .await?
+    .caller;
     let rx = state
         .events
         .open_stream(caller.session_id, &caller.owner_key.to_string(), ip)

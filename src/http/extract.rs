@@ -1,5 +1,7 @@
 //! Extractors: the caller's credential, JSON bodies that fail as problem+json, client details.
 
+use std::net::IpAddr;
+
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
@@ -133,11 +135,16 @@ pub(super) async fn check_credential(
     headers: &HeaderMap,
     credential: Credential,
     policy: OriginPolicy,
+    client: Option<IpAddr>,
 ) -> Result<Result<Authenticated, AuthError>, ApiError> {
     let (verdict, via_cookie) = match credential {
         Credential::Cookie(value) => {
             policy.check(headers, &state.http)?;
-            (state.auth.authenticate_session_token(&value).await, true)
+            let verdict = state
+                .auth
+                .authenticate_session_token_from(&value, client)
+                .await;
+            (verdict, true)
         }
         Credential::Bearer(value) => (state.auth.authenticate_bearer(&value).await, false),
     };
@@ -154,9 +161,10 @@ pub(super) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     policy: OriginPolicy,
+    client: Option<IpAddr>,
 ) -> Result<Authenticated, ApiError> {
     let credential = credential(headers, &state.http)?.ok_or_else(ApiError::unauthenticated)?;
-    Ok(check_credential(state, headers, credential, policy).await??)
+    Ok(check_credential(state, headers, credential, policy, client).await??)
 }
 
 /// The extractor works in any app whose state `S` yields latchkey's [`AppState`]
@@ -174,10 +182,13 @@ where
         if let Some(found) = parts.extensions.get::<Authenticated>() {
             return Ok(found.clone());
         }
+        let state = AppState::from_ref(state);
+        let client = request_client_ip(parts, &state);
         authenticate(
-            &AppState::from_ref(state),
+            &state,
             &parts.headers,
             OriginPolicy::for_method(&parts.method),
+            client,
         )
         .await
     }
@@ -196,10 +207,12 @@ pub async fn require_session(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
+    let client = request_client_ip(&parts, &state);
     match authenticate(
         &state,
         &parts.headers,
         OriginPolicy::for_method(&parts.method),
+        client,
     )
     .await
     {

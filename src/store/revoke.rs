@@ -35,11 +35,7 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn revoke_reused(
-        &self,
-        id: Uuid,
-        presenter_ip: Option<IpAddr>,
-    ) -> StoreResult<bool> {
+    pub async fn revoke_reused(&self, id: Uuid, presenter_ip: Option<IpAddr>) -> StoreResult<bool> {
         let reason = RevokeReason::ReuseDetected;
         let revoked = sqlx::query_scalar!(
             r#"

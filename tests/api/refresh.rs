@@ -187,6 +187,17 @@ async fn a_stateful_cookie_rotated_out_and_presented_after_grace_revokes_the_ses
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(app.whoami_cookie(&c0).await.code(), "token_reused");
     assert_eq!(app.whoami_cookie(&c1).await.code(), "session_revoked");
+    // The reuse event names the check's client and the generation the cookie belonged to.
+    let detail: serde_json::Value = sqlx::query_scalar(
+        "SELECT detail FROM session_events WHERE session_id = $1 AND event = 'reuse_detected'",
+    )
+    .bind(login.session_id())
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the reuse event");
+    assert_eq!(detail["ip"], "127.0.0.1", "{detail}");
+    assert_eq!(detail["presented_version"], 1, "{detail}");
+    assert_eq!(detail["current_version"], 2, "{detail}");
 }
 
 #[tokio::test]
