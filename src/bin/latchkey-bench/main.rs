@@ -9,6 +9,7 @@
 //! One module per scenario; `harness` drives the clients and prints the tables, `service`
 //! runs the service in-process for the end-to-end scenarios.
 
+mod bare;
 mod check;
 mod flood;
 mod harness;

@@ -1,5 +1,6 @@
 //! `--scenario store`: the tower-sessions `SessionStore` of latchkey against the stock
-//! `tower_sessions_sqlx_store::PostgresStore`, on the same pool, op by op.
+//! `tower_sessions_sqlx_store::PostgresStore` and against the bare single-row statements on a
+//! copy of the table ([`BareStore`]), on the same pool, op by op.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::Barrier;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::SessionStore;
 
+use crate::bare::BareStore;
 use crate::harness::{median, quiesce, Sample};
 use crate::Args;
 
@@ -58,8 +60,12 @@ pub(crate) async fn run_scenario(options: PgConnectOptions, args: &Args) -> anyh
         ours = ours.with_coalescing(lanes, 64);
     }
     stock.migrate().await?;
-    let stores: [(&str, Arc<dyn SessionStore>); 2] =
-        [("stock", Arc::new(stock)), ("latchkey", Arc::new(ours))];
+    let bare = BareStore::new(pool.clone()).await?;
+    let stores: [(&str, Arc<dyn SessionStore>); 3] = [
+        ("stock", Arc::new(stock)),
+        ("latchkey", Arc::new(ours)),
+        ("bare", Arc::new(bare)),
+    ];
     println!("scenario=store seconds={}", args.seconds);
     println!(
         "{:<7} {:>7} {:<9} {:>10} {:>8} {:>8}",
@@ -78,9 +84,9 @@ pub(crate) async fn run_scenario(options: PgConnectOptions, args: &Args) -> anyh
             } else {
                 args.rounds.max(1)
             };
-            let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+            let mut samples: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
             for round in 0..rounds {
-                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
                 for i in order {
                     let (label, store) = &stores[i];
                     quiesce(&pool).await?;
@@ -104,8 +110,8 @@ pub(crate) async fn run_scenario(options: PgConnectOptions, args: &Args) -> anyh
                 let n = seeds.values().map(Vec::len).min().unwrap_or(0);
                 seeds.values_mut().for_each(|s| s.truncate(n));
             }
-            let [stock, ours] = samples.map(median);
-            for (label, sample) in [("stock", &stock), ("latchkey", &ours)] {
+            let [stock, ours, bare] = samples.map(median);
+            for (label, sample) in [("stock", &stock), ("latchkey", &ours), ("bare", &bare)] {
                 println!(
                     "{:<7} {:>7} {:<9} {:>10.0} {:>8.2} {:>8.2}",
                     op.name(),
@@ -124,6 +130,15 @@ pub(crate) async fn run_scenario(options: PgConnectOptions, args: &Args) -> anyh
                 ours.rps / stock.rps,
                 stock.p50_ms / ours.p50_ms,
                 stock.p99_ms / ours.p99_ms
+            );
+            println!(
+                "{:<7} {:>7} {:<9} {:>9.2}x {:>7.2}x {:>7.2}x   (latchkey / bare single-row statements)",
+                op.name(),
+                clients,
+                "ratio",
+                ours.rps / bare.rps,
+                bare.p50_ms / ours.p50_ms,
+                bare.p99_ms / ours.p99_ms
             );
         }
     }
