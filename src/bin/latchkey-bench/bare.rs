@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use latchkey::store::OwnerKey;
 use sqlx::types::Json;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -51,13 +52,14 @@ impl SessionStore for BareStore {
         sqlx::query(
             "INSERT INTO bench_bare (id, kind, owner_key, token_hash, expires_at,
                                      absolute_expires_at, data)
-             VALUES ($1, 'stateful', 'anon:' || $1::text, $2, $3, $3 + interval '30 days', $4)
+             VALUES ($1, 'stateful', $5, $2, $3, $3 + interval '30 days', $4)
              ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(hash)
         .bind(record.expiry_date)
         .bind(Json(&record.data))
+        .bind(OwnerKey::Anonymous(id).to_string())
         .execute(&self.pool)
         .await
         .map_err(backend)?;
