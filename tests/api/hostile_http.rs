@@ -101,7 +101,13 @@ async fn three_hundred_half_sent_heads_are_closed_by_the_header_timeout_while_he
     }
     stop.store(true, Ordering::SeqCst);
     let slowest = health.await.expect("health task");
-    assert!(slowest < Duration::from_secs(1), "healthz took {slowest:?}");
+    // A health check stuck behind the hanging heads would wait for the header timeout (2 s)
+    // to free them; 1.5 s leaves room for a busy machine (the whole suite runs at once on
+    // two cores: 1.04 s was seen) and still tells the two apart.
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "healthz took {slowest:?}"
+    );
     for chain in chains {
         let (access, n) = chain.await.expect("chain task");
         assert!(n > 0, "a chain made no progress");
