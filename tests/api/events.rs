@@ -431,18 +431,26 @@ async fn streams_beyond_the_per_owner_cap_get_429_even_when_opened_at_once() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// Terminates the service's LISTEN connections to the test database. Runs on a connection
+/// of its own to the `postgres` database, so it works while the test database refuses new
+/// connections (and needs none of the pool's).
 async fn kill_listeners(app: &TestApp) -> i64 {
-    let db: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(&app.db.pool)
+    let db = app
+        .db
+        .options
+        .get_database()
+        .expect("the test database's name")
+        .to_owned();
+    let mut admin = PgConnection::connect_with(&app.db.options.clone().database("postgres"))
         .await
-        .expect("db name");
+        .expect("admin connection");
     sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = $1 AND application_name = $2) t",
     )
     .bind(db)
     .bind(LISTENER_APPLICATION_NAME)
-    .fetch_one(&app.db.pool)
+    .fetch_one(&mut admin)
     .await
     .expect("terminate")
 }
