@@ -2,12 +2,10 @@
 //! library exports for them are the text of the store's `query!` literals, and they run
 //! against the migrated schema as the store's statements do.
 
-use latchkey::store::{NewSession, OwnerKey, Store, FIND_SESSION_SQL, ROTATE_SQL};
-use latchkey::SessionKind;
+use latchkey::store::{OwnerKey, Store, FIND_SESSION_SQL, ROTATE_SQL};
 use sqlx::Row;
-use uuid::Uuid;
 
-use crate::helpers::TestDb;
+use crate::helpers::{anonymous_stateless_session, TestDb};
 
 /// The store's source, as compiled into the library.
 const SESSIONS_RS: &str = include_str!("../../src/store/sessions.rs");
@@ -50,22 +48,7 @@ fn the_exported_find_session_statement_is_the_text_of_the_stores_single_row_read
 async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool.clone());
-    let id = Uuid::new_v4();
-    store
-        .create_session(&NewSession {
-            id,
-            kind: SessionKind::Stateless,
-            owner_key: OwnerKey::Anonymous(Uuid::new_v4()),
-            token_hash: [7; 32],
-            idle_ttl_secs: 3600.0,
-            absolute_ttl_secs: 86_400.0,
-            user_agent: Some("bench".to_owned()),
-            ip: Some("10.0.0.1".to_owned()),
-            data: serde_json::json!({}),
-            event_detail: serde_json::json!({}),
-        })
-        .await
-        .expect("create");
+    let id = anonymous_stateless_session(&store, [7; 32], "bench").await;
 
     let row = sqlx::query(FIND_SESSION_SQL)
         .bind(id)

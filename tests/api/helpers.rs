@@ -100,6 +100,32 @@ impl Drop for DropDatabase {
     }
 }
 
+/// A live stateless session of its own anonymous owner, created through the store with
+/// `token_hash`, an hour of idle life, a day of absolute life, `user_agent` and ip 10.0.0.1.
+pub async fn anonymous_stateless_session(
+    store: &latchkey::store::Store,
+    token_hash: [u8; 32],
+    user_agent: &str,
+) -> Uuid {
+    let id = Uuid::new_v4();
+    store
+        .create_session(&latchkey::store::NewSession {
+            id,
+            kind: SessionKind::Stateless,
+            owner_key: latchkey::store::OwnerKey::Anonymous(Uuid::new_v4()),
+            token_hash,
+            idle_ttl_secs: 3600.0,
+            absolute_ttl_secs: 86_400.0,
+            user_agent: Some(user_agent.to_owned()),
+            ip: Some("10.0.0.1".to_owned()),
+            data: json!({}),
+            event_detail: json!({}),
+        })
+        .await
+        .expect("create");
+    id
+}
+
 /// A fresh 64-character JWT secret for a `latchkey serve` started by a test (one written in
 /// the repository would be refused as published).
 pub fn random_jwt_secret() -> String {

@@ -3,12 +3,10 @@
 //! `pg_stat_user_tables`) with the slide interval and without it (the expiry moving on every
 //! rotation, as it did before).
 
-use latchkey::store::{NewSession, OwnerKey, RotatePolicy, Store};
-use latchkey::SessionKind;
+use latchkey::store::{RotatePolicy, Store};
 use sqlx::postgres::PgPoolOptions;
-use uuid::Uuid;
 
-use crate::helpers::TestDb;
+use crate::helpers::{anonymous_stateless_session, TestDb};
 
 const ROTATIONS: i64 = 300;
 
@@ -24,22 +22,7 @@ async fn rotate_and_count(slide_min_secs: f64) -> (i64, i64) {
         .await
         .expect("pool");
     let store = Store::new(pool.clone());
-    let id = Uuid::new_v4();
-    store
-        .create_session(&NewSession {
-            id,
-            kind: SessionKind::Stateless,
-            owner_key: OwnerKey::Anonymous(Uuid::new_v4()),
-            token_hash: [1; 32],
-            idle_ttl_secs: 3600.0,
-            absolute_ttl_secs: 86_400.0,
-            user_agent: Some("hot".to_owned()),
-            ip: Some("10.0.0.1".to_owned()),
-            data: serde_json::json!({}),
-            event_detail: serde_json::json!({}),
-        })
-        .await
-        .expect("create");
+    let id = anonymous_stateless_session(&store, [1; 32], "hot").await;
     let policy = RotatePolicy {
         grace_secs: 30.0,
         idle_ttl_secs: 3600.0,
