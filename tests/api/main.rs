@@ -29,6 +29,7 @@ mod proxy;
 mod reads;
 mod refresh;
 mod revoke;
+mod schema;
 mod secrets;
 mod security_doc;
 mod serve;
