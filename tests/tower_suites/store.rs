@@ -3,10 +3,13 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use latchkey::store::PgSessionStore;
 use sqlx::PgPool;
+use tokio::sync::OnceCell;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 use tower_sessions::SessionStore;
@@ -63,5 +66,77 @@ impl SessionStore for Kept {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         self.store.delete(id).await
+    }
+}
+
+/// How a [`Lazy`] store is built.
+pub trait Settings: Send + Sync + 'static {
+    /// The store on `pool`.
+    fn store(pool: PgPool) -> PgSessionStore;
+}
+
+/// `PgSessionStore::new`, nothing changed.
+#[derive(Debug)]
+pub struct Defaults;
+
+impl Settings for Defaults {
+    fn store(pool: PgPool) -> PgSessionStore {
+        PgSessionStore::new(pool)
+    }
+}
+
+/// A [`Kept`] store made by `Default`, as `MemoryStore::default()` is (no `.await`): its
+/// database is created on first use and shared by the store's clones.
+pub struct Lazy<S> {
+    kept: Arc<OnceCell<Kept>>,
+    settings: PhantomData<fn() -> S>,
+}
+
+impl<S: Settings> Lazy<S> {
+    async fn kept(&self) -> &Kept {
+        self.kept.get_or_init(|| Kept::new(S::store)).await
+    }
+}
+
+impl<S> Default for Lazy<S> {
+    fn default() -> Self {
+        Self {
+            kept: Arc::new(OnceCell::new()),
+            settings: PhantomData,
+        }
+    }
+}
+
+impl<S> Clone for Lazy<S> {
+    fn clone(&self) -> Self {
+        Self {
+            kept: Arc::clone(&self.kept),
+            settings: PhantomData,
+        }
+    }
+}
+
+impl<S> fmt::Debug for Lazy<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Lazy").field(&self.kept.get()).finish()
+    }
+}
+
+#[async_trait]
+impl<S: Settings> SessionStore for Lazy<S> {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.kept().await.create(record).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.kept().await.save(record).await
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.kept().await.load(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.kept().await.delete(id).await
     }
 }
