@@ -232,6 +232,11 @@ pub struct ServeArgs {
     /// Do not apply migrations at startup.
     #[arg(long)]
     pub no_migrate: bool,
+    /// At start, keep trying to reach PostgreSQL (and apply the migrations) for at most this
+    /// many seconds, 0.25 s doubling to 10 s between attempts, then exit 1. Unset: keep
+    /// trying, as a container that starts beside its database wants. 0: one attempt.
+    #[arg(long, env = "LATCHKEY_DB_WAIT_SECS")]
+    pub db_wait_secs: Option<u64>,
     /// Maximum database connections of this instance.
     #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,

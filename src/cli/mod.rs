@@ -2,6 +2,7 @@
 //! command group, the connection helpers they share here.
 
 mod apikey;
+mod database;
 mod expire;
 mod serve;
 mod sessions;

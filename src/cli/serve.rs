@@ -18,26 +18,11 @@ use crate::limits::RateLimit;
 use crate::rng::{random_array, OsSecretSource};
 use crate::server::ServerLimits;
 
+use super::database::open_database;
 use super::expire::spawn_sweeper;
-use super::{open, open_store};
 
 /// Exit status of `serve` for a setting it refuses (as for a flag clap cannot parse).
 const EXIT_BAD_SETTING: u8 = 2;
-
-/// A pool whose connections carry the service's statement and lock timeouts.
-async fn open_timed(
-    url: &str,
-    max: u32,
-    timeouts: crate::db::StatementTimeouts,
-) -> anyhow::Result<sqlx::PgPool> {
-    let options = url
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .context("parsing the database URL")?;
-    crate::db::pool_options(max)
-        .connect_with(timeouts.apply(options))
-        .await
-        .context("connecting to PostgreSQL")
-}
 
 /// `latchkey serve`: checks the flags (exit 2 on a bad one), opens the database, serves until
 /// SIGTERM or Ctrl-C, then drains.
@@ -50,8 +35,12 @@ pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode
     let sweep_interval_secs = args.sweep_interval_secs;
     let settings = settings(args)?;
     if sweep_interval_secs > 0 {
-        // The purge's batches run untimed, on a connection of their own, as `latchkey expire`.
-        spawn_sweeper(open_store(url, 1).await?, sweep_interval_secs);
+        // The purge's batches run untimed, on a connection of their own, as `latchkey expire`;
+        // a sweep that finds the database gone fails and the next one tries again.
+        let store = crate::store::Store::new(
+            crate::db::connect_lazy(url, 1).context("parsing the database URL")?,
+        );
+        spawn_sweeper(store, sweep_interval_secs);
     }
     let app = Application::build(settings, pool).await?;
     tracing::info!(addr = %app.local_addr()?, "latchkey listening");
@@ -61,25 +50,6 @@ pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode
     app.run_until(shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The service's database: created if missing and migrated (unless `--no-migrate`) on a
-/// connection of its own, then the service's pool, whose connections carry the statement and
-/// lock timeouts.
-async fn open_database(url: &str, args: &ServeArgs) -> anyhow::Result<sqlx::PgPool> {
-    // Migrations (DDL, maybe on a big table) run on a connection of their own, untimed.
-    let setup = open(url, 1, true).await?;
-    if !args.no_migrate {
-        crate::db::migrate(&setup)
-            .await
-            .context("applying migrations")?;
-    }
-    setup.close().await;
-    let timeouts = crate::db::StatementTimeouts {
-        statement: Duration::from_millis(args.statement_timeout_ms.into()),
-        lock: Duration::from_millis(args.lock_timeout_ms.into()),
-    };
-    open_timed(url, args.max_connections, timeouts).await
 }
 
 /// The service's settings from its flags (a random JWT key, with a warning, when none is set).
