@@ -14,5 +14,9 @@ COPY --from=build /src/target/release/latchkey /usr/local/bin/latchkey
 USER latchkey
 ENV LATCHKEY_BIND=0.0.0.0:8080
 EXPOSE 8080
+# Healthy when GET /readyz on LATCHKEY_BIND answers 200 (the service serves, the database
+# answers); the slim image has no curl, the binary does the GET.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["latchkey", "healthcheck", "--timeout-secs", "3"]
 ENTRYPOINT ["latchkey"]
 CMD ["serve"]

@@ -1,9 +1,10 @@
-//! The subcommands: `serve`, `migrate`, `user`, `sessions`, `apikey`, `expire`; one file per
-//! command group, the connection helpers they share here.
+//! The subcommands: `serve`, `migrate`, `user`, `sessions`, `apikey`, `expire`,
+//! `healthcheck`; one file per command group, the connection helpers they share here.
 
 mod apikey;
 mod database;
 mod expire;
+mod healthcheck;
 mod serve;
 mod sessions;
 mod user;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions(cmd) => sessions::sessions(&cli.database_url, cmd).await,
         Command::Apikey(cmd) => apikey::apikey(&cli.database_url, cmd).await,
         Command::Expire(args) => expire::expire(&cli.database_url, &args).await,
+        Command::Healthcheck(args) => healthcheck::healthcheck(&args).await,
     }
 }
 
