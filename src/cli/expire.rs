@@ -2,10 +2,15 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
+use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::config::ExpireArgs;
+use crate::metrics::Metrics;
 use crate::store::{ExpirePolicy, ExpireReport, Store};
 
 use super::open_store;
@@ -13,7 +18,7 @@ use super::open_store;
 /// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
 pub(super) async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(url, 1).await?;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut progress = Progress::new();
     let report = store
         .expire(&args.policy(), |r| progress.show(r, started))
@@ -24,23 +29,75 @@ pub(super) async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitC
         .purge_login_records(&args.policy())
         .await
         .context("purging login throttle counters and failures")?;
-    let ms = started.elapsed().as_millis();
+    let summary = Summary::new(&report, logins, started);
     if args.json {
-        let mut value = serde_json::to_value(report)?;
-        value["ms"] = serde_json::json!(ms);
-        value["logins"] = serde_json::json!(logins);
-        println!("{value}");
+        println!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!(
-            "expired={} revoked={} events={} batches={} ms={ms} logins={logins}{}",
-            report.expired,
-            report.revoked,
-            report.events,
-            report.batches,
-            if report.dry_run { " dry_run=true" } else { "" },
-        );
+        println!("{}", summary.logfmt());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The figures of one purge: the summary line of `latchkey expire` (logfmt, or JSON with
+/// `--json`), the same as the sweeper's log line and metrics
+/// (`latchkey_purge_rows_total{kind}`, `latchkey_purge_duration_seconds`,
+/// `latchkey_purge_last_success_timestamp_seconds`).
+#[derive(Debug, Clone, Serialize)]
+struct Summary {
+    /// Sessions past their expiry.
+    expired: i64,
+    /// Revoked sessions past their retention.
+    revoked: i64,
+    /// Audit events past their retention.
+    events: i64,
+    /// Batches that deleted something.
+    batches: i64,
+    /// Milliseconds the purge took.
+    ms: u64,
+    /// Login throttle rows and failures.
+    logins: i64,
+    /// Seconds the purge took.
+    seconds: f64,
+    /// When it ended (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    finished_at: OffsetDateTime,
+    /// Whether nothing was deleted (only counted).
+    dry_run: bool,
+}
+
+impl Summary {
+    fn new(report: &ExpireReport, logins: i64, started: Instant) -> Self {
+        let took = started.elapsed();
+        Self {
+            expired: report.expired,
+            revoked: report.revoked,
+            events: report.events,
+            batches: report.batches,
+            ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            logins,
+            seconds: took.as_secs_f64(),
+            finished_at: OffsetDateTime::now_utc(),
+            dry_run: report.dry_run,
+        }
+    }
+
+    /// One logfmt line; no value needs quoting.
+    fn logfmt(&self) -> String {
+        format!(
+            "expired={} revoked={} events={} batches={} ms={} logins={} seconds={:.3} finished_at={} dry_run={}",
+            self.expired,
+            self.revoked,
+            self.events,
+            self.batches,
+            self.ms,
+            self.logins,
+            self.seconds,
+            self.finished_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            self.dry_run,
+        )
+    }
 }
 
 /// A running total on stderr when the purge is long: rewritten in place twice a second on a
@@ -102,33 +159,53 @@ impl Progress {
     }
 }
 
-/// The optional background purge of `latchkey serve`: the same batches as `latchkey expire`.
-pub(super) fn spawn_sweeper(store: Store, every_secs: u64) {
+/// The optional background purge of `latchkey serve`: the same batches as `latchkey expire`,
+/// every `every_secs`, recorded in `metrics`; a failure is logged and counted, and the next
+/// interval tries again.
+pub(super) fn spawn_sweeper(store: Store, metrics: Arc<Metrics>, every_secs: u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let started = std::time::Instant::now();
-            match store.expire(&ExpirePolicy::default(), |_| {}).await {
-                Ok(r) if r.batches > 0 => tracing::info!(
-                    expired = r.expired,
-                    revoked = r.revoked,
-                    events = r.events,
-                    batches = r.batches,
-                    ms = started.elapsed().as_millis() as u64,
-                    "sweeper purged sessions"
-                ),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "sweeper failed; retrying at the next interval")
-                }
-            }
-            match store.purge_login_records(&ExpirePolicy::default()).await {
-                Ok(0) => {}
-                Ok(rows) => tracing::info!(rows, "sweeper purged login throttle rows and failures"),
-                Err(e) => tracing::warn!(error = %e, "sweeper failed to purge login records"),
-            }
+            sweep(&store, &metrics).await;
         }
     });
+}
+
+/// One purge of the sweeper.
+async fn sweep(store: &Store, metrics: &Metrics) {
+    let started = Instant::now();
+    let policy = ExpirePolicy::default();
+    let report = match store.expire(&policy, |_| {}).await {
+        Ok(report) => report,
+        Err(e) => {
+            metrics.purge_failed();
+            tracing::warn!(error = %e, "sweeper failed; retrying at the next interval");
+            return;
+        }
+    };
+    let logins = match store.purge_login_records(&policy).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            metrics.purged(&report, 0);
+            metrics.purge_failed();
+            tracing::warn!(error = %e, "sweeper failed to purge login records; retrying at the next interval");
+            return;
+        }
+    };
+    let s = Summary::new(&report, logins, started);
+    metrics.purged(&report, logins);
+    metrics.purge_succeeded(s.seconds);
+    if s.batches > 0 || s.logins > 0 {
+        tracing::info!(
+            expired = s.expired,
+            revoked = s.revoked,
+            events = s.events,
+            batches = s.batches,
+            ms = s.ms,
+            logins = s.logins,
+            "sweeper purged"
+        );
+    }
 }

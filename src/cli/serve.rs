@@ -34,15 +34,19 @@ pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode
     let pool = open_database(url, &args).await?;
     let sweep_interval_secs = args.sweep_interval_secs;
     let settings = settings(args)?;
+    let app = Application::build(settings, pool).await?;
     if sweep_interval_secs > 0 {
         // The purge's batches run untimed, on a connection of their own, as `latchkey expire`;
         // a sweep that finds the database gone fails and the next one tries again.
         let store = crate::store::Store::new(
             crate::db::connect_lazy(url, 1).context("parsing the database URL")?,
         );
-        spawn_sweeper(store, sweep_interval_secs);
+        spawn_sweeper(
+            store,
+            app.state().auth.metrics().clone(),
+            sweep_interval_secs,
+        );
     }
-    let app = Application::build(settings, pool).await?;
     tracing::info!(addr = %app.local_addr()?, "latchkey listening");
     if let Some(addr) = app.metrics_addr()? {
         tracing::info!(%addr, "metrics listening");
