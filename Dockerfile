@@ -5,14 +5,14 @@ WORKDIR /src
 ENV SQLX_OFFLINE=true
 
 # The dependencies, in a layer of their own that only a change of the manifests rebuilds:
-# every target Cargo.toml names gets an empty stand-in, and the build compiles the crates of
-# the lock file around them.
+# every target Cargo.toml names (each `path = "…"`, each `[[example]]`) gets an empty
+# stand-in, and the build compiles the crates of the lock file around them.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
 COPY .cargo .cargo
-RUN mkdir -p src/bin/latchkey-bench examples tests/api tests/tower_suites \
-    && touch src/lib.rs \
-    && for f in src/main.rs src/bin/latchkey-bench/main.rs examples/store_counter.rs \
-                tests/api/main.rs tests/tower_suites/main.rs; do echo 'fn main() {}' > "$f"; done \
+RUN { sed -n 's/^path = "\(.*\)"$/\1/p' Cargo.toml; \
+      sed -n '/^\[\[example\]\]$/{n;s/^name = "\(.*\)"$/examples\/\1.rs/p;}' Cargo.toml; } \
+    | while read -r target; do mkdir -p "$(dirname "$target")" && echo 'fn main() {}' > "$target"; done \
     && cargo build --release --locked --bin latchkey \
     && rm -rf src examples tests
 
