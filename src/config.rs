@@ -48,6 +48,56 @@ pub enum Command {
     /// Purge expired sessions, old revoked sessions and old audit events, in small batches
     /// (for cron). Prints one summary line; exits non-zero on failure.
     Expire(ExpireArgs),
+    /// GET the service's /readyz (for a container's HEALTHCHECK): exit 0 on 200, 1 otherwise
+    /// with the reason. Needs no database.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `latchkey healthcheck`.
+#[derive(Debug, Args, Clone)]
+pub struct HealthcheckArgs {
+    /// URL to GET, http only [default: http://<--bind>/readyz].
+    #[arg(long, value_parser = parse_http_url)]
+    pub url: Option<hyper::Uri>,
+    /// The service's listen address, for the default URL; an unspecified address (0.0.0.0,
+    /// [::]) is reached on loopback.
+    #[arg(long, env = "LATCHKEY_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Seconds to wait for the answer (1 to 300).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout_secs: u64,
+}
+
+impl HealthcheckArgs {
+    /// The URL to check: `--url`, or `/readyz` on `--bind` (loopback for an unspecified
+    /// address).
+    ///
+    /// # Errors
+    /// None in practice: a socket address always makes a valid URL.
+    pub fn target(&self) -> Result<hyper::Uri, String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let mut addr = self.bind;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        parse_http_url(&format!("http://{addr}/readyz"))
+    }
+}
+
+/// An `http://host[:port]/path` URL (no TLS: the check runs beside the service).
+fn parse_http_url(s: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "{s:?} is not an http://host[:port]/path URL (https is not supported: check the service on its own address)"
+        ));
+    }
+    Ok(uri)
 }
 
 /// `latchkey apikey …`
@@ -232,6 +282,11 @@ pub struct ServeArgs {
     /// Do not apply migrations at startup.
     #[arg(long)]
     pub no_migrate: bool,
+    /// At start, keep trying to reach PostgreSQL (and apply the migrations) for at most this
+    /// many seconds, 0.25 s doubling to 10 s between attempts, then exit 1. Unset: keep
+    /// trying, as a container that starts beside its database wants. 0: one attempt.
+    #[arg(long, env = "LATCHKEY_DB_WAIT_SECS")]
+    pub db_wait_secs: Option<u64>,
     /// Maximum database connections of this instance.
     #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,

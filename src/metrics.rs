@@ -1,11 +1,14 @@
 //! Prometheus metrics of the service, served at `GET /metrics` (OpenMetrics text): the
-//! protocol's counters, request latencies by route, and the gauges of the database pool and
-//! the live streams (read when scraped).
+//! protocol's counters, request latencies by route, the gauges of the database pool, the live
+//! streams and the password hashing queue (read when scraped), and the in-service purge's
+//! rows, durations and last success.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -22,6 +25,33 @@ struct Request {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolState {
     state: &'static str,
+}
+
+/// One label: the state of a password hash (`waiting` for a permit, `running`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HashState {
+    state: &'static str,
+}
+
+/// One label: what a purge deleted (`expired_sessions`, `revoked_sessions`, `events`,
+/// `login_records`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Purged {
+    kind: &'static str,
+}
+
+/// The purge's row categories, as [`Metrics::purged`] labels them: the fields of
+/// [`ExpireReport`](crate::store::ExpireReport), and the login throttle rows and failures.
+pub const PURGE_KINDS: [&str; 4] = [
+    "expired_sessions",
+    "revoked_sessions",
+    "events",
+    "login_records",
+];
+
+/// Purge duration buckets: 10 ms to about 45 min, quadrupling.
+fn purge_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 4.0, 10))
 }
 
 /// Request latency buckets: 0.5 ms to about 16 s, doubling.
@@ -58,6 +88,11 @@ pub struct Metrics {
     requests: Family<Request, Histogram, fn() -> Histogram>,
     pool: Family<PoolState, Gauge>,
     streams: Gauge,
+    hashes: Family<HashState, Gauge>,
+    purge_rows: Family<Purged, Counter>,
+    purge_duration: Histogram,
+    purge_last_success: Gauge<f64, AtomicU64>,
+    purge_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -107,6 +142,40 @@ impl Default for Metrics {
             "Open GET /auth/events streams of this instance, when scraped",
             streams.clone(),
         );
+        let hashes = Family::<HashState, Gauge>::default();
+        registry.register(
+            "password_hashes",
+            "Argon2 hashes and verifications by state (waiting for a permit, running), when scraped",
+            hashes.clone(),
+        );
+        let purge_rows = Family::<Purged, Counter>::default();
+        registry.register(
+            "purge_rows",
+            "Rows deleted by the in-service purge by kind (expired_sessions, revoked_sessions, events, login_records)",
+            purge_rows.clone(),
+        );
+        let purge_duration = purge_histogram();
+        registry.register(
+            "purge_duration_seconds",
+            "Duration of each successful in-service purge",
+            purge_duration.clone(),
+        );
+        let purge_last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "purge_last_success_timestamp_seconds",
+            "Unix time at which the last successful in-service purge ended (0: none yet)",
+            purge_last_success.clone(),
+        );
+        let purge_failures = Counter::default();
+        registry.register(
+            "purge_failures",
+            "In-service purges that failed (the next interval tries again)",
+            purge_failures.clone(),
+        );
+        // Every kind at zero from the start, so a rate over the first purge is right.
+        for kind in PURGE_KINDS {
+            drop(purge_rows.get_or_create(&Purged { kind }));
+        }
         Self {
             registry,
             refresh,
@@ -116,6 +185,11 @@ impl Default for Metrics {
             requests,
             pool,
             streams,
+            hashes,
+            purge_rows,
+            purge_duration,
+            purge_last_success,
+            purge_failures,
         }
     }
 }
@@ -161,16 +235,50 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Sets the gauges read at scrape time: the pool's connections and the open streams.
-    pub fn observe(&self, pool_size: u32, pool_idle: usize, streams: usize) {
-        let idle = i64::try_from(pool_idle).unwrap_or(i64::MAX);
+    /// Sets the gauges read at scrape time: the pool's connections, the open streams and the
+    /// password hashing queue.
+    pub fn observe(&self, now: &ScrapeTime) {
+        let idle = i64::try_from(now.pool_idle).unwrap_or(i64::MAX);
         self.pool
             .get_or_create(&PoolState { state: "idle" })
             .set(idle);
         self.pool
             .get_or_create(&PoolState { state: "in_use" })
-            .set(i64::from(pool_size).saturating_sub(idle).max(0));
-        self.streams.set(i64::try_from(streams).unwrap_or(i64::MAX));
+            .set(i64::from(now.pool_size).saturating_sub(idle).max(0));
+        self.streams
+            .set(i64::try_from(now.streams).unwrap_or(i64::MAX));
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.hashes
+            .get_or_create(&HashState { state: "waiting" })
+            .set(gauge(now.hashes.waiting));
+        self.hashes
+            .get_or_create(&HashState { state: "running" })
+            .set(gauge(now.hashes.running));
+    }
+
+    /// Counts the rows a purge deleted, by kind (`login_records`: the login throttle rows
+    /// and failures).
+    pub fn purged(&self, report: &crate::store::ExpireReport, login_records: i64) {
+        let rows = [report.expired, report.revoked, report.events, login_records];
+        for (kind, n) in PURGE_KINDS.into_iter().zip(rows) {
+            self.purge_rows
+                .get_or_create(&Purged { kind })
+                .inc_by(u64::try_from(n).unwrap_or(0));
+        }
+    }
+
+    /// Records a purge that succeeded in `seconds`, ending now.
+    pub fn purge_succeeded(&self, seconds: f64) {
+        self.purge_duration.observe(seconds);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.purge_last_success.set(now);
+    }
+
+    /// Counts a failed purge.
+    pub fn purge_failed(&self) {
+        self.purge_failures.inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -181,4 +289,17 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What [`Metrics::observe`] reads at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScrapeTime {
+    /// Connections of the database pool.
+    pub pool_size: u32,
+    /// Idle ones among them.
+    pub pool_idle: usize,
+    /// Open `GET /auth/events` streams.
+    pub streams: usize,
+    /// The password hashing queue.
+    pub hashes: crate::auth::password::HashQueue,
 }

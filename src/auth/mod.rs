@@ -91,8 +91,8 @@ impl Auth {
         self
     }
 
-    /// The counters of this engine.
-    pub fn metrics(&self) -> &Metrics {
+    /// The counters of this engine (shared: the service's in-service purge records into them).
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

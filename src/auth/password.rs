@@ -35,9 +35,19 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+/// The hashes (and verifications) of a [`PasswordHasher`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashQueue {
+    /// Waiting for a permit.
+    pub waiting: usize,
+    /// Holding a permit: running on the blocking pool.
+    pub running: usize,
+}
+
 /// Argon2id hashing and verification, bounded and counted.
 pub struct PasswordHasher {
     params: Params,
+    max_concurrent: usize,
     semaphore: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
@@ -83,6 +93,7 @@ impl PasswordHasher {
         let max_concurrent = max_concurrent.max(1);
         Ok(Self {
             params,
+            max_concurrent,
             semaphore: Arc::new(Semaphore::new(max_concurrent)),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued: max_concurrent * 256,
@@ -95,6 +106,19 @@ impl PasswordHasher {
     /// How many argon2 verifications have really run (for tests and metrics).
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The work in the queue now: running (holding one of the `max_concurrent` permits) and
+    /// waiting for a permit. A snapshot: either may change at once.
+    pub fn queue(&self) -> HashQueue {
+        let running = self
+            .max_concurrent
+            .saturating_sub(self.semaphore.available_permits());
+        let queued = self.queued.load(Ordering::Relaxed);
+        HashQueue {
+            waiting: queued.saturating_sub(running),
+            running,
+        }
     }
 
     /// Runs `work` on the blocking pool once a permit is free, keeping the tracing span.

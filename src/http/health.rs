@@ -56,7 +56,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl axum::respons
         {
             let pool = state.auth.store().pool();
             let metrics = state.auth.metrics();
-            metrics.observe(pool.size(), pool.num_idle(), state.events.stream_count());
+            metrics.observe(&crate::metrics::ScrapeTime {
+                pool_size: pool.size(),
+                pool_idle: pool.num_idle(),
+                streams: state.events.stream_count(),
+                hashes: state.auth.hasher().queue(),
+            });
             metrics.render()
         },
     )

@@ -441,3 +441,96 @@ async fn every_answer_carries_a_request_id_and_a_hostile_one_is_replaced() {
     let replaced = id_of(&res).expect("an id");
     assert_eq!(replaced.len(), 32, "{replaced}");
 }
+
+#[tokio::test]
+async fn metrics_list_the_purge_and_hashing_families_before_anything_happened() {
+    let mut opts = AppOptions::default();
+    opts.settings.metrics_bind = Some("127.0.0.1:0".parse().expect("addr"));
+    let app = spawn_app_with(opts).await;
+    let text = app.metrics_text().await;
+    for line in [
+        "# TYPE latchkey_purge_rows counter",
+        "latchkey_purge_rows_total{kind=\"expired_sessions\"} 0",
+        "latchkey_purge_rows_total{kind=\"revoked_sessions\"} 0",
+        "latchkey_purge_rows_total{kind=\"events\"} 0",
+        "latchkey_purge_rows_total{kind=\"login_records\"} 0",
+        "# TYPE latchkey_purge_duration_seconds histogram",
+        "latchkey_purge_duration_seconds_count 0",
+        "# TYPE latchkey_purge_last_success_timestamp_seconds gauge",
+        "latchkey_purge_last_success_timestamp_seconds 0",
+        "latchkey_purge_failures_total 0",
+        "# TYPE latchkey_password_hashes gauge",
+        "latchkey_password_hashes{state=\"waiting\"} 0",
+        "latchkey_password_hashes{state=\"running\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_logins_waiting_for_and_running_a_password_hash() {
+    let mut opts = AppOptions::default();
+    opts.settings.metrics_bind = Some("127.0.0.1:0".parse().expect("addr"));
+    // One hash at a time: four concurrent logins are one running and three waiting.
+    opts.settings.hash_concurrency = 1;
+    let app = spawn_app_with(opts).await;
+    let gauge = |text: &str, state: &str| -> i64 {
+        let name = format!("latchkey_password_hashes{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    let logins = futures::future::join_all(
+        (0..4).map(|_| app.login_as(&app.user.email, PASSWORD, SessionKind::Stateless)),
+    );
+    let scrapes = async {
+        let (mut most_waiting, mut most_running) = (0, 0);
+        for _ in 0..200 {
+            let text = app.metrics_text().await;
+            most_waiting = most_waiting.max(gauge(&text, "waiting"));
+            most_running = most_running.max(gauge(&text, "running"));
+            if most_waiting >= 2 && most_running == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        (most_waiting, most_running)
+    };
+    let (done, (most_waiting, most_running)) = tokio::join!(logins, scrapes);
+    assert!(done.iter().all(|t| t.status == StatusCode::OK));
+    assert_eq!(most_running, 1, "never more than the one permit");
+    assert!(most_waiting >= 2, "the others waited: {most_waiting}");
+    let text = app.metrics_text().await;
+    assert_eq!((gauge(&text, "waiting"), gauge(&text, "running")), (0, 0));
+}
+
+#[test]
+fn every_metrics_family_is_listed_in_the_operations_doc() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{root}/src/metrics.rs")).expect("metrics.rs");
+    let doc = std::fs::read_to_string(format!("{root}/docs/operations.md")).expect("doc");
+    // The name is the first string literal after each `registry.register(`.
+    let families: Vec<&str> = source
+        .split("registry.register(")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .collect();
+    assert!(
+        families.len() >= 12,
+        "the scan sees the families: {families:?}"
+    );
+    let missing: Vec<&str> = families
+        .iter()
+        .copied()
+        .filter(|name| {
+            !["`", "{", "_total`"]
+                .iter()
+                .any(|end| doc.contains(&format!("`latchkey_{name}{end}")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families missing from docs/operations.md: {missing:?}"
+    );
+}

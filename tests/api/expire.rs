@@ -960,3 +960,192 @@ async fn every_table_view_column_and_function_of_the_schema_has_a_comment() {
     .expect("catalog");
     assert!(missing.is_empty(), "without COMMENT ON: {missing:?}");
 }
+
+/// `key=value` pairs of a logfmt line without quoted values, in order.
+fn logfmt_pairs(line: &str) -> Vec<(String, String)> {
+    line.split(' ')
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not key=value: {pair:?} in {line:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_summary_line_is_logfmt_and_carries_the_same_figures_as_its_json_form() {
+    let (as_text, as_json) = tokio::join!(TestDb::new(), TestDb::new());
+    seed(&as_text.pool, MIX).await;
+    seed(&as_json.pool, MIX).await;
+    let began = time::OffsetDateTime::now_utc();
+
+    let (code, out, err) = cli(&url_of(&as_text).await, &["expire", "--batch", "5"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "one line: {out}");
+    let pairs = logfmt_pairs(out.trim_end());
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    let expected_keys = [
+        "expired",
+        "revoked",
+        "events",
+        "batches",
+        "ms",
+        "logins",
+        "seconds",
+        "finished_at",
+        "dry_run",
+    ];
+    assert_eq!(keys, expected_keys, "{out}");
+    let text: std::collections::HashMap<_, _> = pairs.into_iter().collect();
+
+    let (code, out, err) = cli(
+        &url_of(&as_json).await,
+        &["expire", "--batch", "5", "--json"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let json_keys: Vec<&str> = json
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted_keys = expected_keys.to_vec();
+    sorted_keys.sort_unstable();
+    let mut json_sorted = json_keys.clone();
+    json_sorted.sort_unstable();
+    assert_eq!(json_sorted, sorted_keys, "the same figures: {out}");
+
+    // The rows: what the seed put there, the same in both forms.
+    for (key, rows) in [
+        ("expired", MIX.expired()),
+        ("revoked", MIX.revoked()),
+        ("events", MIX.events()),
+    ] {
+        assert_eq!(text[key], rows.to_string(), "{key}");
+        assert_eq!(json[key], rows, "{key}");
+    }
+    assert_eq!(text["batches"], json["batches"].to_string());
+    assert_eq!(text["logins"], json["logins"].to_string());
+    assert_eq!(
+        (text["dry_run"].as_str(), &json["dry_run"]),
+        ("false", &false.into())
+    );
+    // The timings agree with each other within each form, and the end is now.
+    for (ms, seconds) in [
+        (
+            text["ms"].parse::<f64>().expect("ms"),
+            text["seconds"].parse::<f64>().expect("seconds"),
+        ),
+        (
+            json["ms"].as_f64().expect("ms"),
+            json["seconds"].as_f64().expect("seconds"),
+        ),
+    ] {
+        assert!(
+            (ms / 1000.0 - seconds).abs() < 0.002,
+            "{ms} ms vs {seconds} s"
+        );
+    }
+    for finished in [
+        text["finished_at"].clone(),
+        json["finished_at"].as_str().expect("string").to_owned(),
+    ] {
+        let at =
+            time::OffsetDateTime::parse(&finished, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{finished}: {e}"));
+        assert!(at >= began - time::Duration::seconds(1), "{finished}");
+        assert!(at <= time::OffsetDateTime::now_utc(), "{finished}");
+    }
+}
+
+/// The value of the sample `name` (with its labels, exactly) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+// Two workers: the test blocks one reading the service's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_exports_its_rows_duration_and_last_success_on_metrics() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    let began = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // One sweep at start, the next an hour later: the figures below are that one sweep's.
+    let (mut child, rx) = crate::helpers::spawn_serve(
+        &url_of(&db).await,
+        &crate::helpers::random_jwt_secret(),
+        &[
+            "--sweep-interval-secs",
+            "3600",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut metrics = None;
+    let mut swept = false;
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        if line.contains("metrics listening") {
+            metrics = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned);
+        }
+        swept |= line.contains("sweeper purged");
+        seen.push(line);
+        if swept && metrics.is_some() {
+            break;
+        }
+    }
+    let metrics = metrics.unwrap_or_else(|| panic!("no metrics listener: {seen:?}"));
+    assert!(swept, "no sweep logged: {seen:?}");
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    for (kind, rows) in [
+        ("expired_sessions", MIX.expired()),
+        ("revoked_sessions", MIX.revoked()),
+        ("events", MIX.events()),
+        ("login_records", 0),
+    ] {
+        let name = format!("latchkey_purge_rows_total{{kind=\"{kind}\"}}");
+        assert_eq!(
+            sample(&text, &name),
+            Some(rows as f64),
+            "{name} in:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "latchkey_purge_duration_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    let took = sample(&text, "latchkey_purge_duration_seconds_sum").expect("sum");
+    assert!(took > 0.0 && took < 60.0, "{took}");
+    let last = sample(&text, "latchkey_purge_last_success_timestamp_seconds").expect("last");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(last >= began && last <= now, "{began} <= {last} <= {now}");
+    assert_eq!(sample(&text, "latchkey_purge_failures_total"), Some(0.0));
+    // And the rows are gone.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM sessions").await,
+        i64::from(MIX.live + MIX.revoked_recent)
+    );
+}

@@ -13,6 +13,7 @@ mod endpoints;
 mod events;
 mod expire;
 mod faults;
+mod healthcheck;
 mod helpers;
 mod hostile_http;
 mod hot;

@@ -17,9 +17,16 @@ pub struct DbProxy {
 }
 
 impl DbProxy {
-    /// Starts the proxy, up.
+    /// Starts the proxy, up, on a free port.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_on(0).await
+    }
+
+    /// Starts the proxy, up, on 127.0.0.1:`port` (0: a free one).
+    pub async fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(true));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();

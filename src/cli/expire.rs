@@ -1,0 +1,211 @@
+//! The purge: `latchkey expire` (cron) and the in-service sweeper of `latchkey serve`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::ExpireArgs;
+use crate::metrics::Metrics;
+use crate::store::{ExpirePolicy, ExpireReport, Store};
+
+use super::open_store;
+
+/// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
+pub(super) async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(url, 1).await?;
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    let report = store
+        .expire(&args.policy(), |r| progress.show(r, started))
+        .await
+        .context("expiring sessions")?;
+    progress.finish();
+    let logins = store
+        .purge_login_records(&args.policy())
+        .await
+        .context("purging login throttle counters and failures")?;
+    let summary = Summary::new(&report, logins, started);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{}", summary.logfmt());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The figures of one purge: the summary line of `latchkey expire` (logfmt, or JSON with
+/// `--json`), the same as the sweeper's log line and metrics
+/// (`latchkey_purge_rows_total{kind}`, `latchkey_purge_duration_seconds`,
+/// `latchkey_purge_last_success_timestamp_seconds`).
+#[derive(Debug, Clone, Serialize)]
+struct Summary {
+    /// Sessions past their expiry.
+    expired: i64,
+    /// Revoked sessions past their retention.
+    revoked: i64,
+    /// Audit events past their retention.
+    events: i64,
+    /// Batches that deleted something.
+    batches: i64,
+    /// Milliseconds the purge took.
+    ms: u64,
+    /// Login throttle rows and failures.
+    logins: i64,
+    /// Seconds the purge took.
+    seconds: f64,
+    /// When it ended (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    finished_at: OffsetDateTime,
+    /// Whether nothing was deleted (only counted).
+    dry_run: bool,
+}
+
+impl Summary {
+    fn new(report: &ExpireReport, logins: i64, started: Instant) -> Self {
+        let took = started.elapsed();
+        Self {
+            expired: report.expired,
+            revoked: report.revoked,
+            events: report.events,
+            batches: report.batches,
+            ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            logins,
+            seconds: took.as_secs_f64(),
+            finished_at: OffsetDateTime::now_utc(),
+            dry_run: report.dry_run,
+        }
+    }
+
+    /// One logfmt line; no value needs quoting.
+    fn logfmt(&self) -> String {
+        format!(
+            "expired={} revoked={} events={} batches={} ms={} logins={} seconds={:.3} finished_at={} dry_run={}",
+            self.expired,
+            self.revoked,
+            self.events,
+            self.batches,
+            self.ms,
+            self.logins,
+            self.seconds,
+            self.finished_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            self.dry_run,
+        )
+    }
+}
+
+/// A running total on stderr when the purge is long: rewritten in place twice a second on a
+/// terminal, one line every ten seconds otherwise (a log under cron shows it moving).
+struct Progress {
+    terminal: bool,
+    shown: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    /// Runs shorter than this print nothing but the summary.
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn new() -> Self {
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            shown: false,
+            last: None,
+        }
+    }
+
+    fn every(&self) -> std::time::Duration {
+        if self.terminal {
+            std::time::Duration::from_millis(500)
+        } else {
+            std::time::Duration::from_secs(10)
+        }
+    }
+
+    fn show(&mut self, r: &ExpireReport, started: std::time::Instant) {
+        if started.elapsed() < Self::AFTER {
+            return;
+        }
+        if self.last.is_some_and(|t| t.elapsed() < self.every()) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        let line = format!(
+            "expiring: expired={} revoked={} events={} batches={} ({}s)",
+            r.expired,
+            r.revoked,
+            r.events,
+            r.batches,
+            started.elapsed().as_secs()
+        );
+        if self.terminal {
+            self.shown = true;
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+/// The optional background purge of `latchkey serve`: the same batches as `latchkey expire`,
+/// every `every_secs`, recorded in `metrics`; a failure is logged and counted, and the next
+/// interval tries again.
+pub(super) fn spawn_sweeper(store: Store, metrics: Arc<Metrics>, every_secs: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sweep(&store, &metrics).await;
+        }
+    });
+}
+
+/// One purge of the sweeper.
+async fn sweep(store: &Store, metrics: &Metrics) {
+    let started = Instant::now();
+    let policy = ExpirePolicy::default();
+    let report = match store.expire(&policy, |_| {}).await {
+        Ok(report) => report,
+        Err(e) => {
+            metrics.purge_failed();
+            tracing::warn!(error = %e, "sweeper failed; retrying at the next interval");
+            return;
+        }
+    };
+    let logins = match store.purge_login_records(&policy).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            metrics.purged(&report, 0);
+            metrics.purge_failed();
+            tracing::warn!(error = %e, "sweeper failed to purge login records; retrying at the next interval");
+            return;
+        }
+    };
+    let s = Summary::new(&report, logins, started);
+    metrics.purged(&report, logins);
+    metrics.purge_succeeded(s.seconds);
+    if s.batches > 0 || s.logins > 0 {
+        tracing::info!(
+            expired = s.expired,
+            revoked = s.revoked,
+            events = s.events,
+            batches = s.batches,
+            ms = s.ms,
+            logins = s.logins,
+            "sweeper purged"
+        );
+    }
+}
