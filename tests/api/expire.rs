@@ -1145,7 +1145,7 @@ async fn the_sweeper_exports_its_rows_duration_and_last_success_on_metrics() {
     assert_eq!(sample(&text, "latchkey_purge_failures_total"), Some(0.0));
     // And the rows are gone.
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM sessions").await,
+        count(&db.pool, "SELECT count(*) FROM latchkey.sessions").await,
         i64::from(MIX.live + MIX.revoked_recent)
     );
 }
