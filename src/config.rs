@@ -158,6 +158,12 @@ pub struct ExpireArgs {
     /// a large purge these events are most of the writes: about three times the WAL).
     #[arg(long, env = "LATCHKEY_EXPIRE_EXPIRED_EVENTS")]
     pub expired_events: bool,
+    /// When stderr is not a terminal (cron, a log), print a progress line (rows so far, rate)
+    /// every this many seconds while the purge runs. On a terminal a progress bar with the rate
+    /// and the time left is drawn instead, from a count made first.
+    #[arg(long, env = "LATCHKEY_EXPIRE_PROGRESS_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_secs: u64,
 }
 
 /// A pause ratio: a finite number from 0 to 100.

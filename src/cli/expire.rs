@@ -3,9 +3,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -19,9 +20,24 @@ use super::open_store;
 pub(super) async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(url, 1).await?;
     let started = Instant::now();
-    let mut progress = Progress::new();
+    let mut progress = if std::io::stderr().is_terminal() && !args.dry_run {
+        // What the bar runs to: the rows due now, counted as a dry run does.
+        let due = store
+            .expire(
+                &ExpirePolicy {
+                    dry_run: true,
+                    ..args.policy()
+                },
+                |_| {},
+            )
+            .await
+            .context("counting what the purge will delete")?;
+        Progress::bar(due.expired + due.revoked + due.events)
+    } else {
+        Progress::lines(Duration::from_secs(args.progress_secs))
+    };
     let report = store
-        .expire(&args.policy(), |r| progress.show(r, started))
+        .expire(&args.policy(), |r| progress.show(r))
         .await
         .context("expiring sessions")?;
     progress.finish();
@@ -100,61 +116,76 @@ impl Summary {
     }
 }
 
-/// A running total on stderr when the purge is long: rewritten in place twice a second on a
-/// terminal, one line every ten seconds otherwise (a log under cron shows it moving).
-struct Progress {
-    terminal: bool,
-    shown: bool,
-    last: Option<std::time::Instant>,
+/// How a running purge shows itself on stderr: on a terminal, a bar with the rows deleted of
+/// those counted first, the rate and the time left (indicatif); otherwise one line every
+/// interval with the rows so far and the rate, so a log under cron shows it moving.
+enum Progress {
+    Bar(ProgressBar),
+    Lines {
+        every: Duration,
+        last: Instant,
+        started: Instant,
+    },
 }
 
 impl Progress {
-    /// Runs shorter than this print nothing but the summary.
-    const AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-
-    fn new() -> Self {
-        Self {
-            terminal: std::io::stderr().is_terminal(),
-            shown: false,
-            last: None,
-        }
-    }
-
-    fn every(&self) -> std::time::Duration {
-        if self.terminal {
-            std::time::Duration::from_millis(500)
-        } else {
-            std::time::Duration::from_secs(10)
-        }
-    }
-
-    fn show(&mut self, r: &ExpireReport, started: std::time::Instant) {
-        if started.elapsed() < Self::AFTER {
-            return;
-        }
-        if self.last.is_some_and(|t| t.elapsed() < self.every()) {
-            return;
-        }
-        self.last = Some(std::time::Instant::now());
-        let line = format!(
-            "expiring: expired={} revoked={} events={} batches={} ({}s)",
-            r.expired,
-            r.revoked,
-            r.events,
-            r.batches,
-            started.elapsed().as_secs()
+    fn bar(due: i64) -> Self {
+        let bar = ProgressBar::new(u64::try_from(due).unwrap_or(0));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "expiring {wide_bar} {human_pos}/{human_len} rows, {per_sec}, {eta} left · {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        if self.terminal {
-            self.shown = true;
-            eprint!("\r{line}");
-        } else {
-            eprintln!("{line}");
+        Self::Bar(bar)
+    }
+
+    fn lines(every: Duration) -> Self {
+        let now = Instant::now();
+        Self::Lines {
+            every,
+            last: now,
+            started: now,
+        }
+    }
+
+    fn show(&mut self, r: &ExpireReport) {
+        let rows = u64::try_from(r.expired + r.revoked + r.events).unwrap_or(0);
+        match self {
+            Self::Bar(bar) => {
+                // Rows that expired since the count make the purge longer than counted.
+                if bar.length().is_some_and(|len| rows > len) {
+                    bar.set_length(rows);
+                }
+                bar.set_position(rows);
+                bar.set_message(format!(
+                    "expired={} revoked={} events={} batches={}",
+                    r.expired, r.revoked, r.events, r.batches
+                ));
+            }
+            Self::Lines {
+                every,
+                last,
+                started,
+            } => {
+                if last.elapsed() < *every {
+                    return;
+                }
+                *last = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                #[allow(clippy::cast_precision_loss)] // a rate for humans
+                let rate = rows as f64 / secs.max(0.001);
+                eprintln!(
+                    "expiring: expired={} revoked={} events={} batches={} rows={rows} seconds={secs:.0} rows_per_sec={rate:.0}",
+                    r.expired, r.revoked, r.events, r.batches
+                );
+            }
         }
     }
 
     fn finish(&self) {
-        if self.shown {
-            eprintln!();
+        if let Self::Bar(bar) = self {
+            bar.finish_and_clear();
         }
     }
 }

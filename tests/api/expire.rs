@@ -1149,3 +1149,99 @@ async fn the_sweeper_exports_its_rows_duration_and_last_success_on_metrics() {
         i64::from(MIX.live + MIX.revoked_recent)
     );
 }
+
+/// Enough expired sessions that a purge in batches of 20 with a rest as long as each batch
+/// runs for a few seconds.
+const LONG: Mix = Mix {
+    live: 10,
+    idle_expired: 8000,
+    absolute_expired: 0,
+    revoked_old: 0,
+    revoked_recent: 0,
+    revoked_old_expired: 0,
+    events_old: 0,
+    events_recent: 0,
+};
+
+#[tokio::test]
+async fn a_long_purge_off_a_terminal_logs_its_rows_and_rate_every_interval() {
+    let db = TestDb::new().await;
+    seed(&db.pool, LONG).await;
+    let (code, out, err) = cli(
+        &url_of(&db).await,
+        &[
+            "expire",
+            "--batch",
+            "20",
+            "--pause-ratio",
+            "1",
+            "--progress-secs",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("expiring: "))
+        .collect();
+    assert!(!lines.is_empty(), "progress lines on stderr: {err}");
+    let mut last_rows = 0;
+    for line in &lines {
+        let pairs: std::collections::HashMap<_, _> =
+            logfmt_pairs(line.trim_start_matches("expiring: "))
+                .into_iter()
+                .collect();
+        let rows: i64 = pairs["rows"].parse().expect("rows");
+        let rate: f64 = pairs["rows_per_sec"].parse().expect("rate");
+        assert!(rows > last_rows && rows < 8000, "{line}");
+        assert!(rate > 0.0, "{line}");
+        last_rows = rows;
+    }
+    assert!(out.starts_with("expired=8000 "), "{out}");
+}
+
+#[tokio::test]
+async fn a_long_purge_on_a_terminal_draws_a_bar_with_the_rate_and_the_time_left() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("`script` (util-linux) gives the purge a terminal; install util-linux");
+    }
+    let db = TestDb::new().await;
+    seed(&db.pool, LONG).await;
+    let url = url_of(&db).await;
+    let out = tokio::task::spawn_blocking(move || {
+        // `script` runs the command on a pseudo-terminal, as a person at a shell would.
+        std::process::Command::new("script")
+            .args(["-qec"])
+            .arg(format!(
+                "{} expire --batch 20 --pause-ratio 1",
+                env!("CARGO_BIN_EXE_latchkey")
+            ))
+            .arg("/dev/null")
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run script")
+    })
+    .await
+    .expect("join");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("/8,000 rows, "),
+        "the bar counts to what is due: {screen}"
+    );
+    assert!(
+        screen.contains(" left · expired="),
+        "the time left: {screen}"
+    );
+    assert!(
+        !screen.contains("expiring: "),
+        "no log lines on a terminal: {screen}"
+    );
+    assert!(screen.contains("expired=8000 "), "the summary: {screen}");
+}
