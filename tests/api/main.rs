@@ -32,6 +32,7 @@ mod revoke;
 mod secrets;
 mod security_doc;
 mod serve;
+mod session_faces;
 mod session_state;
 mod throttle;
 mod tls;
