@@ -50,6 +50,13 @@ impl TestDb {
 
     /// Creates and migrates a uniquely named database.
     pub async fn new() -> Self {
+        let db = Self::empty().await;
+        latchkey::MIGRATOR.run(&db.pool).await.expect("migrate");
+        db
+    }
+
+    /// Creates a uniquely named database with nothing in it.
+    pub async fn empty() -> Self {
         let name = format!("latchkey_test_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&base_options().database("postgres"))
             .await
@@ -64,7 +71,6 @@ impl TestDb {
             .connect_with(options.clone())
             .await
             .expect("connect test database");
-        latchkey::MIGRATOR.run(&pool).await.expect("migrate");
         Self {
             _drop: Arc::new(DropDatabase { name }),
             options,

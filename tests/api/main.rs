@@ -9,6 +9,7 @@ mod cors;
 mod disable;
 mod domain_literals;
 mod embed;
+mod embed_example;
 mod endpoints;
 mod events;
 mod expire;
