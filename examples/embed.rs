@@ -52,10 +52,11 @@ impl FromRef<DemoState> for AppState {
     }
 }
 
-/// The app's migrations and latchkey's, each with its own record: either order works.
+/// The app's migrations and latchkey's. latchkey's live in the schema `latchkey`, with their
+/// own record: either order works, and the app's `users` never meets latchkey's.
 pub async fn migrate(db: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(db).await?; // the app's own: examples/embed/migrations
-    latchkey::MIGRATOR.run(db).await // latchkey's
+    latchkey::db::migrate(db).await // latchkey's, in its own schema
 }
 
 /// The whole app: its own routes, `/healthz` and fallback; latchkey's auth API at `/auth`;

@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/latchkey".to_owned());
     latchkey::db::ensure_database(&url).await?;
     let pool = latchkey::db::pool_options(10).connect(&url).await?;
-    latchkey::MIGRATOR.run(&pool).await?;
+    latchkey::db::migrate(&pool).await?;
     let store = PgSessionStore::new(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -23,9 +23,13 @@ cleanup() {
 trap cleanup EXIT
 
 psql -q -X -v ON_ERROR_STOP=1 "$base/postgres" -c "CREATE DATABASE $db" >/dev/null
-# Each migration in its own transaction, in file-name order, as `sqlx migrate run` applies them.
+psql -q -X -v ON_ERROR_STOP=1 "$base/$db" -c "CREATE SCHEMA latchkey" >/dev/null
+# Each migration in its own transaction, in file-name order, in the schema latchkey::migrate
+# applies them in. The macros then compile against the default search_path, so a statement
+# that names a latchkey object without its schema fails to compile.
 for m in migrations/*.sql; do
-  psql -q -X -v ON_ERROR_STOP=1 --single-transaction "$base/$db" -f "$m" >/dev/null
+  PGOPTIONS="-c search_path=latchkey" \
+    psql -q -X -v ON_ERROR_STOP=1 --single-transaction "$base/$db" -f "$m" >/dev/null
 done
 
 # The macros only re-run when their crate is recompiled: make every target of the crate

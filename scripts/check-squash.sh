@@ -9,7 +9,7 @@
 #
 #   scripts/check-squash.sh REV         # e.g. scripts/check-squash.sh 51edd73
 #
-# Needs psql, pg_dump and sqlx-cli 0.8 (see scripts/sqlx-prepare.sh) and a local PostgreSQL
+# Needs psql, pg_dump and a local PostgreSQL
 # (DATABASE_URL_BASE, default postgres://postgres@127.0.0.1:5432).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,12 @@ git archive "$rev" migrations | tar -x -C "$tmp/old"
 
 migrate() { # db source
     psql -q "$base/postgres" -c "CREATE DATABASE $1" >/dev/null
-    sqlx migrate run --database-url "$base/$1" --source "$2" >/dev/null
+    psql -q -X "$base/$1" -c "CREATE SCHEMA latchkey" >/dev/null
+    # Each file in its own transaction, in name order, in the schema latchkey::migrate uses.
+    for m in "$2"/*.sql; do
+        PGOPTIONS="-c search_path=latchkey" \
+            psql -q -X -v ON_ERROR_STOP=1 --single-transaction "$base/$1" -f "$m" >/dev/null
+    done
 }
 migrate "$old_db" "$tmp/old/migrations"
 migrate "$new_db" migrations
@@ -45,7 +50,7 @@ comments() { # db out
     psql -X -A -t "$base/$1" -c "
         SELECT pg_describe_object(classoid, objoid, objsubid) || ' = ' || description
         FROM pg_description
-        WHERE (classoid, objoid) NOT IN (SELECT 'pg_class'::regclass, '_sqlx_migrations'::regclass)
+        WHERE (classoid <> 'pg_namespace'::regclass)
           AND (classoid <> 'pg_namespace'::regclass)
           AND objoid >= 16384
         ORDER BY 1" >"$2"
@@ -54,7 +59,7 @@ functions() { # db out
     psql -X -A -t "$base/$1" -c "
         SELECT p.oid::regprocedure::text || E'\n' || pg_get_functiondef(p.oid)
         FROM pg_proc AS p
-        WHERE p.pronamespace = 'public'::regnamespace
+        WHERE p.pronamespace = 'latchkey'::regnamespace
         ORDER BY p.oid::regprocedure::text" >"$2"
 }
 for side in old new; do

@@ -66,10 +66,54 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Err
     pool_options(max_connections).connect_lazy(url)
 }
 
-/// Applies the embedded migrations.
+/// The PostgreSQL schema that holds every latchkey table, type and routine, and latchkey's own
+/// migration record (`latchkey._sqlx_migrations`). Statements name their objects with it, so
+/// latchkey works on any pool, the application's own included, whatever its `search_path`.
+pub const SCHEMA: &str = "latchkey";
+
+/// Key of the advisory lock under which [`migrate`] creates the schema and moves an earlier
+/// layout into it (the bytes of `latchkey`); the migrations then take sqlx's own lock.
+const SETUP_LOCK: i64 = 0x6c61_7463_686b_6579;
+
+/// Moves a deployment from before the schema into it; see the file's comment.
+const ADOPT_LEGACY_LAYOUT: &str = include_str!("../sql/adopt_legacy_layout.sql");
+
+/// Applies latchkey's migrations into the schema [`SCHEMA`], creating it if needed, with their
+/// own record (`latchkey._sqlx_migrations`): the application's migrations, with sqlx's
+/// `_sqlx_migrations` in its own schema, apply before or after these and never collide.
+///
+/// A database migrated before latchkey had its schema (its tables and record in `public`) is
+/// moved into it first, data and migration rows included. Safe to run from several instances
+/// at once, and with the application's own pool: the migrations run on one connection of
+/// their own (the pool's options, with `search_path` set to the schema and no statement
+/// timeout), closed after.
 ///
 /// # Errors
-/// When a migration fails.
+/// When the database cannot be reached or a migration fails.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    crate::MIGRATOR.run(pool).await
+    let mut setup = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SETUP_LOCK)
+        .execute(&mut *setup)
+        .await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS latchkey")
+        .execute(&mut *setup)
+        .await?;
+    sqlx::query(ADOPT_LEGACY_LAYOUT)
+        .execute(&mut *setup)
+        .await?;
+    setup.commit().await?;
+
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("search_path", SCHEMA), ("statement_timeout", "0")]);
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let result = crate::MIGRATOR.run(&own).await;
+    own.close().await;
+    result
 }

@@ -45,8 +45,8 @@ pub mod token;
 use serde::{Deserialize, Serialize};
 
 /// The two modes of a session. A token of one mode never works in the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "session_kind", rename_all = "lowercase")]
+/// Stored as the Postgres enum `latchkey.session_kind` (see `store::owner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionKind {
     /// A cookie session checked against the database on every request.
@@ -65,5 +65,6 @@ impl SessionKind {
     }
 }
 
-/// Tests and binaries can build migrations from here.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// latchkey's migrations, applied by [`db::migrate`] (or `latchkey migrate`) in the schema
+/// [`db::SCHEMA`] with their own record.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -60,7 +60,7 @@ impl Store {
         key_hash: &[u8; 32],
     ) -> StoreResult<()> {
         sqlx::query!(
-            "INSERT INTO api_keys (id, owner_key, name, key_hash) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO latchkey.api_keys (id, owner_key, name, key_hash) VALUES ($1, $2, $3, $4)",
             id,
             owner_key as _,
             name,
@@ -78,7 +78,7 @@ impl Store {
     pub async fn find_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKeyRecord>> {
         Ok(sqlx::query_as!(
             ApiKeyRecord,
-            "SELECT id, key_hash, revoked_at FROM api_keys WHERE id = $1",
+            "SELECT id, key_hash, revoked_at FROM latchkey.api_keys WHERE id = $1",
             id
         )
         .fetch_optional(&self.pool)
@@ -90,9 +90,12 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn touch_api_key(&self, id: Uuid) -> StoreResult<()> {
-        sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = $1", id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!(
+            "UPDATE latchkey.api_keys SET last_used_at = now() WHERE id = $1",
+            id
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -116,9 +119,9 @@ impl Store {
             r#"
             SELECT k.id AS "id!", k.owner_key AS "owner_key!: OwnerKey", k.name,
                    k.created_at AS "created_at!", k.last_used_at, k.revoked_at
-            FROM (SELECT * FROM api_keys WHERE owner_key = $1
+            FROM (SELECT * FROM latchkey.api_keys WHERE owner_key = $1
                   UNION ALL
-                  SELECT * FROM (SELECT * FROM api_keys
+                  SELECT * FROM (SELECT * FROM latchkey.api_keys
                                  ORDER BY created_at DESC LIMIT 1000) AS newest
                   WHERE $1::text IS NULL) AS k
             ORDER BY k.created_at DESC
@@ -137,7 +140,7 @@ impl Store {
     /// Database failures.
     pub async fn revoke_api_key(&self, id: Uuid) -> StoreResult<Option<usize>> {
         let found = sqlx::query_scalar!(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
+            "UPDATE latchkey.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
             id
         )
         .fetch_optional(&self.pool)
@@ -157,7 +160,7 @@ impl Store {
     /// Database failures.
     pub async fn user_exists(&self, id: Uuid) -> StoreResult<bool> {
         Ok(sqlx::query_scalar!(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS \"e!\"",
+            "SELECT EXISTS (SELECT 1 FROM latchkey.users WHERE id = $1) AS \"e!\"",
             id
         )
         .fetch_one(&self.pool)

@@ -156,7 +156,7 @@ impl Store {
             r#"
             SELECT expired AS "expired!", revoked AS "revoked!", events AS "events!",
                    expired_last, revoked_last, events_last
-            FROM latchkey_expire_batch($1, make_interval(secs => $2), make_interval(secs => $3), $4,
+            FROM latchkey.latchkey_expire_batch($1, make_interval(secs => $2), make_interval(secs => $3), $4,
                                        $5, $6, $7, $8)
             "#,
             batch,

@@ -36,9 +36,9 @@ impl Store {
                    o.last_used_at AS "last_used_at!", o.idle_expires_at AS "expires_at!",
                    o.absolute_expires_at AS "absolute_expires_at!", o.revoked_at,
                    o.revoked_reason, o.state AS "state!", o.user_agent, host(o.ip) AS ip
-            FROM (SELECT * FROM session_overview WHERE owner_key = $1
+            FROM (SELECT * FROM latchkey.session_overview WHERE owner_key = $1
                   UNION ALL
-                  SELECT * FROM (SELECT * FROM session_overview
+                  SELECT * FROM (SELECT * FROM latchkey.session_overview
                                  ORDER BY created_at DESC LIMIT 1000) AS newest
                   WHERE $1::text IS NULL) AS o
             ORDER BY o.created_at DESC

@@ -44,7 +44,7 @@ impl Store {
                    expires_at <= now() AS "expired!",
                    extract(epoch FROM expires_at - now())::float8 AS "expires_in_secs!",
                    version
-            FROM sessions WHERE id = $1
+            FROM latchkey.sessions WHERE id = $1
             "#,
             id,
         )
@@ -81,7 +81,7 @@ impl Store {
             LiveStatus,
             r#"
             WITH mark AS (
-                UPDATE sessions
+                UPDATE latchkey.sessions
                 SET streamed_until = now() + make_interval(secs => $2)
                 WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
                   AND (streamed_until IS NULL
@@ -96,7 +96,7 @@ impl Store {
             UNION ALL
             SELECT owner_key, revoked_reason, expires_at <= now(),
                    extract(epoch FROM expires_at - now())::float8, version
-            FROM sessions WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM mark)
+            FROM latchkey.sessions WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM mark)
             "#,
             id,
             hold_secs,

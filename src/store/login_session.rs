@@ -229,7 +229,7 @@ impl Store {
         let row = sqlx::query!(
             r#"
             SELECT data AS "data: Json<Data>", expires_at
-            FROM sessions
+            FROM latchkey.sessions
             WHERE id = $1 AND owner_key = $2 AND revoked_at IS NULL AND expires_at > now()
             "#,
             id,
@@ -251,7 +251,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let done = sqlx::query!(
             r#"
-            UPDATE sessions
+            UPDATE latchkey.sessions
             SET data = CASE WHEN $3 THEN $4::jsonb ELSE (data - $5::text[]) || $4::jsonb END
             WHERE id = $1 AND owner_key = $2 AND revoked_at IS NULL AND expires_at > now()
             "#,
@@ -281,7 +281,7 @@ impl Store {
         let revoked = sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
-            FROM latchkey_revoke(ARRAY[$1::uuid], $3, true, ARRAY[$2::text]) AS r(id)
+            FROM latchkey.latchkey_revoke(ARRAY[$1::uuid], $3, true, ARRAY[$2::text]) AS r(id)
             "#,
             id,
             owner as _,

@@ -97,7 +97,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// Wraps a pool whose database has been migrated with [`crate::MIGRATOR`]. Every method
+    /// Wraps a pool whose database has been migrated with [`crate::db::migrate`]. Every method
     /// runs its own statement.
     pub fn new(pool: PgPool) -> Self {
         Self { pool, reads: None }

@@ -169,10 +169,64 @@ macro_rules! text_column {
 text_column!(OwnerKey);
 text_column!(RevokeReason);
 
+/// A Rust enum stored as a Postgres enum of the schema `latchkey`, label by label (its
+/// `as_str`). The type is named with its schema, so it is found from any `search_path`; a
+/// column of it is accepted under either name, qualified (how a connection whose
+/// `search_path` leaves the schema out sees it) or not (a connection whose `search_path`
+/// includes it, such as a DBA's role).
+macro_rules! enum_column {
+    ($t:ty, $name:literal, [$($variant:expr),+ $(,)?]) => {
+        impl Type<Postgres> for $t {
+            fn type_info() -> PgTypeInfo {
+                PgTypeInfo::with_name(concat!("latchkey.", $name))
+            }
+
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                let name = sqlx::TypeInfo::name(ty);
+                name == concat!("latchkey.", $name) || name == $name
+            }
+        }
+
+        impl Encode<'_, Postgres> for $t {
+            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> Decode<'r, Postgres> for $t {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+                let label = <&str as Decode<Postgres>>::decode(value)?;
+                [$($variant),+]
+                    .into_iter()
+                    .find(|v: &$t| v.as_str() == label)
+                    .ok_or_else(|| format!("unknown {} label {label:?}", $name).into())
+            }
+        }
+    };
+}
+
+enum_column!(
+    crate::SessionKind,
+    "session_kind",
+    [crate::SessionKind::Stateful, crate::SessionKind::Stateless]
+);
+enum_column!(
+    EventKind,
+    "session_event_kind",
+    [
+        EventKind::Created,
+        EventKind::Refreshed,
+        EventKind::GraceUsed,
+        EventKind::ReuseDetected,
+        EventKind::ModeMismatch,
+        EventKind::Revoked,
+        EventKind::Expired,
+    ]
+);
+
 /// What happened to a session: the Postgres enum `session_event_kind` of
 /// `session_events.event`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "session_event_kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// The session was created.
     Created,

@@ -40,7 +40,7 @@ impl Store {
         let revoked = sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
-            FROM latchkey_revoke(ARRAY[$1::uuid], $2, false, NULL, $3) AS r(id)
+            FROM latchkey.latchkey_revoke(ARRAY[$1::uuid], $2, false, NULL, $3) AS r(id)
             "#,
             id,
             reason as _,
@@ -77,7 +77,7 @@ impl Store {
         let revoked = sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
-            FROM latchkey_revoke(ARRAY[$1::uuid], $3, false,
+            FROM latchkey.latchkey_revoke(ARRAY[$1::uuid], $3, false,
                                  CASE WHEN $2::text IS NOT NULL THEN ARRAY[$2::text] END) AS r(id)
             "#,
             id,
@@ -116,8 +116,8 @@ impl Store {
         let ids = sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
-            FROM latchkey_revoke(
-                ARRAY(SELECT s.id FROM sessions AS s
+            FROM latchkey.latchkey_revoke(
+                ARRAY(SELECT s.id FROM latchkey.sessions AS s
                       WHERE s.owner_key = $1 AND s.revoked_at IS NULL
                         AND s.id IS DISTINCT FROM $3),
                 $2, false, ARRAY[$1::text]) AS r(id)

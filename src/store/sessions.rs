@@ -188,16 +188,16 @@ impl Store {
         let row = sqlx::query!(
             r#"
             WITH usr AS (
-                SELECT u.id FROM users AS u
+                SELECT u.id FROM latchkey.users AS u
                 WHERE u.id = $11 AND NOT u.disabled
                 FOR SHARE
             ), akey AS (
-                SELECT k.id FROM api_keys AS k
-                JOIN users AS u ON u.id = substr(k.owner_key, length($13) + 1)::uuid
+                SELECT k.id FROM latchkey.api_keys AS k
+                JOIN latchkey.users AS u ON u.id = substr(k.owner_key, length($13) + 1)::uuid
                 WHERE k.id = $12 AND k.revoked_at IS NULL AND NOT u.disabled
                 FOR SHARE OF k, u
             ), ins AS (
-                INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at,
+                INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at,
                                       absolute_expires_at, user_agent, ip, data)
                 SELECT $1, $2, $3, $4,
                        now() + make_interval(secs => least($5::float8, $6::float8)),
@@ -207,7 +207,7 @@ impl Store {
                    OR EXISTS (SELECT 1 FROM akey)
                 RETURNING id, owner_key, kind, version, expires_at, absolute_expires_at
             ), ev AS (
-                INSERT INTO session_events (session_id, owner_key, event, detail)
+                INSERT INTO latchkey.session_events (session_id, owner_key, event, detail)
                 SELECT id, owner_key, $15, jsonb_build_object('kind', kind) || $10::jsonb
                 FROM ins
             )
@@ -278,7 +278,7 @@ impl Store {
         let row = sqlx::query!(
             r#"
             WITH upd AS (
-                UPDATE sessions
+                UPDATE latchkey.sessions
                 SET prev_token_hash = token_hash,
                     prev_valid_until = now() + make_interval(secs => $5),
                     token_hash = $3,
@@ -294,7 +294,7 @@ impl Store {
                 WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
                 RETURNING id, owner_key, version, expires_at, absolute_expires_at
             ), ev AS (
-                INSERT INTO session_events (session_id, owner_key, event, detail)
+                INSERT INTO latchkey.session_events (session_id, owner_key, event, detail)
                 SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
                 FROM upd WHERE $8
             )
@@ -332,7 +332,7 @@ impl Store {
     ) -> StoreResult<Option<(OffsetDateTime, OffsetDateTime)>> {
         let row = sqlx::query!(
             r#"
-            UPDATE sessions
+            UPDATE latchkey.sessions
             SET last_used_at = now(),
                 expires_at = least(now() + make_interval(secs => $2), absolute_expires_at)
             WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
@@ -362,7 +362,7 @@ impl Store {
     ) -> StoreResult<()> {
         sqlx::query!(
             r#"
-            INSERT INTO session_events (session_id, owner_key, event, detail)
+            INSERT INTO latchkey.session_events (session_id, owner_key, event, detail)
             VALUES ($1, $2, $3, $4)
             "#,
             id,
@@ -381,7 +381,7 @@ impl Store {
     /// Database failures.
     pub async fn session_data(&self, id: Uuid) -> StoreResult<Option<serde_json::Value>> {
         Ok(
-            sqlx::query_scalar!("SELECT data FROM sessions WHERE id = $1", id)
+            sqlx::query_scalar!("SELECT data FROM latchkey.sessions WHERE id = $1", id)
                 .fetch_optional(&self.pool)
                 .await?,
         )
@@ -406,7 +406,7 @@ pub(super) async fn find_one(
                coalesce(prev_valid_until > now(), false) AS "in_grace!",
                expires_at <= now() AS "expired!", now() AS "read_at!",
                last_used_at, user_agent, host(ip) AS ip
-        FROM sessions WHERE id = $1
+        FROM latchkey.sessions WHERE id = $1
         "#,
         id,
     )
@@ -423,7 +423,7 @@ pub(super) async fn find_one(
 #[doc(hidden)]
 pub const ROTATE_SQL: &str = r#"
             WITH upd AS (
-                UPDATE sessions
+                UPDATE latchkey.sessions
                 SET prev_token_hash = token_hash,
                     prev_valid_until = now() + make_interval(secs => $5),
                     token_hash = $3,
@@ -439,7 +439,7 @@ pub const ROTATE_SQL: &str = r#"
                 WHERE id = $1 AND version = $2 AND revoked_at IS NULL AND expires_at > now()
                 RETURNING id, owner_key, version, expires_at, absolute_expires_at
             ), ev AS (
-                INSERT INTO session_events (session_id, owner_key, event, detail)
+                INSERT INTO latchkey.session_events (session_id, owner_key, event, detail)
                 SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version)
                 FROM upd WHERE $8
             )
@@ -459,5 +459,5 @@ pub const FIND_SESSION_SQL: &str = r#"
                coalesce(prev_valid_until > now(), false) AS "in_grace!",
                expires_at <= now() AS "expired!", now() AS "read_at!",
                last_used_at, user_agent, host(ip) AS ip
-        FROM sessions WHERE id = $1
+        FROM latchkey.sessions WHERE id = $1
         "#;

@@ -64,7 +64,7 @@ impl Store {
         Ok(sqlx::query_scalar!(
             r#"
             SELECT max(EXTRACT(EPOCH FROM blocked_until - now()))::float8
-            FROM login_throttle
+            FROM latchkey.login_throttle
             WHERE ip = $1 AND account = ANY($2) AND blocked_until > now()
             "#,
             ip,
@@ -95,9 +95,9 @@ impl Store {
         sqlx::query_scalar!(
             r#"
             WITH audit AS (
-                INSERT INTO login_failures (account, ip, kind) VALUES ($6, $1, $7)
+                INSERT INTO latchkey.login_failures (account, ip, kind) VALUES ($6, $1, $7)
             )
-            SELECT latchkey_login_failed(k.account, $1, k.free, $4, $5, $8)
+            SELECT latchkey.latchkey_login_failed(k.account, $1, k.free, $4, $5, $8)
             FROM unnest($2::text[], $3::int[]) AS k(account, free)
             "#,
             ip,
@@ -120,7 +120,7 @@ impl Store {
     /// Database failures.
     pub async fn throttle_clear(&self, ip: &str, account: &str) -> StoreResult<()> {
         sqlx::query!(
-            "DELETE FROM login_throttle WHERE account = $1 AND ip = $2",
+            "DELETE FROM latchkey.login_throttle WHERE account = $1 AND ip = $2",
             account,
             ip
         )
@@ -143,15 +143,15 @@ impl Store {
         let row = sqlx::query!(
             r#"
             WITH counters AS (
-                DELETE FROM login_throttle t
-                USING (SELECT account, ip FROM login_throttle
+                DELETE FROM latchkey.login_throttle t
+                USING (SELECT account, ip FROM latchkey.login_throttle
                        WHERE expires_at <= now() ORDER BY expires_at LIMIT $2
                        FOR UPDATE SKIP LOCKED) old
                 WHERE t.account = old.account AND t.ip = old.ip
                 RETURNING 1
             ), failures AS (
-                DELETE FROM login_failures f
-                USING (SELECT id FROM login_failures
+                DELETE FROM latchkey.login_failures f
+                USING (SELECT id FROM latchkey.login_failures
                        WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2
                        FOR UPDATE SKIP LOCKED) old
                 WHERE f.id = old.id
@@ -180,8 +180,8 @@ impl Store {
         if policy.dry_run {
             return Ok(sqlx::query_scalar!(
                 r#"
-                SELECT (SELECT count(*) FROM login_throttle WHERE expires_at <= now())
-                     + (SELECT count(*) FROM login_failures WHERE occurred_at < $1) AS "n!"
+                SELECT (SELECT count(*) FROM latchkey.login_throttle WHERE expires_at <= now())
+                     + (SELECT count(*) FROM latchkey.login_failures WHERE occurred_at < $1) AS "n!"
                 "#,
                 before
             )

@@ -108,7 +108,7 @@ pub async fn bound_owner(
 /// `tower_sessions_sqlx_store::PostgresStore`. See the [module documentation](self) for the
 /// mapping and the guarantees.
 ///
-/// The database must be migrated with [`crate::MIGRATOR`] (there is no separate `migrate`).
+/// The database must be migrated with [`crate::db::migrate`] (there is no separate `migrate`).
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
@@ -124,7 +124,7 @@ pub async fn bound_owner(
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), sqlx::Error> {
 /// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/latchkey").await?;
-/// latchkey::MIGRATOR.run(&pool).await?;
+/// latchkey::db::migrate(&pool).await?;
 /// let store = PgSessionStore::new(pool);
 /// let sessions = SessionManagerLayer::new(store)
 ///     .with_expiry(Expiry::OnInactivity(time::Duration::hours(8)))
@@ -288,7 +288,7 @@ pub(super) async fn load_one(
     let row = sqlx::query!(
         r#"
         SELECT token_hash, data AS "data: Json<Data>", expires_at
-        FROM sessions
+        FROM latchkey.sessions
         WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
           AND revoked_at IS NULL AND expires_at > now()
         "#,
@@ -305,7 +305,7 @@ pub(super) async fn load_one(
 /// `tests/api/bench_sql.rs` fails when the two differ.
 pub(super) const LOAD_SESSION_SQL: &str = r#"
         SELECT token_hash, data AS "data: Json<Data>", expires_at
-        FROM sessions
+        FROM latchkey.sessions
         WHERE id = $1 AND token_hash = $2 AND kind = 'stateful'
           AND revoked_at IS NULL AND expires_at > now()
         "#;
@@ -321,7 +321,7 @@ pub(super) async fn create_rows(
 ) -> Result<Vec<bool>, sqlx::Error> {
     let c = Columns::of(rows);
     let ids = sqlx::query_scalar!(
-        r#"SELECT latchkey_store_create_many($1, $2, $3, $4, $5, $6) AS "ids!""#,
+        r#"SELECT latchkey.latchkey_store_create_many($1, $2, $3, $4, $5, $6) AS "ids!""#,
         &c.ids[..],
         &c.hashes[..],
         &c.data[..],
@@ -349,7 +349,7 @@ pub(super) async fn save_rows(
     // The same six arrays as `create_rows` binds: `query!` takes only a literal, so each
     // function call binds its own.
     sqlx::query_scalar!(
-        "SELECT latchkey_store_save_many($1, $2, $3, $4, $5, $6)",
+        "SELECT latchkey.latchkey_store_save_many($1, $2, $3, $4, $5, $6)",
         &c.ids[..],
         &c.hashes[..],
         &c.data[..],
@@ -459,8 +459,8 @@ impl SessionStore for PgSessionStore {
         sqlx::query_scalar!(
             r#"
             SELECT r.id AS "id!"
-            FROM latchkey_revoke(
-                ARRAY(SELECT s.id FROM sessions AS s
+            FROM latchkey.latchkey_revoke(
+                ARRAY(SELECT s.id FROM latchkey.sessions AS s
                       WHERE s.id = $1 AND s.token_hash = $2 AND s.kind = 'stateful'),
                 $3, true) AS r(id)
             "#,

@@ -55,7 +55,7 @@ impl Store {
     pub async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         Ok(sqlx::query_as!(
             UserRecord,
-            "SELECT id, email, password_hash, disabled FROM users WHERE lower(email) = lower($1)",
+            "SELECT id, email, password_hash, disabled FROM latchkey.users WHERE lower(email) = lower($1)",
             email
         )
         .fetch_optional(&self.pool)
@@ -69,7 +69,7 @@ impl Store {
     pub async fn find_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
         Ok(sqlx::query_as!(
             UserRecord,
-            "SELECT id, email, password_hash, disabled FROM users WHERE id = $1",
+            "SELECT id, email, password_hash, disabled FROM latchkey.users WHERE id = $1",
             id
         )
         .fetch_optional(&self.pool)
@@ -82,7 +82,7 @@ impl Store {
     /// [`StoreError::Conflict`] with [`EMAIL_UNIQUE`] when the email is taken.
     pub async fn insert_user(&self, email: &str, password_hash: &str) -> StoreResult<Uuid> {
         Ok(sqlx::query_scalar!(
-            "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id",
+            "INSERT INTO latchkey.users (email, password_hash) VALUES ($1, $2) RETURNING id",
             email,
             password_hash
         )
@@ -96,7 +96,7 @@ impl Store {
     /// Database failures.
     pub async fn update_password_hash(&self, id: Uuid, password_hash: &str) -> StoreResult<()> {
         sqlx::query!(
-            "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+            "UPDATE latchkey.users SET password_hash = $2, updated_at = now() WHERE id = $1",
             id,
             password_hash
         )
@@ -114,10 +114,10 @@ impl Store {
             UserSummary,
             r#"
             SELECT u.id, u.email, u.disabled, u.created_at,
-                   (SELECT count(*) FROM sessions AS s
+                   (SELECT count(*) FROM latchkey.sessions AS s
                     WHERE s.owner_key = $1 || u.id::text
                       AND s.revoked_at IS NULL AND s.expires_at > now()) AS "live_sessions!"
-            FROM users AS u
+            FROM latchkey.users AS u
             ORDER BY u.created_at, u.id
             "#,
             OwnerKey::USER_PREFIX,
@@ -153,7 +153,7 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn disable_user(&self, email: &str) -> StoreResult<Option<usize>> {
-        let revoked = sqlx::query_scalar!("SELECT latchkey_disable_user($1)", email)
+        let revoked = sqlx::query_scalar!("SELECT latchkey.latchkey_disable_user($1)", email)
             .fetch_one(&self.pool)
             .await?;
         Ok(revoked.map(|n| usize::try_from(n).unwrap_or_default()))
@@ -166,11 +166,12 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn enable_user(&self, email: &str) -> StoreResult<bool> {
-        Ok(
-            sqlx::query_scalar!("SELECT latchkey_enable_user($1) AS \"found!\"", email)
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar!(
+            "SELECT latchkey.latchkey_enable_user($1) AS \"found!\"",
+            email
         )
+        .fetch_one(&self.pool)
+        .await?)
     }
 }
 

@@ -88,7 +88,7 @@ async fn the_exported_statements_read_and_rotate_a_session_as_the_store_does() {
     assert_eq!(after.version, stored.version + 1);
     assert_eq!(after.token_hash, [8u8; 32].to_vec());
     let events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM session_events WHERE session_id = $1 AND event::text = 'refreshed'",
+        "SELECT count(*) FROM latchkey.session_events WHERE session_id = $1 AND event::text = 'refreshed'",
     )
     .bind(id)
     .fetch_one(&db.pool)

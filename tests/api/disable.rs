@@ -196,7 +196,7 @@ async fn assert_all_dead(app: &TestApp, held: Held) {
         );
     }
     let audited: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM session_events
+        "SELECT count(*) FROM latchkey.session_events
          WHERE event = 'revoked' AND detail->>'reason' = 'user_disabled'",
     )
     .fetch_one(&app.db.pool)
@@ -209,10 +209,10 @@ async fn assert_all_dead(app: &TestApp, held: Held) {
 /// Live sessions of the test user, directly or through any of its keys.
 async fn live_sessions(app: &TestApp) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM sessions
+        "SELECT count(*) FROM latchkey.sessions
          WHERE revoked_at IS NULL
            AND (owner_key = $1 OR owner_key IN
-                (SELECT 'apikey:' || id FROM api_keys WHERE owner_key = $1))",
+                (SELECT 'apikey:' || id FROM latchkey.api_keys WHERE owner_key = $1))",
     )
     .bind(app.user.owner_key())
     .fetch_one(&app.db.pool)
@@ -234,7 +234,7 @@ async fn disabling_a_user_with_the_cli_ends_its_sessions_api_key_sessions_and_st
 async fn disabling_a_user_with_a_plain_sql_update_ends_its_sessions_api_key_sessions_and_streams() {
     let app = app().await;
     let held = hold_everything(&app).await;
-    sqlx::query("UPDATE users SET disabled = true WHERE id = $1")
+    sqlx::query("UPDATE latchkey.users SET disabled = true WHERE id = $1")
         .bind(app.user.id)
         .execute(&app.db.pool)
         .await
@@ -270,8 +270,8 @@ async fn enabling_a_user_brings_back_its_logins_but_not_its_old_sessions() {
     let (ok, _, err) = latchkey(&app, &["user", "enable", "nobody@example.com"]);
     assert!(!ok && err.contains("no account"), "{err}");
     let (disabled, enabled): (Option<i32>, bool) = sqlx::query_as(
-        "SELECT latchkey_disable_user('nobody@example.com'), \
-                latchkey_enable_user('nobody@example.com')",
+        "SELECT latchkey.latchkey_disable_user('nobody@example.com'), \
+                latchkey.latchkey_enable_user('nobody@example.com')",
     )
     .fetch_one(&app.db.pool)
     .await
@@ -289,7 +289,7 @@ async fn no_login_racing_a_disable_leaves_a_live_session_of_the_user() {
     let (_, key) = app.create_api_key().await;
     let (mut issued, mut denied) = (0, 0);
     for round in 0..ROUNDS {
-        sqlx::query("UPDATE users SET disabled = false WHERE id = $1")
+        sqlx::query("UPDATE latchkey.users SET disabled = false WHERE id = $1")
             .bind(app.user.id)
             .execute(&app.db.pool)
             .await
@@ -322,9 +322,9 @@ async fn no_login_racing_a_disable_leaves_a_live_session_of_the_user() {
             // Land at varying points of the logins: before, inside and after their checks.
             tokio::time::sleep(Duration::from_millis(round * 9 % 50)).await;
             let sql = if round % 2 == 0 {
-                "SELECT latchkey_disable_user($1)"
+                "SELECT latchkey.latchkey_disable_user($1)"
             } else {
-                "UPDATE users SET disabled = true WHERE email = $1"
+                "UPDATE latchkey.users SET disabled = true WHERE email = $1"
             };
             sqlx::query(sql)
                 .bind(email)
@@ -346,11 +346,12 @@ async fn no_login_racing_a_disable_leaves_a_live_session_of_the_user() {
         issued > 0 && denied > 0,
         "issued {issued}, refused {denied}"
     );
-    let revoked: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_reason = 'user_disabled'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("revoked");
+    let revoked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM latchkey.sessions WHERE revoked_reason = 'user_disabled'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("revoked");
     assert_eq!(
         revoked, issued,
         "every issued session was revoked by a disable"
@@ -388,7 +389,7 @@ async fn a_refused_insert_for_a_disabled_user_or_a_revoked_key_creates_nothing()
         by_revoked_key,
         Err(latchkey::auth::AuthError::InvalidCredentials)
     ));
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
         .fetch_one(&app.db.pool)
         .await
         .expect("count");

@@ -183,7 +183,7 @@ async fn an_owner_key_parses_exactly_when_the_sessions_check_constraint_accepts_
     let db = crate::helpers::TestDb::new().await;
     for candidate in candidates() {
         let inserted = sqlx::query(
-            "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, \
+            "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, \
                                    absolute_expires_at) \
              VALUES (gen_random_uuid(), 'stateful', $1, $2, now() + interval '1 hour', \
                      now() + interval '1 hour')",
@@ -201,7 +201,7 @@ async fn an_owner_key_parses_exactly_when_the_sessions_check_constraint_accepts_
         if let Ok(owner) = parsed {
             assert_eq!(owner.to_string(), candidate);
             let read: OwnerKey =
-                sqlx::query_scalar("SELECT owner_key FROM sessions WHERE owner_key = $1")
+                sqlx::query_scalar("SELECT owner_key FROM latchkey.sessions WHERE owner_key = $1")
                     .bind(owner)
                     .fetch_one(&db.pool)
                     .await

@@ -144,9 +144,18 @@ impl Demo {
 
 #[tokio::test]
 async fn the_embed_example_logs_in_keeps_a_cart_on_the_login_and_logs_out() {
-    let db = TestDb::new().await;
+    let db = TestDb::empty().await;
+    embed::migrate(&db.pool)
+        .await
+        .expect("the example's migrate");
     let demo = Demo::start(db.pool.clone()).await;
-    demo.add_account("alice@example.com").await;
+    let account = demo.add_account("alice@example.com").await;
+    sqlx::query("INSERT INTO users (display_name, latchkey_user) VALUES ($1, $2)")
+        .bind("Alice")
+        .bind(account)
+        .execute(&db.pool)
+        .await
+        .expect("the app's own profile");
 
     // The app's own health check and fallback, under /auth too.
     assert_eq!(
@@ -196,12 +205,17 @@ async fn the_embed_example_logs_in_keeps_a_cart_on_the_login_and_logs_out() {
         demo.get_json("/app/cart", Some(&cookie)).await,
         (200, json!(["apples", "pears"]))
     );
-    let data: Value = sqlx::query_scalar("SELECT data FROM sessions WHERE id = $1")
+    let data: Value = sqlx::query_scalar("SELECT data FROM latchkey.sessions WHERE id = $1")
         .bind(session_id)
         .fetch_one(&db.pool)
         .await
         .expect("row");
     assert_eq!(data, json!({ "cart": ["apples", "pears"] }));
+    let (status, me) = demo.get_json("/app/me", Some(&cookie)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["owner"], format!("user:{account}"));
+    assert_eq!(me["session_id"], session_id.to_string());
+    assert_eq!(me["display_name"], "Alice", "the app's own users table");
 
     // Logout through /auth: /app refuses the cookie, and the next login starts empty.
     let res = demo
@@ -237,7 +251,6 @@ enum Order {
 }
 
 #[tokio::test]
-#[ignore = "needs the latchkey schema"]
 async fn the_apps_migrations_and_latchkeys_apply_in_either_order_and_each_keeps_its_users_table() {
     for order in [Order::AppFirst, Order::LatchkeyFirst] {
         let db = TestDb::empty().await;
@@ -247,14 +260,12 @@ async fn the_apps_migrations_and_latchkeys_apply_in_either_order_and_each_keeps_
                     .run(&db.pool)
                     .await
                     .expect("the app's migrations");
-                latchkey::MIGRATOR
-                    .run(&db.pool)
+                latchkey::db::migrate(&db.pool)
                     .await
                     .expect("latchkey's migrations");
             }
             Order::LatchkeyFirst => {
-                latchkey::MIGRATOR
-                    .run(&db.pool)
+                latchkey::db::migrate(&db.pool)
                     .await
                     .expect("latchkey's migrations");
                 embed::MIGRATOR
@@ -266,7 +277,18 @@ async fn the_apps_migrations_and_latchkeys_apply_in_either_order_and_each_keeps_
         // Both again: nothing left to apply, nothing missing.
         embed::migrate(&db.pool)
             .await
-            .expect("{order:?}: migrate again");
+            .unwrap_or_else(|e| panic!("{order:?}: migrate again: {e}"));
+        let tables: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT to_regclass(name)::text FROM unnest(ARRAY['public.users', 'latchkey.users']) AS name",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .expect("tables");
+        assert_eq!(
+            tables,
+            [Some("users".to_owned()), Some("latchkey.users".to_owned())],
+            "{order:?}: two users tables"
+        );
 
         let demo = Demo::start(db.pool.clone()).await;
         let account = demo.add_account("alice@example.com").await;

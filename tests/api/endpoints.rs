@@ -322,7 +322,7 @@ async fn stateful_checks_touch_last_used_at_at_most_once_per_interval() {
     let sid = login.session_id();
     let stamp = || async {
         sqlx::query_scalar::<_, time::OffsetDateTime>(
-            "SELECT last_used_at FROM sessions WHERE id = $1",
+            "SELECT last_used_at FROM latchkey.sessions WHERE id = $1",
         )
         .bind(sid)
         .fetch_one(&app.db.pool)
@@ -337,11 +337,13 @@ async fn stateful_checks_touch_last_used_at_at_most_once_per_interval() {
         );
     }
     assert_eq!(stamp().await, first, "no write within the touch interval");
-    sqlx::query("UPDATE sessions SET last_used_at = now() - interval '2 minutes' WHERE id = $1")
-        .bind(sid)
-        .execute(&app.db.pool)
-        .await
-        .expect("age");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET last_used_at = now() - interval '2 minutes' WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.db.pool)
+    .await
+    .expect("age");
     let aged = stamp().await;
     assert_eq!(
         app.whoami_cookie(&login.cookie()).await.status,

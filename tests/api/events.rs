@@ -262,7 +262,7 @@ async fn a_stream_of_another_owner_never_receives_events_of_a_session_whose_id_i
     assert!(bob_stream.comments >= 2, "keep-alive comments flow");
 
     // Bob's own revocation reaches him, about his own session.
-    sqlx::query("SELECT latchkey_revoke_owner($1)")
+    sqlx::query("SELECT latchkey.latchkey_revoke_owner($1)")
         .bind(bob.owner_key())
         .execute(&app.db.pool)
         .await
@@ -491,7 +491,7 @@ async fn after_the_listeners_connection_is_killed_it_reconnects_and_revocations_
         .await
         .expect("refuse connections");
     assert_eq!(kill_listeners(&app).await, 1);
-    sqlx::query("SELECT latchkey_revoke_session($1)")
+    sqlx::query("SELECT latchkey.latchkey_revoke_session($1)")
         .bind(second.session_id())
         .execute(&mut *held)
         .await
@@ -561,7 +561,7 @@ async fn deleting_the_row_by_hand_closes_its_streams() {
     app.wait_listening(1).await;
     let login = app.login(SessionKind::Stateless).await;
     let mut stream = open_bearer(&app, &login.access_token()).await;
-    sqlx::query("DELETE FROM sessions WHERE id = $1")
+    sqlx::query("DELETE FROM latchkey.sessions WHERE id = $1")
         .bind(login.session_id())
         .execute(&app.db.pool)
         .await
@@ -583,11 +583,13 @@ async fn the_backstop_timer_closes_a_stream_whose_revocation_was_never_notified(
         .execute(&mut *tx)
         .await
         .expect("replica role");
-    sqlx::query("UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1")
-        .bind(login.session_id())
-        .execute(&mut *tx)
-        .await
-        .expect("silent revoke");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
+    )
+    .bind(login.session_id())
+    .execute(&mut *tx)
+    .await
+    .expect("silent revoke");
     tx.commit().await.expect("commit");
     stream.expect_revoked_then_end("admin", SECOND).await;
 }
@@ -615,21 +617,23 @@ async fn purging_expired_rows_publishes_nothing_but_deleting_a_live_one_does() {
         .login(latchkey::SessionKind::Stateless)
         .await
         .session_id();
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(expired)
-        .execute(&app.db.pool)
-        .await
-        .expect("expire");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(expired)
+    .execute(&app.db.pool)
+    .await
+    .expect("expire");
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
         .await
         .expect("listener");
     listener.listen("latchkey_sessions").await.expect("listen");
-    sqlx::query("DELETE FROM sessions WHERE id = $1")
+    sqlx::query("DELETE FROM latchkey.sessions WHERE id = $1")
         .bind(expired)
         .execute(&app.db.pool)
         .await
         .expect("purge");
-    sqlx::query("DELETE FROM sessions WHERE id = $1")
+    sqlx::query("DELETE FROM latchkey.sessions WHERE id = $1")
         .bind(live)
         .execute(&app.db.pool)
         .await
@@ -657,17 +661,21 @@ async fn only_a_token_rotation_publishes_refreshed_not_a_data_save() {
         .expect("listener");
     listener.listen("latchkey_sessions").await.expect("listen");
     // A stream is open on the session (what opening one does), so its rotations publish.
-    sqlx::query("UPDATE sessions SET streamed_until = now() + interval '1 minute' WHERE id = $1")
-        .bind(sid)
-        .execute(&app.db.pool)
-        .await
-        .expect("mark");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET streamed_until = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.db.pool)
+    .await
+    .expect("mark");
     // What a tower-sessions save does: new data, version + 1, same token.
-    sqlx::query("UPDATE sessions SET data = '{\"n\": 1}', version = version + 1 WHERE id = $1")
-        .bind(sid)
-        .execute(&app.db.pool)
-        .await
-        .expect("save");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET data = '{\"n\": 1}', version = version + 1 WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.db.pool)
+    .await
+    .expect("save");
     assert_eq!(
         app.refresh_json(&login.refresh_token()).await.status,
         reqwest::StatusCode::OK
@@ -723,7 +731,7 @@ async fn a_rotation_of_a_session_without_a_stream_publishes_nothing_until_a_stre
     // Opening a stream marks the session: the next rotation publishes, and the stream gets it.
     let mut stream = open_bearer(&app, &access).await;
     let marked: bool = sqlx::query_scalar(
-        "SELECT streamed_until > now() + interval '1 minute' FROM sessions WHERE id = $1",
+        "SELECT streamed_until > now() + interval '1 minute' FROM latchkey.sessions WHERE id = $1",
     )
     .bind(sid)
     .fetch_one(&app.db.pool)
@@ -752,21 +760,25 @@ async fn the_stream_mark_lapses_by_itself_when_its_instance_stops_renewing_it() 
         .expect("listener");
     listener.listen("latchkey_sessions").await.expect("listen");
     // What a dead instance leaves behind once its hold has run out: a mark in the past.
-    sqlx::query("UPDATE sessions SET streamed_until = now() - interval '1 second' WHERE id = $1")
-        .bind(sid)
-        .execute(&app.db.pool)
-        .await
-        .expect("lapse");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET streamed_until = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.db.pool)
+    .await
+    .expect("lapse");
     let next = app.refresh_json(&login.refresh_token()).await;
     assert_eq!(next.status, StatusCode::OK);
     let quiet = notification_within(&mut listener, Duration::from_millis(700)).await;
     assert_eq!(quiet, None, "a lapsed mark publishes nothing");
     // A live mark publishes again.
-    sqlx::query("UPDATE sessions SET streamed_until = now() + interval '1 minute' WHERE id = $1")
-        .bind(sid)
-        .execute(&app.db.pool)
-        .await
-        .expect("mark");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET streamed_until = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.db.pool)
+    .await
+    .expect("mark");
     assert_eq!(
         app.refresh_json(&next.refresh_token()).await.status,
         StatusCode::OK
@@ -787,7 +799,7 @@ async fn a_rotation_whose_notification_never_came_reaches_the_stream_on_its_next
     let sid = login.session_id();
     let mut stream = open_bearer(&app, &login.access_token()).await;
     // A rotation made as if no stream were open: the trigger publishes nothing.
-    sqlx::query("UPDATE sessions SET streamed_until = NULL WHERE id = $1")
+    sqlx::query("UPDATE latchkey.sessions SET streamed_until = NULL WHERE id = $1")
         .bind(sid)
         .execute(&app.db.pool)
         .await

@@ -101,10 +101,10 @@ async fn seed(pool: &PgPool, mix: Mix) {
     ];
     for (tag, n, exp, abs, rev) in shapes {
         let sql = format!(
-            "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
+            "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
                                    created_at, revoked_at, revoked_reason)
              SELECT md5('{tag}' || i)::uuid,
-                    CASE WHEN i % 2 = 0 THEN 'stateful' ELSE 'stateless' END::session_kind,
+                    CASE WHEN i % 2 = 0 THEN 'stateful' ELSE 'stateless' END::latchkey.session_kind,
                     'user:' || md5('owner' || (i % 7))::uuid,
                     sha256(convert_to('{tag}' || i, 'UTF8')),
                     {exp}, {abs}, now() - interval '40 days', {rev},
@@ -119,7 +119,7 @@ async fn seed(pool: &PgPool, mix: Mix) {
     }
     for (n, age) in [(mix.events_old, "100 days"), (mix.events_recent, "10 days")] {
         sqlx::query(&format!(
-            "INSERT INTO session_events (occurred_at, session_id, owner_key, event)
+            "INSERT INTO latchkey.session_events (occurred_at, session_id, owner_key, event)
              SELECT now() - interval '{age}', md5('ev' || i)::uuid,
                     'user:' || md5('owner' || (i % 7))::uuid, 'created'
              FROM generate_series(1, $1) AS i"
@@ -139,7 +139,7 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 }
 
 async fn session_ids(pool: &PgPool) -> BTreeSet<Uuid> {
-    sqlx::query_scalar::<_, Uuid>("SELECT id FROM sessions")
+    sqlx::query_scalar::<_, Uuid>("SELECT id FROM latchkey.sessions")
         .fetch_all(pool)
         .await
         .expect("ids")
@@ -150,7 +150,7 @@ async fn session_ids(pool: &PgPool) -> BTreeSet<Uuid> {
 /// The ids that must survive a purge with the default retention.
 async fn survivors(pool: &PgPool) -> BTreeSet<Uuid> {
     sqlx::query_scalar::<_, Uuid>(
-        "SELECT id FROM sessions
+        "SELECT id FROM latchkey.sessions
          WHERE expires_at > now() AND (revoked_at IS NULL OR revoked_at >= now() - interval '7 days')",
     )
     .fetch_all(pool)
@@ -199,7 +199,7 @@ async fn expire_deletes_expired_and_old_revoked_sessions_and_old_events_and_keep
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM session_events WHERE occurred_at < now() - interval '90 days'"
+            "SELECT count(*) FROM latchkey.session_events WHERE occurred_at < now() - interval '90 days'"
         )
         .await,
         0
@@ -207,14 +207,14 @@ async fn expire_deletes_expired_and_old_revoked_sessions_and_old_events_and_keep
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM session_events WHERE event = 'expired'"
+            "SELECT count(*) FROM latchkey.session_events WHERE event = 'expired'"
         )
         .await,
         MIX.expired_events_added(),
         "each purged session that was not revoked gets an 'expired' event"
     );
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM session_events").await,
+        count(&db.pool, "SELECT count(*) FROM latchkey.session_events").await,
         i64::from(MIX.events_recent) + MIX.expired_events_added()
     );
 
@@ -230,7 +230,7 @@ async fn dry_run_reports_what_would_go_and_deletes_nothing() {
     let db = TestDb::new().await;
     seed(&db.pool, MIX).await;
     let before = session_ids(&db.pool).await;
-    let events_before = count(&db.pool, "SELECT count(*) FROM session_events").await;
+    let events_before = count(&db.pool, "SELECT count(*) FROM latchkey.session_events").await;
     let store = Store::new(db.pool.clone());
 
     let dry = ExpirePolicy {
@@ -251,7 +251,7 @@ async fn dry_run_reports_what_would_go_and_deletes_nothing() {
     );
     assert_eq!(session_ids(&db.pool).await, before);
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM session_events").await,
+        count(&db.pool, "SELECT count(*) FROM latchkey.session_events").await,
         events_before
     );
 
@@ -317,7 +317,7 @@ async fn concurrent_expire_runs_delete_every_row_once_and_their_counts_add_up() 
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM session_events WHERE event = 'expired'"
+            "SELECT count(*) FROM latchkey.session_events WHERE event = 'expired'"
         )
         .await,
         mix.expired_events_added(),
@@ -337,13 +337,13 @@ async fn expire_skips_rows_locked_by_another_transaction_instead_of_waiting_for_
         .expect("connect");
     let mut tx = other.begin().await.expect("begin");
     sqlx::query(
-        "SELECT id FROM sessions WHERE expires_at <= now() AND revoked_at IS NULL
+        "SELECT id FROM latchkey.sessions WHERE expires_at <= now() AND revoked_at IS NULL
          ORDER BY id LIMIT 10 FOR UPDATE",
     )
     .fetch_all(&mut *tx)
     .await
     .expect("lock sessions");
-    sqlx::query("SELECT id FROM session_events ORDER BY occurred_at LIMIT 1 FOR UPDATE")
+    sqlx::query("SELECT id FROM latchkey.session_events ORDER BY occurred_at LIMIT 1 FOR UPDATE")
         .fetch_all(&mut *tx)
         .await
         .expect("lock event");
@@ -406,7 +406,7 @@ async fn seed_ties(pool: &PgPool) -> (i64, i64, i64) {
     ];
     for (tag, n, exp, rev) in sessions {
         sqlx::query(&format!(
-            "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
+            "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
                                    created_at, revoked_at, revoked_reason)
              SELECT md5('{tag}' || i)::uuid, 'stateful', 'user:' || md5('owner' || (i % 7))::uuid,
                     sha256(convert_to('{tag}' || i, 'UTF8')), {exp}, now() + interval '20 days',
@@ -426,7 +426,7 @@ async fn seed_ties(pool: &PgPool) -> (i64, i64, i64) {
         (100, "now() - interval '10 days'"),
     ] {
         sqlx::query(&format!(
-            "INSERT INTO session_events (occurred_at, session_id, owner_key, event)
+            "INSERT INTO latchkey.session_events (occurred_at, session_id, owner_key, event)
              SELECT {at}, md5('ev' || i)::uuid, 'user:' || md5('owner' || (i % 7))::uuid, 'created'
              FROM generate_series(1, $1) AS i"
         ))
@@ -469,7 +469,7 @@ async fn each_batch_resumes_at_the_cursor_and_the_cursor_passes_alone_reach_ever
         }
         if let Some(at) = last.expired {
             let below: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM sessions WHERE expires_at < $1")
+                sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions WHERE expires_at < $1")
                     .bind(at)
                     .fetch_one(&db.pool)
                     .await
@@ -503,13 +503,13 @@ async fn each_batch_resumes_at_the_cursor_and_the_cursor_passes_alone_reach_ever
     assert_eq!(
         count(
             &db.pool,
-            "SELECT count(*) FROM session_events WHERE occurred_at < now() - interval '90 days'"
+            "SELECT count(*) FROM latchkey.session_events WHERE occurred_at < now() - interval '90 days'"
         )
         .await,
         0
     );
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM session_events").await,
+        count(&db.pool, "SELECT count(*) FROM latchkey.session_events").await,
         100 + 1350,
         "recent events kept, one 'expired' event per purged session"
     );
@@ -534,7 +534,7 @@ async fn expire_and_the_procedure_purge_many_batches_with_shared_keys_exactly() 
     assert_eq!(session_ids(&by_store.pool).await, keep);
 
     let (expired, revoked, events, batches): (i64, i64, i64, i64) =
-        sqlx::query_as("CALL latchkey_expire(batch_size => 100, expired_events => true)")
+        sqlx::query_as("CALL latchkey.latchkey_expire(batch_size => 100, expired_events => true)")
             .fetch_one(&by_sql.pool)
             .await
             .expect("call latchkey_expire");
@@ -543,7 +543,7 @@ async fn expire_and_the_procedure_purge_many_batches_with_shared_keys_exactly() 
     assert_eq!(session_ids(&by_sql.pool).await, keep);
     for db in [&by_store, &by_sql] {
         assert_eq!(
-            count(&db.pool, "SELECT count(*) FROM session_events").await,
+            count(&db.pool, "SELECT count(*) FROM latchkey.session_events").await,
             100 + 1350
         );
     }
@@ -564,7 +564,7 @@ enum Purger {
 async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
     let db = TestDb::new().await;
     sqlx::query(
-        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
          SELECT md5('gone' || i)::uuid, 'stateful', 'user:' || md5('owner')::uuid,
                 sha256(convert_to('gone' || i, 'UTF8')), now() - (100 - i) * interval '1 minute',
                 now() + interval '1 day'
@@ -585,7 +585,7 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
     .await
     .expect("gate function");
     sqlx::query(
-        "CREATE TRIGGER test_gate BEFORE DELETE ON sessions FOR EACH ROW
+        "CREATE TRIGGER test_gate BEFORE DELETE ON latchkey.sessions FOR EACH ROW
          WHEN (OLD.id = md5('gone2')::uuid) EXECUTE FUNCTION test_gate()",
     )
     .execute(&db.pool)
@@ -603,7 +603,7 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
         .await
         .expect("connect");
     let mut tx = holder.begin().await.expect("begin");
-    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+    sqlx::query("SELECT id FROM latchkey.sessions WHERE id = $1 FOR UPDATE")
         .bind(locked)
         .fetch_one(&mut *tx)
         .await
@@ -621,7 +621,7 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
             }
             Purger::Procedure => {
                 let (expired, _, _, batches): (i64, i64, i64, i64) =
-                    sqlx::query_as("CALL latchkey_expire(batch_size => 5)")
+                    sqlx::query_as("CALL latchkey.latchkey_expire(batch_size => 5)")
                         .fetch_one(&pool)
                         .await
                         .expect("call latchkey_expire");
@@ -653,7 +653,7 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
         .expect("purge finished")
         .expect("task");
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM sessions").await,
+        count(&db.pool, "SELECT count(*) FROM latchkey.sessions").await,
         0,
         "{purger:?}: the row released behind the cursor was not purged"
     );
@@ -715,7 +715,7 @@ async fn the_sql_procedure_and_the_cli_agree_on_the_same_data() {
 
     // pg_cron's way: one CALL, committing between batches.
     let (expired, revoked, events, batches): (i64, i64, i64, i64) =
-        sqlx::query_as("CALL latchkey_expire(batch_size => 5, expired_events => true)")
+        sqlx::query_as("CALL latchkey.latchkey_expire(batch_size => 5, expired_events => true)")
             .fetch_one(&by_sql.pool)
             .await
             .expect("call latchkey_expire");
@@ -748,7 +748,7 @@ async fn the_sql_procedure_and_the_cli_agree_on_the_same_data() {
     );
     for pool in [&by_sql.pool, &by_cli.pool] {
         assert_eq!(
-            count(pool, "SELECT count(*) FROM session_events").await,
+            count(pool, "SELECT count(*) FROM latchkey.session_events").await,
             i64::from(MIX.events_recent) + MIX.expired_events_added(),
             "recent events kept, one 'expired' event per purged session not revoked"
         );
@@ -763,7 +763,7 @@ async fn by_default_the_procedure_and_the_cli_purge_the_same_rows_and_record_no_
     let keep = survivors(&by_sql.pool).await;
 
     let (expired, revoked, events, _): (i64, i64, i64, i64) =
-        sqlx::query_as("CALL latchkey_expire(batch_size => 5)")
+        sqlx::query_as("CALL latchkey.latchkey_expire(batch_size => 5)")
             .fetch_one(&by_sql.pool)
             .await
             .expect("call latchkey_expire");
@@ -790,14 +790,14 @@ async fn by_default_the_procedure_and_the_cli_purge_the_same_rows_and_record_no_
         assert_eq!(
             count(
                 pool,
-                "SELECT count(*) FROM session_events WHERE event = 'expired'"
+                "SELECT count(*) FROM latchkey.session_events WHERE event = 'expired'"
             )
             .await,
             0,
             "no 'expired' event was recorded"
         );
         assert_eq!(
-            count(pool, "SELECT count(*) FROM session_events").await,
+            count(pool, "SELECT count(*) FROM latchkey.session_events").await,
             i64::from(MIX.events_recent),
             "only the recent events are left"
         );
@@ -867,10 +867,10 @@ async fn the_cli_fails_with_a_clear_message_on_bad_flags_or_an_unreachable_datab
 async fn the_sql_function_and_procedure_refuse_bad_arguments() {
     let db = TestDb::new().await;
     for bad in [
-        "SELECT * FROM latchkey_expire_batch(0)",
-        "CALL latchkey_expire(pause_ratio => -1)",
-        "CALL latchkey_expire(pause_ratio => 101)",
-        "CALL latchkey_expire(pause_ratio => 'NaN')",
+        "SELECT * FROM latchkey.latchkey_expire_batch(0)",
+        "CALL latchkey.latchkey_expire(pause_ratio => -1)",
+        "CALL latchkey.latchkey_expire(pause_ratio => 101)",
+        "CALL latchkey.latchkey_expire(pause_ratio => 'NaN')",
     ] {
         let err = sqlx::query(bad)
             .execute(&db.pool)
@@ -885,13 +885,13 @@ async fn the_sql_function_and_procedure_refuse_bad_arguments() {
 async fn session_overview_shows_each_state_and_no_secret() {
     let db = TestDb::new().await;
     seed(&db.pool, MIX).await;
-    sqlx::query("UPDATE sessions SET data = '{\"cart\": \"secret-value\", \"theme\": 1}'")
+    sqlx::query("UPDATE latchkey.sessions SET data = '{\"cart\": \"secret-value\", \"theme\": 1}'")
         .execute(&db.pool)
         .await
         .expect("data");
 
     let states: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state, count(*) FROM session_overview GROUP BY state ORDER BY state",
+        "SELECT state, count(*) FROM latchkey.session_overview GROUP BY state ORDER BY state",
     )
     .fetch_all(&db.pool)
     .await
@@ -913,7 +913,7 @@ async fn session_overview_shows_each_state_and_no_secret() {
 
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT attname::text FROM pg_attribute
-         WHERE attrelid = 'session_overview'::regclass AND attnum > 0",
+         WHERE attrelid = 'latchkey.session_overview'::regclass AND attnum > 0",
     )
     .fetch_all(&db.pool)
     .await
@@ -922,7 +922,7 @@ async fn session_overview_shows_each_state_and_no_secret() {
         assert!(!columns.iter().any(|c| c == secret), "{secret} is exposed");
     }
     let row = sqlx::query_scalar::<_, String>(
-        "SELECT row_to_json(o)::text FROM session_overview o LIMIT 1",
+        "SELECT row_to_json(o)::text FROM latchkey.session_overview o LIMIT 1",
     )
     .fetch_one(&db.pool)
     .await
@@ -940,19 +940,19 @@ async fn every_table_view_column_and_function_of_the_schema_has_a_comment() {
     let missing: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname || coalesce('.' || a.attname, '')
          FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'latchkey'
          LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
          WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE '\\_sqlx%'
            AND (a.attnum IS NULL AND obj_description(c.oid, 'pg_class') IS NULL
                 OR a.attnum IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL)
          UNION ALL
          SELECT c.relname FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'latchkey'
          WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE '\\_sqlx%'
            AND obj_description(c.oid, 'pg_class') IS NULL
          UNION ALL
          SELECT p.proname::text FROM pg_proc p
-         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = current_schema()
+         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'latchkey'
          WHERE obj_description(p.oid, 'pg_proc') IS NULL",
     )
     .fetch_all(&db.pool)

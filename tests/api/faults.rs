@@ -69,7 +69,7 @@ async fn an_rng_failure_answers_503_with_retry_after_and_issues_nothing() {
         1,
         "nothing rotated"
     );
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
         .fetch_one(&app.db.pool)
         .await
         .expect("count");

@@ -51,11 +51,11 @@ impl TestDb {
     /// Creates and migrates a uniquely named database.
     pub async fn new() -> Self {
         let db = Self::empty().await;
-        latchkey::MIGRATOR.run(&db.pool).await.expect("migrate");
+        latchkey::db::migrate(&db.pool).await.expect("migrate");
         db
     }
 
-    /// Creates a uniquely named database with nothing in it.
+    /// Creates a uniquely named database and leaves it empty (not migrated).
     pub async fn empty() -> Self {
         let name = format!("latchkey_test_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&base_options().database("postgres"))
@@ -565,7 +565,7 @@ impl TestApp {
 
     /// The session's `version` column.
     pub async fn version_of(&self, id: Uuid) -> i64 {
-        sqlx::query_scalar::<_, i64>("SELECT version FROM sessions WHERE id = $1")
+        sqlx::query_scalar::<_, i64>("SELECT version FROM latchkey.sessions WHERE id = $1")
             .bind(id)
             .fetch_one(&self.db.pool)
             .await
@@ -575,7 +575,7 @@ impl TestApp {
     /// Count of audit events of one kind for a session.
     pub async fn events_of(&self, id: Uuid, event: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM session_events WHERE session_id = $1 AND event::text = $2",
+            "SELECT count(*) FROM latchkey.session_events WHERE session_id = $1 AND event::text = $2",
         )
         .bind(id)
         .bind(event)

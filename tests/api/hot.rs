@@ -41,7 +41,7 @@ async fn rotate_and_count(slide_min_secs: f64) -> (i64, i64) {
     let mut counts = (0, 0);
     for _ in 0..50 {
         counts = sqlx::query_as(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'sessions'",
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = 'latchkey' AND relname = 'sessions'",
         )
         .fetch_one(&db.pool)
         .await

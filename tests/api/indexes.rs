@@ -17,7 +17,7 @@ use sqlx::{Connection, PgConnection};
 /// `One-Time Filter: ($1 IS NULL)`; `tests/api/listing.rs` checks that for one owner that
 /// branch is never executed and the owner's index is read.
 const NOT_HOT: &[(&str, &str)] = &[(
-    "FROM session_overview ORDER BY created_at DESC LIMIT 1000",
+    "FROM latchkey.session_overview ORDER BY created_at DESC LIMIT 1000",
     "latchkey sessions list without --owner: a top-N of the whole table, run by hand",
 )];
 
@@ -194,7 +194,7 @@ async fn load(conn: &mut PgConnection) {
     .execute(&mut *conn)
     .await
     .expect("load events");
-    sqlx::query("ANALYZE sessions, session_events")
+    sqlx::query("ANALYZE latchkey.sessions, latchkey.session_events")
         .execute(&mut *conn)
         .await
         .expect("analyze");
@@ -239,6 +239,12 @@ async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions()
     let mut conn = PgConnection::connect_with(&db.options)
         .await
         .expect("connect");
+    // As the SQL functions run (their own search_path): their statements, quoted from their
+    // bodies, name the tables unqualified.
+    sqlx::query("SET search_path = latchkey")
+        .execute(&mut conn)
+        .await
+        .expect("search_path");
     load(&mut conn).await;
     sqlx::query("SET plan_cache_mode = force_generic_plan")
         .execute(&mut conn)
@@ -257,7 +263,9 @@ async fn every_statement_on_sessions_uses_an_index_on_a_table_of_100k_sessions()
     let mut statements = compiled_statements();
     assert!(statements.len() >= 10, "the .sqlx query data is there");
     for (function, text, vars) in FUNCTION_STATEMENTS {
-        let source: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = $1")
+        let source: String = sqlx::query_scalar(
+            "SELECT prosrc FROM pg_proc WHERE proname = $1 AND pronamespace = 'latchkey'::regnamespace",
+        )
             .bind(function)
             .fetch_one(&mut conn)
             .await

@@ -63,20 +63,20 @@ async fn one_owner_reads_the_owner_index_under_the_generic_plan_and_all_owners_t
         .expect("connect");
     // 50k sessions and 50k keys over 5k users (10 each), then 1001 keys of one more user.
     for sql in [
-        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at,
                                created_at)
          SELECT gen_random_uuid(), 'stateless', 'user:' || md5((i % 5000)::text)::uuid,
                 sha256(convert_to('t' || i, 'UTF8')), now() + interval '1 hour',
                 now() + interval '1 hour', now() - i * interval '1 second'
          FROM generate_series(1, 50000) AS i",
-        "INSERT INTO api_keys (id, owner_key, key_hash, created_at)
+        "INSERT INTO latchkey.api_keys (id, owner_key, key_hash, created_at)
          SELECT gen_random_uuid(), 'user:' || md5((i % 5000)::text)::uuid,
                 sha256(convert_to('k' || i, 'UTF8')), now() - i * interval '1 second'
          FROM generate_series(1, 50000) AS i",
-        "INSERT INTO api_keys (id, owner_key, key_hash)
+        "INSERT INTO latchkey.api_keys (id, owner_key, key_hash)
          SELECT gen_random_uuid(), 'user:' || md5('many')::uuid, sha256(convert_to('m' || i, 'UTF8'))
          FROM generate_series(1, 1001) AS i",
-        "ANALYZE sessions, api_keys",
+        "ANALYZE latchkey.sessions, latchkey.api_keys",
         "SET plan_cache_mode = force_generic_plan",
     ] {
         sqlx::query(sql).execute(&mut conn).await.expect(sql);
@@ -88,11 +88,14 @@ async fn one_owner_reads_the_owner_index_under_the_generic_plan_and_all_owners_t
 
     for (parts, index) in [
         (
-            ["FROM session_overview WHERE owner_key = $1", "UNION ALL"],
+            [
+                "FROM latchkey.session_overview WHERE owner_key = $1",
+                "UNION ALL",
+            ],
             "sessions_owner_key_idx",
         ),
         (
-            ["FROM api_keys WHERE owner_key = $1", "UNION ALL"],
+            ["FROM latchkey.api_keys WHERE owner_key = $1", "UNION ALL"],
             "api_keys_owner_key_idx",
         ),
     ] {
@@ -118,7 +121,7 @@ async fn one_owner_reads_the_owner_index_under_the_generic_plan_and_all_owners_t
     assert_eq!(all.len(), 1000, "at most 1000");
     assert!(all.windows(2).all(|w| w[0].created_at >= w[1].created_at));
     let newest: Uuid =
-        sqlx::query_scalar("SELECT id FROM sessions ORDER BY created_at DESC LIMIT 1")
+        sqlx::query_scalar("SELECT id FROM latchkey.sessions ORDER BY created_at DESC LIMIT 1")
             .fetch_one(&db.pool)
             .await
             .expect("newest");

@@ -34,7 +34,7 @@ async fn unknown_email_and_wrong_password_both_answer_invalid_credentials_after_
         "indistinguishable answers"
     );
 
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
         .fetch_one(&app.db.pool)
         .await
         .expect("count");
@@ -160,7 +160,7 @@ async fn a_hash_with_old_parameters_is_replaced_at_the_next_login() {
         )
         .await;
     assert_eq!(login.status, StatusCode::OK);
-    let now: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+    let now: String = sqlx::query_scalar("SELECT password_hash FROM latchkey.users WHERE id = $1")
         .bind(legacy)
         .fetch_one(&app.db.pool)
         .await

@@ -30,6 +30,7 @@ mod proxy;
 mod reads;
 mod refresh;
 mod revoke;
+mod schema;
 mod secrets;
 mod security_doc;
 mod serve;

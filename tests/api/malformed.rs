@@ -73,7 +73,7 @@ fn cases(app: &TestApp, valid_refresh: &str, valid_cookie: &str) -> Vec<Case> {
         refresh_json("padding", &format!("lkr_{}==", &body_of_valid[2..])),
         refresh_json("bang in base64", &format!("lkr_{}!", &body_of_valid[1..])),
         refresh_json("sql injection", "' OR 1=1 --"),
-        refresh_json("sql in token shape", "lkr_'; DROP TABLE sessions; --"),
+        refresh_json("sql in token shape", "lkr_'; DROP TABLE latchkey.sessions; --"),
         refresh_json("unicode", "lkr_ééééééééééééééééééééééééééééééééé"),
         refresh_json("leading space", &format!(" {valid_refresh}")),
         refresh_json("nul byte", "lkr_\u{0}"),
@@ -216,7 +216,7 @@ async fn forty_plus_malformed_inputs_get_a_4xx_problem_with_a_code_and_never_a_5
         StatusCode::OK
     );
     let revoked: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL")
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions WHERE revoked_at IS NOT NULL")
             .fetch_one(&app.db.pool)
             .await
             .expect("count");

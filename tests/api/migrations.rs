@@ -58,17 +58,17 @@ fn documented(doc: &str) -> BTreeMap<String, BTreeSet<String>> {
 async fn schema_objects(db: &TestDb) -> BTreeSet<String> {
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'v')
+         WHERE c.relnamespace = 'latchkey'::regnamespace AND c.relkind IN ('r', 'v')
            AND c.relname <> '_sqlx_migrations'
          UNION ALL
          SELECT t.typname::text FROM pg_type t
-         WHERE t.typnamespace = current_schema()::regnamespace AND t.typtype = 'e'
+         WHERE t.typnamespace = 'latchkey'::regnamespace AND t.typtype = 'e'
          UNION ALL
          SELECT g.tgname::text FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
-         WHERE c.relnamespace = current_schema()::regnamespace AND NOT g.tgisinternal
+         WHERE c.relnamespace = 'latchkey'::regnamespace AND NOT g.tgisinternal
          UNION ALL
          SELECT p.proname::text FROM pg_proc p
-         WHERE p.pronamespace = current_schema()::regnamespace",
+         WHERE p.pronamespace = 'latchkey'::regnamespace",
     )
     .fetch_all(&db.pool)
     .await
@@ -143,7 +143,7 @@ async fn no_routine_is_left_behind_in_an_old_signature() {
     let overloaded: Vec<String> = sqlx::query_scalar(
         "SELECT string_agg(p.oid::regprocedure::text, ', ')
          FROM pg_proc p
-         WHERE p.pronamespace = current_schema()::regnamespace
+         WHERE p.pronamespace = 'latchkey'::regnamespace
          GROUP BY p.proname
          HAVING count(*) > 1",
     )

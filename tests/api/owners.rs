@@ -21,7 +21,7 @@ async fn anonymous(app: &TestApp, mode: &str) -> Tokens {
 }
 
 async fn event_count(app: &TestApp, sid: uuid::Uuid) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM session_events WHERE session_id = $1")
+    sqlx::query_scalar("SELECT count(*) FROM latchkey.session_events WHERE session_id = $1")
         .bind(sid)
         .fetch_one(&app.db.pool)
         .await
@@ -185,7 +185,7 @@ async fn logging_in_from_an_anonymous_session_issues_a_new_session_and_revokes_t
     let app = spawn_app().await;
     let anon = anonymous(&app, "stateful").await;
     let anon_sid = anon.session_id();
-    sqlx::query("UPDATE sessions SET data = '{\"cart\": [1, 2]}' WHERE id = $1")
+    sqlx::query("UPDATE latchkey.sessions SET data = '{\"cart\": [1, 2]}' WHERE id = $1")
         .bind(anon_sid)
         .execute(&app.db.pool)
         .await
@@ -213,8 +213,8 @@ async fn logging_in_from_an_anonymous_session_issues_a_new_session_and_revokes_t
     let who = app.whoami_cookie(&login.cookie()).await;
     assert_eq!(who.body["owner_key"], app.user.owner_key());
     let (data, link): (serde_json::Value, Option<String>) = sqlx::query_as(
-        "SELECT s.data, e.detail->>'upgraded_from' FROM sessions s
-         JOIN session_events e ON e.session_id = s.id AND e.event = 'created'
+        "SELECT s.data, e.detail->>'upgraded_from' FROM latchkey.sessions s
+         JOIN latchkey.session_events e ON e.session_id = s.id AND e.event = 'created'
          WHERE s.id = $1",
     )
     .bind(login.session_id())
@@ -224,7 +224,7 @@ async fn logging_in_from_an_anonymous_session_issues_a_new_session_and_revokes_t
     assert_eq!(data, json!({"cart": [1, 2]}));
     assert_eq!(link, Some(anon_sid.to_string()));
     let reason: Option<String> =
-        sqlx::query_scalar("SELECT revoked_reason FROM sessions WHERE id = $1")
+        sqlx::query_scalar("SELECT revoked_reason FROM latchkey.sessions WHERE id = $1")
             .bind(anon_sid)
             .fetch_one(&app.db.pool)
             .await
@@ -237,7 +237,7 @@ async fn a_stateless_anonymous_session_is_upgraded_through_its_bearer_token_with
 ) {
     let app = spawn_app().await;
     let anon = anonymous(&app, "stateless").await;
-    sqlx::query("UPDATE sessions SET data = '{\"k\": 1}' WHERE id = $1")
+    sqlx::query("UPDATE latchkey.sessions SET data = '{\"k\": 1}' WHERE id = $1")
         .bind(anon.session_id())
         .execute(&app.db.pool)
         .await
@@ -256,11 +256,12 @@ async fn a_stateless_anonymous_session_is_upgraded_through_its_bearer_token_with
         app.refresh_json(&anon.refresh_token()).await.code(),
         "session_revoked"
     );
-    let data: serde_json::Value = sqlx::query_scalar("SELECT data FROM sessions WHERE id = $1")
-        .bind(login.session_id())
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("row");
+    let data: serde_json::Value =
+        sqlx::query_scalar("SELECT data FROM latchkey.sessions WHERE id = $1")
+            .bind(login.session_id())
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("row");
     assert_eq!(data, json!({}));
 }
 
@@ -272,7 +273,7 @@ async fn the_anonymous_ttl_is_enforced_on_refresh_and_on_session_checks() {
     let stateless = anonymous(&app, "stateless").await;
     let stateful = anonymous(&app, "stateful").await;
     let lifetime: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM absolute_expires_at - created_at)::float8 FROM sessions WHERE id = $1",
+        "SELECT extract(epoch FROM absolute_expires_at - created_at)::float8 FROM latchkey.sessions WHERE id = $1",
     )
     .bind(stateless.session_id())
     .fetch_one(&app.db.pool)
@@ -357,7 +358,7 @@ async fn api_keys_are_stateless_only_and_a_wrong_key_is_invalid_credentials() {
         "invalid_credentials"
     );
     let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE key_hash IS NOT NULL")
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.api_keys WHERE key_hash IS NOT NULL")
             .fetch_one(&app.db.pool)
             .await
             .expect("count");

@@ -40,7 +40,7 @@ async fn sessions(db: &TestDb, store: &Store) -> Vec<Uuid> {
         }
         // No value near a boundary: the reads below must agree however long they take.
         sqlx::query(
-            "UPDATE sessions SET
+            "UPDATE latchkey.sessions SET
                  expires_at = CASE WHEN $2 % 7 = 3 THEN now() - interval '1 hour' ELSE expires_at END,
                  prev_token_hash = CASE WHEN $2 % 3 = 2 THEN sha256(id::text::bytea) END,
                  prev_valid_until = CASE WHEN $2 % 3 = 2 THEN now() + interval '1 hour' END,

@@ -154,7 +154,7 @@ async fn refresh_with_a_rotated_token_after_grace_revokes_the_session() {
     assert_eq!(successor.code(), "session_revoked");
     assert_eq!(app.events_of(sid, "reuse_detected").await, 1);
     let reason: Option<String> =
-        sqlx::query_scalar("SELECT revoked_reason FROM sessions WHERE id = $1")
+        sqlx::query_scalar("SELECT revoked_reason FROM latchkey.sessions WHERE id = $1")
             .bind(sid)
             .fetch_one(&app.db.pool)
             .await
@@ -189,7 +189,7 @@ async fn a_stateful_cookie_rotated_out_and_presented_after_grace_revokes_the_ses
     assert_eq!(app.whoami_cookie(&c1).await.code(), "session_revoked");
     // The reuse event names the check's client and the generation the cookie belonged to.
     let detail: serde_json::Value = sqlx::query_scalar(
-        "SELECT detail FROM session_events WHERE session_id = $1 AND event = 'reuse_detected'",
+        "SELECT detail FROM latchkey.session_events WHERE session_id = $1 AND event = 'reuse_detected'",
     )
     .bind(login.session_id())
     .fetch_one(&app.db.pool)
@@ -231,7 +231,7 @@ async fn refresh_slides_idle_expiry_but_never_past_the_absolute_expiry() {
     let sid = login.session_id();
     // Pretend the session is old: its hard cap is 100 s away.
     sqlx::query(
-        "UPDATE sessions SET absolute_expires_at = now() + interval '100 seconds',
+        "UPDATE latchkey.sessions SET absolute_expires_at = now() + interval '100 seconds',
                              expires_at = now() + interval '50 seconds' WHERE id = $1",
     )
     .bind(sid)
@@ -242,7 +242,7 @@ async fn refresh_slides_idle_expiry_but_never_past_the_absolute_expiry() {
     assert_eq!(refreshed.status, StatusCode::OK);
     let capped: bool = sqlx::query_scalar(
         "SELECT expires_at = absolute_expires_at AND expires_at > now() + interval '90 seconds'
-         FROM sessions WHERE id = $1",
+         FROM latchkey.sessions WHERE id = $1",
     )
     .bind(sid)
     .fetch_one(&app.db.pool)
@@ -256,11 +256,13 @@ async fn an_expired_session_answers_token_expired_and_does_not_rotate() {
     let app = spawn_app().await;
     let login = app.login(SessionKind::Stateless).await;
     let sid = login.session_id();
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(sid)
-        .execute(&app.db.pool)
-        .await
-        .expect("expire");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(sid)
+    .execute(&app.db.pool)
+    .await
+    .expect("expire");
     let answer = app.refresh_json(&login.refresh_token()).await;
     assert_eq!(answer.code(), "token_expired");
     assert_eq!(app.version_of(sid).await, 1);
@@ -279,7 +281,7 @@ async fn by_default_a_rotation_records_no_event_and_a_reuse_records_the_chain() 
     assert_eq!(app.version_of(sid).await, 3);
     assert_eq!(app.events_of(sid, "refreshed").await, 0, "off by default");
     let rotated_at: bool =
-        sqlx::query_scalar("SELECT refreshed_at > created_at FROM sessions WHERE id = $1")
+        sqlx::query_scalar("SELECT refreshed_at > created_at FROM latchkey.sessions WHERE id = $1")
             .bind(sid)
             .fetch_one(&app.db.pool)
             .await
@@ -290,7 +292,7 @@ async fn by_default_a_rotation_records_no_event_and_a_reuse_records_the_chain() 
     let reused = app.refresh_json(&t1.refresh_token()).await;
     assert_eq!(reused.code(), "token_reused");
     let detail: serde_json::Value = sqlx::query_scalar(
-        "SELECT detail FROM session_events WHERE session_id = $1 AND event = 'reuse_detected'",
+        "SELECT detail FROM latchkey.session_events WHERE session_id = $1 AND event = 'reuse_detected'",
     )
     .bind(sid)
     .fetch_one(&app.db.pool)
@@ -319,7 +321,7 @@ async fn with_refresh_events_on_each_rotation_records_its_version() {
         StatusCode::OK
     );
     let versions: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT detail->'version' FROM session_events
+        "SELECT detail->'version' FROM latchkey.session_events
          WHERE session_id = $1 AND event = 'refreshed' ORDER BY id",
     )
     .bind(sid)

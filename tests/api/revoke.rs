@@ -1,5 +1,5 @@
 //! Every way to revoke a session — the store's methods, the tower-sessions `delete`, the SQL
-//! functions and a DBA's `UPDATE users SET disabled = true` — changes the row alike, records
+//! functions and a DBA's `UPDATE latchkey.users SET disabled = true` — changes the row alike, records
 //! the same audit events (one `revoked` per session with its reason; a `reuse_detected` just
 //! before it for that reason) and publishes the same NOTIFY: they all go through the SQL
 //! function `latchkey_revoke`.
@@ -26,7 +26,7 @@ fn start_data() -> Value {
 async fn session_of(db: &TestDb, owner: OwnerKey) -> Uuid {
     let id = Uuid::new_v4();
     sqlx::query(
-        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at, data) \
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at, data) \
          VALUES ($1, 'stateless', $2, $3, now() + interval '1 hour', now() + interval '1 hour', $4)",
     )
     .bind(id)
@@ -42,13 +42,15 @@ async fn session_of(db: &TestDb, owner: OwnerKey) -> Uuid {
 /// A user (enabled) with one API key: `(user id, key id)`.
 async fn user_with_key(db: &TestDb) -> (Uuid, Uuid) {
     let (user, key) = (Uuid::new_v4(), Uuid::new_v4());
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, '$argon2id$x')")
-        .bind(user)
-        .bind(format!("{user}@example.test"))
-        .execute(&db.pool)
-        .await
-        .expect("insert user");
-    sqlx::query("INSERT INTO api_keys (id, owner_key, key_hash) VALUES ($1, $2, $3)")
+    sqlx::query(
+        "INSERT INTO latchkey.users (id, email, password_hash) VALUES ($1, $2, '$argon2id$x')",
+    )
+    .bind(user)
+    .bind(format!("{user}@example.test"))
+    .execute(&db.pool)
+    .await
+    .expect("insert user");
+    sqlx::query("INSERT INTO latchkey.api_keys (id, owner_key, key_hash) VALUES ($1, $2, $3)")
         .bind(key)
         .bind(OwnerKey::User(user))
         .bind(&[8u8; 32][..])
@@ -89,7 +91,7 @@ async fn assert_revoked(
     for id in ids {
         let (revoked, why, data, owner): (bool, Option<String>, Value, String) = sqlx::query_as(
             "SELECT revoked_at IS NOT NULL, revoked_reason, data, owner_key \
-             FROM sessions WHERE id = $1",
+             FROM latchkey.sessions WHERE id = $1",
         )
         .bind(id)
         .fetch_one(&db.pool)
@@ -101,7 +103,7 @@ async fn assert_revoked(
         assert_eq!(data, data_now, "{id}: data");
 
         let events: Vec<(String, Value, String)> = sqlx::query_as(
-            "SELECT event::text, detail, owner_key FROM session_events \
+            "SELECT event::text, detail, owner_key FROM latchkey.session_events \
              WHERE session_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -113,7 +115,7 @@ async fn assert_revoked(
         if reason == RevokeReason::ReuseDetected.as_str() {
             // The reuse event adds the chain; these sessions were never rotated.
             let (version, login_ip): (i64, Option<String>) =
-                sqlx::query_as("SELECT version, host(ip) FROM sessions WHERE id = $1")
+                sqlx::query_as("SELECT version, host(ip) FROM latchkey.sessions WHERE id = $1")
                     .bind(id)
                     .fetch_one(&db.pool)
                     .await
@@ -134,7 +136,7 @@ async fn assert_revoked(
     }
 
     let others_revoked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL AND NOT (id = ANY ($1))",
+        "SELECT count(*) FROM latchkey.sessions WHERE revoked_at IS NOT NULL AND NOT (id = ANY ($1))",
     )
     .bind(ids)
     .fetch_one(&db.pool)
@@ -154,7 +156,7 @@ async fn assert_revoked(
 
 /// Events recorded so far, all sessions together.
 async fn event_count(db: &TestDb) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM session_events")
+    sqlx::query_scalar("SELECT count(*) FROM latchkey.session_events")
         .fetch_one(&db.pool)
         .await
         .expect("count")
@@ -253,7 +255,7 @@ async fn every_revocation_path_changes_the_row_records_the_events_and_notifies_a
         let db = TestDb::new().await;
         let mut ids = vec![session_of(&db, owner).await, session_of(&db, owner).await];
         let mut l = listener(&db).await;
-        let n: i32 = sqlx::query_scalar("SELECT latchkey_revoke_owner($1)")
+        let n: i32 = sqlx::query_scalar("SELECT latchkey.latchkey_revoke_owner($1)")
             .bind(owner)
             .fetch_one(&db.pool)
             .await
@@ -261,7 +263,7 @@ async fn every_revocation_path_changes_the_row_records_the_events_and_notifies_a
         assert_eq!(n, 2);
         ids.sort();
         assert_revoked(&db, &mut l, &ids, RevokeReason::Admin, false).await;
-        let again: i32 = sqlx::query_scalar("SELECT latchkey_revoke_owner($1)")
+        let again: i32 = sqlx::query_scalar("SELECT latchkey.latchkey_revoke_owner($1)")
             .bind(owner)
             .fetch_one(&db.pool)
             .await
@@ -272,14 +274,14 @@ async fn every_revocation_path_changes_the_row_records_the_events_and_notifies_a
         let db = TestDb::new().await;
         let id = session_of(&db, owner).await;
         let mut l = listener(&db).await;
-        let done: bool = sqlx::query_scalar("SELECT latchkey_revoke_session($1)")
+        let done: bool = sqlx::query_scalar("SELECT latchkey.latchkey_revoke_session($1)")
             .bind(id)
             .fetch_one(&db.pool)
             .await
             .expect("latchkey_revoke_session");
         assert!(done);
         assert_revoked(&db, &mut l, &[id], RevokeReason::Admin, false).await;
-        let again: bool = sqlx::query_scalar("SELECT latchkey_revoke_session($1)")
+        let again: bool = sqlx::query_scalar("SELECT latchkey.latchkey_revoke_session($1)")
             .bind(id)
             .fetch_one(&db.pool)
             .await
@@ -296,13 +298,13 @@ async fn every_revocation_path_changes_the_row_records_the_events_and_notifies_a
         let stranger = session_of(&db, other).await;
         let mut l = listener(&db).await;
         if by_update {
-            sqlx::query("UPDATE users SET disabled = true WHERE id = $1")
+            sqlx::query("UPDATE latchkey.users SET disabled = true WHERE id = $1")
                 .bind(user)
                 .execute(&db.pool)
                 .await
                 .expect("disable by UPDATE");
         } else {
-            let n: i32 = sqlx::query_scalar("SELECT latchkey_revoke_user_sessions($1)")
+            let n: i32 = sqlx::query_scalar("SELECT latchkey.latchkey_revoke_user_sessions($1)")
                 .bind(user)
                 .fetch_one(&db.pool)
                 .await
@@ -311,7 +313,7 @@ async fn every_revocation_path_changes_the_row_records_the_events_and_notifies_a
         }
         assert_revoked(&db, &mut l, &ids, RevokeReason::UserDisabled, false).await;
         let live: bool =
-            sqlx::query_scalar("SELECT revoked_at IS NULL FROM sessions WHERE id = $1")
+            sqlx::query_scalar("SELECT revoked_at IS NULL FROM latchkey.sessions WHERE id = $1")
                 .bind(stranger)
                 .fetch_one(&db.pool)
                 .await
@@ -331,11 +333,12 @@ async fn a_revocation_waiting_on_a_concurrent_one_revokes_nothing_and_records_no
         .await
         .expect("connect");
     let mut tx = first.begin().await.expect("begin");
-    let won: Vec<Uuid> = sqlx::query_scalar("SELECT latchkey_revoke(ARRAY[$1::uuid], 'admin')")
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .expect("first revocation");
+    let won: Vec<Uuid> =
+        sqlx::query_scalar("SELECT latchkey.latchkey_revoke(ARRAY[$1::uuid], 'admin')")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("first revocation");
     assert_eq!(won, [id]);
     // The second waits for the first's row lock, then re-checks revoked_at on the new row.
     let second = tokio::spawn({
@@ -347,11 +350,12 @@ async fn a_revocation_waiting_on_a_concurrent_one_revokes_nothing_and_records_no
     tx.commit().await.expect("commit");
     assert!(!second.await.expect("join").expect("second revocation"));
     assert_eq!(event_count(&db).await, 1, "one revoked event");
-    let reason: String = sqlx::query_scalar("SELECT revoked_reason FROM sessions WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
-        .expect("reason");
+    let reason: String =
+        sqlx::query_scalar("SELECT revoked_reason FROM latchkey.sessions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("reason");
     assert_eq!(reason, RevokeReason::Admin.as_str());
 }
 
@@ -371,7 +375,7 @@ async fn a_session_that_changes_owner_meanwhile_is_not_revoked_for_the_former_ow
             .expect("connect");
         let mut tx = conn.begin().await.expect("begin");
         // What a tower-sessions save binding another owner does to the row.
-        sqlx::query("UPDATE sessions SET owner_key = $2 WHERE id = $1")
+        sqlx::query("UPDATE latchkey.sessions SET owner_key = $2 WHERE id = $1")
             .bind(id)
             .bind(if by_owner { former } else { new })
             .execute(&mut *tx)
@@ -398,7 +402,7 @@ async fn a_session_that_changes_owner_meanwhile_is_not_revoked_for_the_former_ow
             "by_owner={by_owner}: the session is no longer the asker's"
         );
         let live: bool =
-            sqlx::query_scalar("SELECT revoked_at IS NULL FROM sessions WHERE id = $1")
+            sqlx::query_scalar("SELECT revoked_at IS NULL FROM latchkey.sessions WHERE id = $1")
                 .bind(id)
                 .fetch_one(&db.pool)
                 .await

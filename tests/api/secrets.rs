@@ -63,7 +63,7 @@ async fn no_column_of_any_table_holds_a_secret_or_a_token_string() {
     let columns = sqlx::query(
         "SELECT table_name::text, column_name::text, data_type::text
          FROM information_schema.columns
-         WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'bytea', 'jsonb', 'json', 'inet', 'USER-DEFINED')",
+         WHERE table_schema = 'latchkey' AND data_type IN ('text', 'character varying', 'bytea', 'jsonb', 'json', 'inet', 'USER-DEFINED')",
     )
     .fetch_all(&app.db.pool)
     .await
@@ -74,7 +74,7 @@ async fn no_column_of_any_table_holds_a_secret_or_a_token_string() {
         let (table, column, ty): (String, String, String) = (col.get(0), col.get(1), col.get(2));
         if ty == "bytea" {
             let values: Vec<Option<Vec<u8>>> =
-                sqlx::query_scalar(&format!("SELECT \"{column}\" FROM \"{table}\""))
+                sqlx::query_scalar(&format!("SELECT \"{column}\" FROM latchkey.\"{table}\""))
                     .fetch_all(&app.db.pool)
                     .await
                     .expect("bytea");
@@ -89,11 +89,12 @@ async fn no_column_of_any_table_holds_a_secret_or_a_token_string() {
             }
             continue;
         }
-        let values: Vec<Option<String>> =
-            sqlx::query_scalar(&format!("SELECT \"{column}\"::text FROM \"{table}\""))
-                .fetch_all(&app.db.pool)
-                .await
-                .expect("text");
+        let values: Vec<Option<String>> = sqlx::query_scalar(&format!(
+            "SELECT \"{column}\"::text FROM latchkey.\"{table}\""
+        ))
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("text");
         for v in values.into_iter().flatten() {
             scanned += 1;
             for n in &text_needles {

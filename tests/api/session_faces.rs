@@ -236,7 +236,7 @@ impl FacesApp {
     /// The row as psql shows it: (data, owner_key, revoked_reason, kind).
     async fn row(&self, id: Uuid) -> (Value, String, Option<String>, String) {
         let row = sqlx::query(
-            "SELECT data, owner_key, revoked_reason, kind::text AS kind FROM sessions WHERE id = $1",
+            "SELECT data, owner_key, revoked_reason, kind::text AS kind FROM latchkey.sessions WHERE id = $1",
         )
         .bind(id)
         .fetch_one(&self.service.db.pool)

@@ -23,15 +23,17 @@ async fn session_in(app: &TestApp, kind: SessionKind, revoked: bool, expired: bo
     let login = app.login(kind).await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
     if expired {
-        sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 minute' WHERE id = $1")
-            .bind(login.session_id())
-            .execute(&app.db.pool)
-            .await
-            .expect("expire");
+        sqlx::query(
+            "UPDATE latchkey.sessions SET expires_at = now() - interval '1 minute' WHERE id = $1",
+        )
+        .bind(login.session_id())
+        .execute(&app.db.pool)
+        .await
+        .expect("expire");
     }
     if revoked {
         sqlx::query(
-            "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
+            "UPDATE latchkey.sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
         )
         .bind(login.session_id())
         .execute(&app.db.pool)
@@ -63,7 +65,7 @@ async fn every_case(app: &TestApp) -> Vec<Case> {
 }
 
 async fn overview_state(app: &TestApp, id: Uuid) -> String {
-    sqlx::query_scalar("SELECT state FROM session_overview WHERE session_id = $1")
+    sqlx::query_scalar("SELECT state FROM latchkey.session_overview WHERE session_id = $1")
         .bind(id)
         .fetch_one(&app.db.pool)
         .await

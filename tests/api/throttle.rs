@@ -148,7 +148,7 @@ async fn an_unknown_email_is_throttled_exactly_like_a_known_one() {
 }
 
 async fn session_ip(app: &TestApp, id: Uuid) -> String {
-    sqlx::query_scalar::<_, String>("SELECT host(ip) FROM sessions WHERE id = $1")
+    sqlx::query_scalar::<_, String>("SELECT host(ip) FROM latchkey.sessions WHERE id = $1")
         .bind(id)
         .fetch_one(&app.db.pool)
         .await
@@ -197,7 +197,7 @@ async fn a_failure_is_audited_without_the_password_or_email_and_counted_in_metri
     assert_eq!(d.status, StatusCode::TOO_MANY_REQUESTS);
 
     let rows: Vec<(Option<String>, String, String, String)> = sqlx::query_as(
-        "SELECT account, ip, kind, row_to_json(f)::text FROM login_failures f ORDER BY id",
+        "SELECT account, ip, kind, row_to_json(f)::text FROM latchkey.login_failures f ORDER BY id",
     )
     .fetch_all(&app.db.pool)
     .await
@@ -267,12 +267,12 @@ async fn a_successful_login_clears_its_counter_and_the_purge_drops_stale_rows() 
     }
 
     let pool = &app.db.pool;
-    sqlx::query("UPDATE login_throttle SET expires_at = now() - interval '1 second', blocked_until = NULL WHERE ip = $1")
+    sqlx::query("UPDATE latchkey.login_throttle SET expires_at = now() - interval '1 second', blocked_until = NULL WHERE ip = $1")
         .bind(A)
         .execute(pool)
         .await
         .expect("age counters");
-    sqlx::query("UPDATE login_failures SET occurred_at = now() - interval '100 days'")
+    sqlx::query("UPDATE latchkey.login_failures SET occurred_at = now() - interval '100 days'")
         .execute(pool)
         .await
         .expect("age failures");
@@ -291,7 +291,7 @@ async fn a_successful_login_clears_its_counter_and_the_purge_drops_stale_rows() 
     // Two counters of A (account and address) and four old failures.
     assert_eq!(removed, 6);
     let left: (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM login_failures)",
+        "SELECT (SELECT count(*) FROM latchkey.login_throttle), (SELECT count(*) FROM latchkey.login_failures)",
     )
     .fetch_one(pool)
     .await
@@ -335,7 +335,7 @@ async fn concurrent_failures_of_one_key_all_count() {
     }
     let counts: Vec<(String, i32, bool)> = sqlx::query_as(
         "SELECT account, failures, coalesce(blocked_until > now() + interval '60 seconds', false) \
-         FROM login_throttle WHERE ip = $1 ORDER BY account",
+         FROM latchkey.login_throttle WHERE ip = $1 ORDER BY account",
     )
     .bind(A)
     .fetch_all(&app.db.pool)
@@ -349,7 +349,7 @@ async fn concurrent_failures_of_one_key_all_count() {
             ("em:racing".to_owned(), 32, true)
         ]
     );
-    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures")
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.login_failures")
         .fetch_one(&app.db.pool)
         .await
         .expect("audit");
@@ -426,7 +426,7 @@ async fn a_counter_outlives_its_block_so_the_next_failure_after_it_counts_on() {
     let app = spawn_app().await;
     let fail = || async {
         sqlx::query_scalar::<_, Option<time::OffsetDateTime>>(
-            "SELECT latchkey_login_failed('em:test', '192.0.2.1', 0, 2, 2, 1)",
+            "SELECT latchkey.latchkey_login_failed('em:test', '192.0.2.1', 0, 2, 2, 1)",
         )
         .fetch_one(&app.db.pool)
         .await
@@ -437,7 +437,7 @@ async fn a_counter_outlives_its_block_so_the_next_failure_after_it_counts_on() {
     tokio::time::sleep(Duration::from_millis(2300)).await;
     fail().await;
     let failures: i32 = sqlx::query_scalar(
-        "SELECT failures FROM login_throttle WHERE account = 'em:test' AND ip = '192.0.2.1'",
+        "SELECT failures FROM latchkey.login_throttle WHERE account = 'em:test' AND ip = '192.0.2.1'",
     )
     .fetch_one(&app.db.pool)
     .await

@@ -55,13 +55,13 @@ async fn a_save_after_logout_resurrects_the_session_in_the_stock_store_but_not_i
         "ours keeps it gone (read {body})"
     );
     let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND data ? 'cart'",
+        "SELECT count(*) FROM latchkey.sessions WHERE revoked_at IS NULL AND data ? 'cart'",
     )
     .fetch_one(&db.pool)
     .await
     .expect("count");
     assert_eq!(live, 0, "no live row holds the cart");
-    let reason: String = sqlx::query_scalar("SELECT revoked_reason FROM sessions")
+    let reason: String = sqlx::query_scalar("SELECT revoked_reason FROM latchkey.sessions")
         .fetch_one(&db.pool)
         .await
         .expect("reason");
@@ -99,12 +99,13 @@ async fn a_save_after_any_revocation_does_not_bring_the_session_back() {
             store.load(&rec.id).await.expect("load").is_none(),
             "{reason:?}"
         );
-        let (revoked, data): (bool, serde_json::Value) =
-            sqlx::query_as("SELECT revoked_at IS NOT NULL, data FROM sessions WHERE id = $1")
-                .bind(PgSessionStore::row_id(&rec.id))
-                .fetch_one(&db.pool)
-                .await
-                .expect("row");
+        let (revoked, data): (bool, serde_json::Value) = sqlx::query_as(
+            "SELECT revoked_at IS NOT NULL, data FROM latchkey.sessions WHERE id = $1",
+        )
+        .bind(PgSessionStore::row_id(&rec.id))
+        .fetch_one(&db.pool)
+        .await
+        .expect("row");
         assert!(revoked, "{reason:?}: still revoked");
         assert_eq!(
             data["k"], "before",
@@ -136,9 +137,10 @@ async fn many_in_flight_saves_racing_a_delete_never_leave_a_live_row() {
         t.await.expect("join").expect("save");
     }
     assert!(store.load(&rec.id).await.expect("load").is_none());
-    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_at IS NULL")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions WHERE revoked_at IS NULL")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
     assert_eq!(live, 0);
 }

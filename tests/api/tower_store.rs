@@ -18,7 +18,7 @@ use crate::tower_conformance::{in_an_hour, record};
 use crate::tower_support::{call, session_app};
 
 async fn version(db: &TestDb, id: &Id) -> i64 {
-    sqlx::query_scalar("SELECT version FROM sessions WHERE id = $1")
+    sqlx::query_scalar("SELECT version FROM latchkey.sessions WHERE id = $1")
         .bind(PgSessionStore::row_id(id))
         .fetch_one(&db.pool)
         .await
@@ -50,7 +50,7 @@ async fn concurrent_creates_with_one_id_all_succeed_under_distinct_ids() {
         ids.insert(rec.id);
     }
     assert_eq!(ids.len(), 32, "every task ended with its own id");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
         .fetch_one(&db.pool)
         .await
         .expect("count");
@@ -82,7 +82,7 @@ async fn a_save_that_only_slides_the_expiry_within_the_touch_interval_writes_not
         let row = PgSessionStore::row_id(&rec.id);
         async move {
             sqlx::query_as::<_, (i64, time::OffsetDateTime, String)>(
-                "SELECT version, expires_at, xmin::text FROM sessions WHERE id = $1",
+                "SELECT version, expires_at, xmin::text FROM latchkey.sessions WHERE id = $1",
             )
             .bind(row)
             .fetch_one(&pool)
@@ -168,7 +168,7 @@ async fn data_is_a_jsonb_object_a_dba_reads_with_the_arrow_operator() {
         .expect("cookie");
     let id: Id = cookie.parse().expect("id");
     let (colour, kind): (String, String) =
-        sqlx::query_as("SELECT data->>'colour', kind::text FROM sessions WHERE id = $1")
+        sqlx::query_as("SELECT data->>'colour', kind::text FROM latchkey.sessions WHERE id = $1")
             .bind(PgSessionStore::row_id(&id))
             .fetch_one(&db.pool)
             .await
@@ -242,7 +242,7 @@ async fn unbound_sessions_each_get_their_own_anonymous_owner() {
     let app = session_app(PgSessionStore::new(db.pool.clone()), None, None);
     call(&app, "POST", "/set/k/v", None).await;
     call(&app, "POST", "/set/k/v", None).await;
-    let owners: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, owner_key FROM sessions")
+    let owners: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, owner_key FROM latchkey.sessions")
         .fetch_all(&db.pool)
         .await
         .expect("rows");
@@ -300,7 +300,7 @@ async fn a_malformed_owner_binding_is_refused_and_nothing_is_written() {
         rec.data.insert(OWNER_FIELD.to_owned(), bad.clone());
         assert!(store.create(&mut rec).await.is_err(), "{bad}");
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
         .fetch_one(&db.pool)
         .await
         .expect("count");
@@ -328,7 +328,7 @@ async fn an_expiry_past_the_absolute_lifetime_is_capped() {
 async fn expired_deletion_runs_the_shared_purge_on_a_table_of_100k_rows() {
     let db = TestDb::new().await;
     sqlx::query(
-        "INSERT INTO sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
          SELECT gen_random_uuid(), 'stateful', 'anon:' || gen_random_uuid(),
                 sha256(i::text::bytea),
                 now() + CASE WHEN i % 100 = 0 THEN interval '-1 hour' ELSE interval '1 day' END,
@@ -338,7 +338,7 @@ async fn expired_deletion_runs_the_shared_purge_on_a_table_of_100k_rows() {
     .execute(&db.pool)
     .await
     .expect("seed");
-    sqlx::query("ANALYZE sessions")
+    sqlx::query("ANALYZE latchkey.sessions")
         .execute(&db.pool)
         .await
         .expect("analyze");
@@ -352,14 +352,14 @@ async fn expired_deletion_runs_the_shared_purge_on_a_table_of_100k_rows() {
         .await
         .expect("second purge is a no-op");
     let (left, expired): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE expires_at <= now()) FROM sessions",
+        "SELECT count(*), count(*) FILTER (WHERE expires_at <= now()) FROM latchkey.sessions",
     )
     .fetch_one(&db.pool)
     .await
     .expect("count");
     assert_eq!((left, expired), (99_000, 0));
     let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM session_events WHERE event = 'expired'")
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.session_events WHERE event = 'expired'")
             .fetch_one(&db.pool)
             .await
             .expect("events");
@@ -554,16 +554,18 @@ async fn the_multi_row_save_keeps_every_guard_of_a_single_save() {
         unreachable!()
     };
     store.delete(&deleted.id).await.expect("delete");
-    sqlx::query("SELECT latchkey_revoke_owner($1)")
+    sqlx::query("SELECT latchkey.latchkey_revoke_owner($1)")
         .bind(user.key())
         .execute(&db.pool)
         .await
         .expect("revoke owner");
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(PgSessionStore::row_id(&expired.id))
-        .execute(&db.pool)
-        .await
-        .expect("expire");
+    sqlx::query(
+        "UPDATE latchkey.sessions SET expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(PgSessionStore::row_id(&expired.id))
+    .execute(&db.pool)
+    .await
+    .expect("expire");
     // `changed` is bound to the owner now, after the revocation: it stays live.
     changed
         .data
@@ -579,7 +581,7 @@ async fn the_multi_row_save_keeps_every_guard_of_a_single_save() {
         rec.data.insert("k".to_owned(), serde_json::json!("late"));
     }
     let before: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT version, coalesce(data->>'k', '') FROM sessions ORDER BY created_at, id",
+        "SELECT version, coalesce(data->>'k', '') FROM latchkey.sessions ORDER BY created_at, id",
     )
     .fetch_all(&db.pool)
     .await
@@ -593,27 +595,28 @@ async fn the_multi_row_save_keeps_every_guard_of_a_single_save() {
     let all = [
         &*deleted, &*revoked, &*changed, &*touched, &*expired, &*missing,
     ];
-    let saved: i64 = sqlx::query_scalar("SELECT latchkey_store_save_many($1, $2, $3, $4, $5, 60)")
-        .bind(all.iter().map(|r| row(r)).collect::<Vec<_>>())
-        .bind(all.iter().map(|r| hash(r)).collect::<Vec<_>>())
-        .bind(
-            all.iter()
-                .map(|r| serde_json::to_value(&r.data).expect("json"))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            all.iter()
-                .map(|r| {
-                    r.data
-                        .get(OWNER_FIELD)
-                        .map(|o| o.as_str().expect("key").to_owned())
-                })
-                .collect::<Vec<_>>(),
-        )
-        .bind(all.iter().map(|r| r.expiry_date).collect::<Vec<_>>())
-        .fetch_one(&db.pool)
-        .await
-        .expect("save many");
+    let saved: i64 =
+        sqlx::query_scalar("SELECT latchkey.latchkey_store_save_many($1, $2, $3, $4, $5, 60)")
+            .bind(all.iter().map(|r| row(r)).collect::<Vec<_>>())
+            .bind(all.iter().map(|r| hash(r)).collect::<Vec<_>>())
+            .bind(
+                all.iter()
+                    .map(|r| serde_json::to_value(&r.data).expect("json"))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                all.iter()
+                    .map(|r| {
+                        r.data
+                            .get(OWNER_FIELD)
+                            .map(|o| o.as_str().expect("key").to_owned())
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .bind(all.iter().map(|r| r.expiry_date).collect::<Vec<_>>())
+            .fetch_one(&db.pool)
+            .await
+            .expect("save many");
     assert_eq!(saved, 1, "only the changed, live session is written");
 
     let state = |r: &Record| {
@@ -622,7 +625,7 @@ async fn the_multi_row_save_keeps_every_guard_of_a_single_save() {
         async move {
             sqlx::query_as::<_, (i64, Option<String>, String, bool)>(
                 "SELECT version, data->>'k', owner_key, revoked_at IS NULL AND expires_at > now()
-                 FROM sessions WHERE id = $1",
+                 FROM latchkey.sessions WHERE id = $1",
             )
             .bind(id)
             .fetch_one(&pool)
@@ -652,14 +655,15 @@ async fn the_multi_row_save_keeps_every_guard_of_a_single_save() {
             "{what}: the late data is not stored"
         );
     }
-    let missing_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE id = $1")
-        .bind(PgSessionStore::row_id(&missing.id))
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
+    let missing_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions WHERE id = $1")
+            .bind(PgSessionStore::row_id(&missing.id))
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
     assert_eq!(missing_rows, 0, "a save never inserts");
     let after: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT version, coalesce(data->>'k', '') FROM sessions ORDER BY created_at, id",
+        "SELECT version, coalesce(data->>'k', '') FROM latchkey.sessions ORDER BY created_at, id",
     )
     .fetch_all(&db.pool)
     .await
@@ -710,7 +714,7 @@ async fn coalesced_saves_after_deletes_bring_no_session_back() {
             );
         }
         let live: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_at IS NULL")
+            sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions WHERE revoked_at IS NULL")
                 .fetch_one(&db.pool)
                 .await
                 .expect("count");
@@ -739,7 +743,7 @@ async fn coalesced_loads_each_get_their_own_session_or_nothing() {
         if i % 5 == 4 {
             store.delete(&rec.id).await.expect("delete");
         } else if i % 7 == 6 {
-            sqlx::query("UPDATE sessions SET expires_at = now() WHERE id = $1")
+            sqlx::query("UPDATE latchkey.sessions SET expires_at = now() WHERE id = $1")
                 .bind(PgSessionStore::row_id(&rec.id))
                 .execute(&db.pool)
                 .await

@@ -29,7 +29,7 @@ const CAS_TABLE: &str = "bench_cas";
 
 /// The bare compare-and-swap: the columns a rotation writes, except the indexed expiry.
 const CAS_SQL: &str = "
-    UPDATE sessions
+    UPDATE latchkey.sessions
     SET prev_token_hash = token_hash,
         prev_valid_until = now() + make_interval(secs => $5),
         token_hash = $3,
@@ -161,7 +161,8 @@ async fn copy_sessions(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<()> {
     let create =
         format!("CREATE TABLE {CAS_TABLE} (LIKE sessions INCLUDING ALL) WITH (fillfactor = 80)");
     sqlx::query(&create).execute(pool).await?;
-    let copy = format!("INSERT INTO {CAS_TABLE} SELECT * FROM sessions WHERE id = ANY ($1)");
+    let copy =
+        format!("INSERT INTO {CAS_TABLE} SELECT * FROM latchkey.sessions WHERE id = ANY ($1)");
     sqlx::query(&copy).bind(ids).execute(pool).await?;
     Ok(())
 }
@@ -169,7 +170,7 @@ async fn copy_sessions(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<()> {
 /// Marks the sessions `ids` as streamed (their rotations publish `refreshed`) or not.
 async fn mark_streamed(pool: &PgPool, ids: &[Uuid], streamed: bool) -> anyhow::Result<()> {
     sqlx::query(
-        "UPDATE sessions SET streamed_until = CASE WHEN $2 THEN 'infinity'::timestamptz END
+        "UPDATE latchkey.sessions SET streamed_until = CASE WHEN $2 THEN 'infinity'::timestamptz END
          WHERE id = ANY ($1)",
     )
     .bind(ids)

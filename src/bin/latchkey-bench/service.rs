@@ -37,7 +37,7 @@ impl Service {
             .connect_with(options)
             .await
             .context("connecting the scratch database")?;
-        latchkey::MIGRATOR.run(&pool).await?;
+        latchkey::db::migrate(&pool).await?;
         let settings = Settings::local(
             "127.0.0.1:0".parse()?,
             SecretString::from("bench-secret-bench-secret-bench-secret!"),

@@ -53,7 +53,7 @@ pub(crate) async fn run_scenario(options: PgConnectOptions, args: &Args) -> anyh
     let pool = latchkey::db::pool_options(u32::try_from(max)?)
         .connect_with(options)
         .await?;
-    latchkey::MIGRATOR.run(&pool).await?;
+    latchkey::db::migrate(&pool).await?;
     let stock = tower_sessions_sqlx_store::PostgresStore::new(pool.clone());
     let mut ours = PgSessionStore::new(pool.clone());
     if let Some(lanes) = args.store_lanes {

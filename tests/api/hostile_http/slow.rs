@@ -21,7 +21,7 @@ async fn lock_session(app: &TestApp, id: uuid::Uuid) -> PgConnection {
         .execute(&mut conn)
         .await
         .expect("begin");
-    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+    sqlx::query("SELECT id FROM latchkey.sessions WHERE id = $1 FOR UPDATE")
         .bind(id)
         .execute(&mut conn)
         .await

@@ -23,11 +23,11 @@ fn limit(per_minute: u32, burst: u32) -> AppOptions {
 /// Rows written for anonymous sessions: sessions and their audit events.
 async fn anonymous_rows(app: &TestApp) -> (i64, i64) {
     let sessions: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE owner_key LIKE 'anon:%'")
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions WHERE owner_key LIKE 'anon:%'")
             .fetch_one(&app.db.pool)
             .await
             .expect("count sessions");
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM session_events")
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey.session_events")
         .fetch_one(&app.db.pool)
         .await
         .expect("count events");
