@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
 
     let bind: SocketAddr = "127.0.0.1:3000".parse()?;
     // A fresh signing key per run unless one is given: access tokens die with the process.
-    let jwt_secret = std::env::var("LATCHKEY_JWT_SECRET").unwrap_or_else(|_| {
+    let jwt_secret = std::env::var("DEMO_JWT_SECRET").unwrap_or_else(|_| {
         format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
