@@ -1,4 +1,6 @@
 //! `Application`: builds the state from settings, binds the listener, serves until told to stop.
+//! An app that serves latchkey's routers itself builds the state alone ([`AppState::build`])
+//! and shuts its streams down with [`AppState::shutdown_on`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -98,23 +100,7 @@ impl Application {
         pool: PgPool,
         rng: Arc<dyn SecretSource>,
     ) -> anyhow::Result<Self> {
-        let hasher = PasswordHasher::new(
-            settings.argon2.clone(),
-            settings.hash_concurrency,
-            rng.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
-        let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
-        let store = Store::new(pool.clone()).with_coalescing(Coalescing::READS);
-        let events = EventHub::start(store.clone(), settings.events.clone(), &pool);
-        let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone())
-            .with_throttle(settings.throttle.clone());
-        let state = AppState {
-            auth,
-            http: Arc::new(settings.http.clone()),
-            events,
-            anonymous_limiter: ClientRateLimiter::new(settings.anonymous_limit),
-        };
+        let state = AppState::build_with_rng(&settings, pool, rng)?;
         let listener = TcpListener::bind(settings.bind).await?;
         let metrics_listener = match settings.metrics_bind {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -161,12 +147,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let events = self.state.events.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Streams never finish on their own; they are ended first so the drain can complete.
+        let shutdown = self.state.shutdown_on(shutdown);
         tokio::spawn(async move {
             shutdown.await;
-            // Streams never finish on their own; end them so the drain can complete.
-            events.shutdown();
             let _ = stop.send(true);
         });
         let api = router(self.state.clone(), self.limits.request_timeout);
@@ -180,5 +165,78 @@ impl Application {
         };
         tokio::join!(api, metrics);
         Ok(())
+    }
+}
+
+/// Building and stopping latchkey inside an app that serves it itself (nesting
+/// [`crate::http::auth_router`] in its own router, on its own listener).
+impl AppState {
+    /// latchkey's state from `settings` on `pool` (migrated), with the OS RNG: the protocol,
+    /// the HTTP settings and the hub of live streams, whose `LISTEN` connection starts here.
+    /// `settings.bind`, `settings.server` and `settings.metrics_bind` are not used: the app
+    /// binds and serves. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// When the RNG fails while computing the dummy password hash.
+    pub fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        Self::build_with_rng(settings, pool, Arc::new(OsSecretSource))
+    }
+
+    /// [`AppState::build`] with an explicit secret source (tests inject a failing one).
+    ///
+    /// # Errors
+    /// When the RNG fails while computing the dummy password hash.
+    pub fn build_with_rng(
+        settings: &Settings,
+        pool: PgPool,
+        rng: Arc<dyn SecretSource>,
+    ) -> anyhow::Result<Self> {
+        let hasher = PasswordHasher::new(
+            settings.argon2.clone(),
+            settings.hash_concurrency,
+            rng.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
+        let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
+        let store = Store::new(pool.clone()).with_coalescing(Coalescing::READS);
+        let events = EventHub::start(store.clone(), settings.events.clone(), &pool);
+        let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone())
+            .with_throttle(settings.throttle.clone());
+        Ok(Self {
+            auth,
+            http: Arc::new(settings.http.clone()),
+            events,
+            anonymous_limiter: ClientRateLimiter::new(settings.anonymous_limit),
+        })
+    }
+
+    /// The graceful-shutdown signal of an app that serves latchkey's routers: resolves when
+    /// `signal` does, once latchkey's live event streams (`GET /auth/events`) and their
+    /// `LISTEN` connection have been told to end. Streams never end on their own, so a drain
+    /// without this would wait for them forever.
+    ///
+    /// ```no_run
+    /// # async fn serve(app: axum::Router, latchkey: latchkey::http::AppState) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(
+    ///     listener,
+    ///     // The client address, for sessions' `ip`, login throttling and the audit.
+    ///     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    /// )
+    /// .with_graceful_shutdown(latchkey.shutdown_on(async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// }))
+    /// .await
+    /// # }
+    /// ```
+    pub fn shutdown_on<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let events = self.events.clone();
+        async move {
+            signal.await;
+            events.shutdown();
+        }
     }
 }

@@ -99,13 +99,14 @@ impl Auth {
         Ok(caller(rec, session))
     }
 
-    /// Revokes the caller's own session.
+    /// Revokes the caller's own session and clears its data (what the app kept beside the
+    /// login through `tower_sessions::Session`).
     ///
     /// # Errors
     /// Database failures.
     pub async fn logout(&self, caller: &Caller) -> Result<(), AuthError> {
         self.store
-            .revoke(caller.session_id, RevokeReason::Logout)
+            .end_session(caller.session_id, &caller.owner_key, RevokeReason::Logout)
             .await?;
         Ok(())
     }

@@ -71,7 +71,8 @@ fn session_cookie(config: &HttpConfig, issued: &Issued) -> Result<HeaderValue, A
         .map_err(|_| ApiError::from(AuthError::Internal("cookie encoding".into())))
 }
 
-fn clear_cookie(config: &HttpConfig) -> HeaderValue {
+/// The `Set-Cookie` value that removes the session cookie.
+pub(super) fn clear_cookie(config: &HttpConfig) -> HeaderValue {
     let cookie = Cookie::build((config.cookie_name(), ""))
         .path("/")
         .http_only(true)

@@ -201,6 +201,14 @@ where
 /// database is unavailable; problem+json); one with a valid credential reaches the handler
 /// with the [`Authenticated`] caller (owner, session id, mode) in its extensions, which the
 /// `Authenticated` extractor (or `Extension<Authenticated>`) hands to the handler.
+///
+/// The handler also gets a `tower_sessions::Session` on that same session (its row's
+/// `data`): the app keeps per-login data beside the login, for cookie and bearer callers
+/// alike ([`crate::store::LoginSessionStore`] says how each call maps). When the handler
+/// modified it, it is saved after the handler answers (a failed save answers 503); when the
+/// handler ended it (`flush`, `cycle_id`), the login is revoked as by `/auth/logout` and a
+/// cookie caller's cookie is cleared. Behind this layer that `Session` replaces any that an
+/// outer `SessionManagerLayer` put there.
 pub async fn require_session(
     State(state): State<AppState>,
     request: Request,
@@ -217,8 +225,12 @@ pub async fn require_session(
     .await
     {
         Ok(caller) => {
+            let session = super::session_face::session_of(&state, &caller);
+            let via_cookie = caller.via_cookie;
+            parts.extensions.insert(session.clone());
             parts.extensions.insert(caller);
-            next.run(Request::from_parts(parts, body)).await
+            let response = next.run(Request::from_parts(parts, body)).await;
+            super::session_face::finish(&state, &session, via_cookie, response).await
         }
         Err(refused) => refused.into_response(),
     }

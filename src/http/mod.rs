@@ -16,6 +16,7 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod session_face;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,6 +8,7 @@ pub mod coalesce;
 mod expire;
 mod listing;
 mod live;
+mod login_session;
 mod owner;
 mod revoke;
 mod sessions;
@@ -19,6 +20,7 @@ pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use coalesce::Coalescing;
 pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
+pub use login_session::LoginSessionStore;
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
 pub use sessions::{NewSession, RotatePolicy, Rotation, SessionRecord, SessionSummary};
 #[doc(hidden)]
