@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use argon2::Params;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -177,7 +177,8 @@ impl AppState {
     /// binds and serves. Must be called inside a Tokio runtime.
     ///
     /// # Errors
-    /// When the RNG fails while computing the dummy password hash.
+    /// A JWT secret anyone could guess or read ([`crate::auth::jwt::check_secret`]), or the RNG
+    /// failing while computing the dummy password hash.
     pub fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
         Self::build_with_rng(settings, pool, Arc::new(OsSecretSource))
     }
@@ -185,7 +186,7 @@ impl AppState {
     /// [`AppState::build`] with an explicit secret source (tests inject a failing one).
     ///
     /// # Errors
-    /// When the RNG fails while computing the dummy password hash.
+    /// As [`AppState::build`].
     pub fn build_with_rng(
         settings: &Settings,
         pool: PgPool,
@@ -197,6 +198,8 @@ impl AppState {
             rng.clone(),
         )
         .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
+        crate::auth::jwt::check_secret(settings.jwt_secret.expose_secret())
+            .map_err(|m| anyhow::anyhow!("JWT secret: {m}"))?;
         let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
         let store = Store::new(pool.clone()).with_coalescing(Coalescing::READS);
         let events = EventHub::start(store.clone(), settings.events.clone(), &pool);

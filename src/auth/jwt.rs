@@ -27,6 +27,40 @@ pub struct AccessClaims {
     pub iss: String,
 }
 
+/// Shortest accepted JWT secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Longest accepted JWT secret, in bytes.
+pub const MAX_SECRET_BYTES: usize = 1024;
+
+/// JWT secrets that are printed in latchkey's own files (examples, docs, the compose file of
+/// earlier versions). Anyone can read them, so anyone could sign access tokens with them.
+/// `tests/api/config.rs` checks that every secret written in the repository's docs is here.
+pub const PUBLISHED_SECRETS: &[&str] = &[
+    "change-me-change-me-change-me-change-me",
+    "test-secret-test-secret-test-secret!",
+    "0123456789abcdef0123456789abcdef",
+    "replace-with-32-or-more-random-bytes",
+];
+
+/// Refuses a signing secret anyone could guess or read: shorter than [`MIN_SECRET_BYTES`],
+/// longer than [`MAX_SECRET_BYTES`], or one of [`PUBLISHED_SECRETS`]. `serve` checks its
+/// flag with it and [`crate::http::AppState::build`] its settings.
+///
+/// # Errors
+/// What is wrong and what is accepted.
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    let len = secret.len();
+    if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&len) {
+        return Err(format!(
+            "must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes, got {len}"
+        ));
+    }
+    if PUBLISHED_SECRETS.contains(&secret.trim()) {
+        return Err("this value is published in latchkey's documentation; anyone could sign access tokens with it. Generate one: openssl rand -base64 48".to_owned());
+    }
+    Ok(())
+}
+
 /// Signing and verification keys with a pinned algorithm.
 #[derive(Clone)]
 pub struct JwtKeys {

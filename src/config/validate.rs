@@ -18,20 +18,7 @@ pub(super) const MAX_GRACE_SECS: u64 = 3600;
 pub(super) const MAX_STREAM_INTERVAL_SECS: u64 = 3600;
 /// Longest accepted login back-off: one day.
 pub(super) const MAX_BACKOFF_SECS: u64 = 24 * 3600;
-/// Shortest accepted JWT secret, in bytes.
-pub(super) const MIN_JWT_SECRET_BYTES: usize = 32;
-/// Longest accepted JWT secret, in bytes.
-pub(super) const MAX_JWT_SECRET_BYTES: usize = 1024;
-
-/// JWT secrets that are printed in latchkey's own files (examples, docs, the compose file of
-/// earlier versions). Anyone can read them, so anyone could sign access tokens with them.
-/// `tests/api/config.rs` checks that every secret written in the repository's docs is here.
-pub const PUBLISHED_JWT_SECRETS: &[&str] = &[
-    "change-me-change-me-change-me-change-me",
-    "test-secret-test-secret-test-secret!",
-    "0123456789abcdef0123456789abcdef",
-    "replace-with-32-or-more-random-bytes",
-];
+pub use crate::auth::jwt::PUBLISHED_SECRETS as PUBLISHED_JWT_SECRETS;
 
 /// A setting `serve` refuses, with the flag that carries it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,21 +83,7 @@ impl ServeArgs {
         self.validate_lifetimes()?;
         self.validate_streams()?;
         if let Some(secret) = &self.jwt_secret {
-            let len = secret.0.len();
-            if !(MIN_JWT_SECRET_BYTES..=MAX_JWT_SECRET_BYTES).contains(&len) {
-                return Err(invalid(
-                    "jwt-secret",
-                    format!(
-                        "must be {MIN_JWT_SECRET_BYTES} to {MAX_JWT_SECRET_BYTES} bytes, got {len}"
-                    ),
-                ));
-            }
-            if PUBLISHED_JWT_SECRETS.contains(&secret.0.trim()) {
-                return Err(invalid(
-                    "jwt-secret",
-                    "this value is published in latchkey's documentation; anyone could sign access tokens with it. Generate one: openssl rand -base64 48",
-                ));
-            }
+            crate::auth::jwt::check_secret(&secret.0).map_err(|m| invalid("jwt-secret", m))?;
         }
         for origin in &self.allowed_origins {
             if !is_origin(origin.trim_end_matches('/')) {

@@ -217,3 +217,21 @@ async fn the_auth_router_nests_into_an_app_with_its_own_state_health_check_and_f
     assert_eq!(res.status(), 400);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn an_app_building_latchkeys_state_with_a_weak_or_published_jwt_secret_is_refused() {
+    let db = crate::helpers::TestDb::new().await;
+    for (secret, says) in [
+        ("too-short", "must be 32 to 1024 bytes"),
+        ("change-me-change-me-change-me-change-me", "published"),
+    ] {
+        let settings = latchkey::app::Settings::local(
+            "127.0.0.1:0".parse().expect("addr"),
+            secrecy::SecretString::from(secret.to_owned()),
+        );
+        let refused = AppState::build(&settings, db.pool.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{secret:?} accepted"));
+        assert!(refused.to_string().contains(says), "{refused}");
+    }
+}

@@ -138,6 +138,11 @@ pub fn random_jwt_secret() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
+/// The JWT secret of every service a test builds in this process: random (one written in the
+/// repository is refused as published), shared so two instances verify each other's tokens.
+pub static TEST_JWT_SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(random_jwt_secret);
+
 /// Runs the `latchkey` binary on `db_url` with `args` and, if given, `stdin`:
 /// (success, stdout, stderr).
 pub fn run_cli(db_url: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
@@ -215,7 +220,7 @@ impl Default for AppOptions {
     fn default() -> Self {
         let mut settings = Settings::local(
             "127.0.0.1:0".parse().expect("addr"),
-            SecretString::from("test-secret-test-secret-test-secret!"),
+            SecretString::from(TEST_JWT_SECRET.clone()),
         );
         settings.http.allowed_origins = vec![ORIGIN.to_owned()];
         Self {
