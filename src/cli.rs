@@ -28,20 +28,40 @@ use crate::store::{ExpirePolicy, ExpireReport, OwnerKey, RevokeReason, Store, EM
 /// # Errors
 /// Any failure, printed by `main` as `error: …` with exit status 1.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve(args) => serve(&cli.database_url, args).await,
+    if let Command::Serve(args) = &cli.command {
+        // Before the database: a bad setting must not wait for a cluster to start.
+        if let Err(e) = args.validate() {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_SETTING));
+        }
+    }
+    let database = crate::embedded::Database::open(
+        cli.database_url.as_deref(),
+        cli.data_dir.as_deref(),
+        crate::config::DEFAULT_DATABASE_URL,
+    )
+    .await?;
+    let result = command(database.url(), cli.command).await;
+    database.release().await;
+    result
+}
+
+/// Runs one command on the database at `url`.
+async fn command(url: &str, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve(url, args).await,
         Command::Migrate => {
-            let pool = open(&cli.database_url, 2, true).await?;
+            let pool = open(url, 2, true).await?;
             crate::db::migrate(&pool)
                 .await
                 .context("applying migrations")?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::User(cmd) => user(&cli.database_url, cmd).await,
-        Command::Sessions(cmd) => sessions(&cli.database_url, cmd).await,
-        Command::Apikey(cmd) => apikey(&cli.database_url, cmd).await,
-        Command::Expire(args) => expire(&cli.database_url, &args).await,
+        Command::User(cmd) => user(url, cmd).await,
+        Command::Sessions(cmd) => sessions(url, cmd).await,
+        Command::Apikey(cmd) => apikey(url, cmd).await,
+        Command::Expire(args) => expire(url, &args).await,
     }
 }
 
@@ -81,11 +101,8 @@ async fn open_timed(
         .context("connecting to PostgreSQL")
 }
 
+/// `latchkey serve`, its settings already validated.
 async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Err(e) = args.validate() {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(EXIT_BAD_SETTING));
-    }
     // Migrations (DDL, maybe on a big table) run on a connection of their own, untimed.
     let setup = open(url, 1, true).await?;
     if !args.no_migrate {

@@ -71,6 +71,14 @@ pub enum EmbeddedError {
         /// What is missing.
         reason: String,
     },
+    /// The data directory cannot be one.
+    #[error("--data-dir {}: {reason}", data_dir.display())]
+    DataDir {
+        /// The directory given.
+        data_dir: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// No home directory for the default data directory.
     #[error("no home directory for the default data directory: give --data-dir or DATABASE_URL")]
     NoHome,

@@ -24,6 +24,14 @@ impl Server {
     pub(crate) fn new(data_dir: &Path) -> Result<Self, EmbeddedError> {
         let binaries = Binaries::find()?;
         let run_as = RunAs::detect()?;
+        if data_dir.join("PG_VERSION").exists() {
+            return Err(EmbeddedError::DataDir {
+                data_dir: data_dir.to_owned(),
+                reason: "it is a PostgreSQL data directory itself; give the directory latchkey \
+                         keeps its cluster in (its pgdata/ is one)"
+                    .to_owned(),
+            });
+        }
         let data_dir = super::layout::prepare_dir(data_dir, run_as.switches())?;
         Ok(Self {
             binaries,

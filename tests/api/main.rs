@@ -9,6 +9,7 @@ mod cors;
 mod disable;
 mod domain_literals;
 mod embed;
+mod embedded;
 mod endpoints;
 mod events;
 mod expire;
