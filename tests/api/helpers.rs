@@ -71,6 +71,10 @@ pub fn server() -> &'static TestServer {
             ("full_page_writes", "off"),
             // Each test's CREATE DATABASE is a checkpoint: keep them out of its log.
             ("log_checkpoints", "off"),
+            // A test's connection caught mid-authentication when the test ends (its runtime
+            // then blocks on dropping the database) holds up every DROP DATABASE until this
+            // timeout (PostgreSQL's default: a minute).
+            ("authentication_timeout", "'5s'"),
         ] {
             options.settings.push((name.to_owned(), value.to_owned()));
         }
