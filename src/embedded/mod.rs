@@ -196,7 +196,7 @@ fn server_of(url: &str) -> String {
 /// # Errors
 /// [`EmbeddedError::NoHome`] when neither `XDG_DATA_HOME` nor a home directory is known.
 pub fn default_data_dir() -> Result<PathBuf, EmbeddedError> {
-    if is_root() {
+    if os_user::is_root() {
         return Ok(PathBuf::from("/var/lib/latchkey/postgres"));
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -205,15 +205,6 @@ pub fn default_data_dir() -> Result<PathBuf, EmbeddedError> {
         .or_else(|| std::env::home_dir().map(|h| h.join(".local/share")))
         .ok_or(EmbeddedError::NoHome)?;
     Ok(data.join("latchkey").join("postgres"))
-}
-
-/// True when the effective user is root.
-fn is_root() -> bool {
-    cfg!(unix)
-        && std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// The database a command uses, and the embedded cluster behind it when there is one.

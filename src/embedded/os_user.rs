@@ -35,7 +35,7 @@ pub(crate) enum RunAs {
 impl RunAs {
     /// `Me`, unless the effective user is root: then [`SERVER_USER`].
     pub(crate) fn detect() -> Result<Self, EmbeddedError> {
-        if !cfg!(unix) || id(&["-u"])? != 0 {
+        if !is_root() {
             return Ok(Self::Me);
         }
         let name = SERVER_USER.to_owned();
@@ -132,6 +132,11 @@ impl RunAs {
     pub(crate) fn switches(&self) -> bool {
         matches!(self, Self::User { .. })
     }
+}
+
+/// True when the effective user is root (`id -u` is 0).
+pub(crate) fn is_root() -> bool {
+    cfg!(unix) && id(&["-u"]).is_ok_and(|uid| uid == 0)
 }
 
 /// `id ARGS` as a number.
