@@ -80,6 +80,22 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A cluster in `dir`, started by this test process (with the library, as the harness does).
+async fn start_cluster(dir: &TempDataDir) -> Cluster {
+    let options = ClusterOptions::new(&dir.0);
+    tokio::task::spawn_blocking(move || Cluster::start(&options))
+        .await
+        .expect("join")
+        .expect("start")
+}
+
+async fn release(cluster: Cluster) -> Released {
+    tokio::task::spawn_blocking(move || cluster.release())
+        .await
+        .expect("join")
+        .expect("release")
+}
+
 /// `latchkey serve --data-dir DIR` on a free port; killed on drop if still running.
 struct Serve {
     child: Option<Child>,
@@ -269,11 +285,7 @@ async fn a_second_start_on_the_same_data_dir_keeps_its_data_and_says_it_reused_i
 #[tokio::test]
 async fn a_cluster_already_running_is_reused_and_left_running_for_its_other_user() {
     let dir = TempDataDir::new();
-    let options = ClusterOptions::new(&dir.0);
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&options))
-        .await
-        .expect("join")
-        .expect("start");
+    let cluster = start_cluster(&dir).await;
     assert!(cluster.created() && cluster.started());
 
     let migrated = run(latchkey(&["migrate", "--data-dir", dir.path()]), "");
@@ -295,10 +307,7 @@ async fn a_cluster_already_running_is_reused_and_left_running_for_its_other_user
     assert!(migrations > 0);
     conn.close().await.ok();
 
-    let released = tokio::task::spawn_blocking(move || cluster.release())
-        .await
-        .expect("join")
-        .expect("release");
+    let released = release(cluster).await;
     assert_eq!(released, Released::Stopped, "the last user stops it");
     assert_eq!(dir.running_port(), None);
 }
@@ -307,11 +316,7 @@ async fn a_cluster_already_running_is_reused_and_left_running_for_its_other_user
 async fn the_embedded_cluster_listens_on_loopback_only_and_asks_every_connection_for_its_password()
 {
     let dir = TempDataDir::new();
-    let options = ClusterOptions::new(&dir.0);
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&options))
-        .await
-        .expect("join")
-        .expect("start");
+    let cluster = start_cluster(&dir).await;
     let good = cluster.connect_options();
 
     let mut conn = PgConnection::connect_with(&good)
@@ -342,10 +347,7 @@ async fn the_embedded_cluster_listens_on_loopback_only_and_asks_every_connection
         .mode();
     assert_eq!(mode & 0o077, 0, "the password file is private: {mode:o}");
 
-    let released = tokio::task::spawn_blocking(move || cluster.release())
-        .await
-        .expect("join")
-        .expect("release");
+    let released = release(cluster).await;
     assert_eq!(released, Released::Stopped);
 }
 
