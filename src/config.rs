@@ -11,16 +11,25 @@ mod validate;
 
 pub use validate::{InvalidSetting, PUBLISHED_JWT_SECRETS};
 
-/// Local default database: created on first `serve` or `migrate` if missing.
+/// Local default database, used when no `DATABASE_URL` is given and a server there accepts
+/// it (else the embedded cluster): created on first `serve` or `migrate` if missing.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/latchkey";
 
 /// latchkey: PostgreSQL-backed sessions with race-free refresh.
 #[derive(Debug, Parser)]
 #[command(name = "latchkey", version, about)]
 pub struct Cli {
-    /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
-    pub database_url: String,
+    /// PostgreSQL connection URL. Without it: postgres://postgres@127.0.0.1:5432/latchkey if
+    /// a server there accepts it, else an embedded cluster (see --data-dir).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Run the database in a private PostgreSQL cluster in this directory, created with the
+    /// installed PostgreSQL programs on first use and kept between runs. Without DATABASE_URL
+    /// nor a server on 127.0.0.1:5432 it is the default, in $XDG_DATA_HOME/latchkey/postgres
+    /// (~/.local/share/latchkey/postgres; /var/lib/latchkey/postgres as root).
+    #[arg(long, env = "LATCHKEY_DATA_DIR", global = true)]
+    pub data_dir: Option<std::path::PathBuf>,
 
     /// What to do.
     #[command(subcommand)]

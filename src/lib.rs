@@ -12,6 +12,7 @@
 //! * [`events`] is the hub of live session streams and its Postgres `LISTEN/NOTIFY` bridge.
 //! * [`limits`] holds the per-client limits each instance keeps in memory.
 //! * [`token`] is the wire format of tokens and the sealing of successors.
+//! * [`embedded`] runs a private PostgreSQL cluster when no server is configured.
 //!
 //! Cargo features: `store` (the store and the tower-sessions store alone: sqlx and
 //! tower-sessions), `axum` (the auth service as a library: routers, extractors, the
@@ -26,6 +27,8 @@ pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
 pub mod db;
+#[cfg(feature = "server")]
+pub mod embedded;
 #[cfg(feature = "axum")]
 pub mod events;
 #[cfg(feature = "axum")]

@@ -21,20 +21,45 @@ use crate::store::Store;
 /// # Errors
 /// Any failure, printed by `main` as `error: …` with exit status 1.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve(args) => serve::serve(&cli.database_url, args).await,
+    match &cli.command {
+        // It needs no database.
+        Command::Healthcheck(args) => return healthcheck::healthcheck(args).await,
+        // Before the database: a bad setting must not wait for a cluster to start.
+        Command::Serve(args) => {
+            if let Err(e) = args.validate() {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(serve::EXIT_BAD_SETTING));
+            }
+        }
+        _ => {}
+    }
+    let database = crate::embedded::Database::open(
+        cli.database_url.as_deref(),
+        cli.data_dir.as_deref(),
+        crate::config::DEFAULT_DATABASE_URL,
+    )
+    .await?;
+    let result = command(database.url(), cli.command).await;
+    database.release().await;
+    result
+}
+
+/// Runs one command on the database at `url`.
+async fn command(url: &str, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve::serve(url, args).await,
         Command::Migrate => {
-            let pool = open(&cli.database_url, 2, true).await?;
+            let pool = open(url, 2, true).await?;
             crate::db::migrate(&pool)
                 .await
                 .context("applying migrations")?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::User(cmd) => user::user(&cli.database_url, cmd).await,
-        Command::Sessions(cmd) => sessions::sessions(&cli.database_url, cmd).await,
-        Command::Apikey(cmd) => apikey::apikey(&cli.database_url, cmd).await,
-        Command::Expire(args) => expire::expire(&cli.database_url, &args).await,
+        Command::User(cmd) => user::user(url, cmd).await,
+        Command::Sessions(cmd) => sessions::sessions(url, cmd).await,
+        Command::Apikey(cmd) => apikey::apikey(url, cmd).await,
+        Command::Expire(args) => expire::expire(url, &args).await,
         Command::Healthcheck(args) => healthcheck::healthcheck(&args).await,
     }
 }

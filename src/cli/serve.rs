@@ -22,15 +22,11 @@ use super::database::open_database;
 use super::expire::spawn_sweeper;
 
 /// Exit status of `serve` for a setting it refuses (as for a flag clap cannot parse).
-const EXIT_BAD_SETTING: u8 = 2;
+pub(super) const EXIT_BAD_SETTING: u8 = 2;
 
-/// `latchkey serve`: checks the flags (exit 2 on a bad one), opens the database, serves until
-/// SIGTERM or Ctrl-C, then drains.
+/// `latchkey serve`, its flags already checked (exit 2 on a bad one, before the database):
+/// opens the database, serves until SIGTERM or Ctrl-C, then drains.
 pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Err(e) = args.validate() {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(EXIT_BAD_SETTING));
-    }
     let pool = open_database(url, &args).await?;
     let sweep_interval_secs = args.sweep_interval_secs;
     let settings = settings(args)?;

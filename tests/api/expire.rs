@@ -670,16 +670,13 @@ async fn a_row_locked_while_the_cursor_passes_it_is_purged_by_the_final_pass() {
     purge_with_a_row_released_behind_the_cursor(Purger::Procedure).await;
 }
 
-/// `postgres://…/<database>` for the CLI, from DATABASE_URL (or the local default).
+/// `postgres://…/<database>` for the CLI, on the tests' server.
 async fn url_of(db: &TestDb) -> String {
     let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&db.pool)
         .await
         .expect("name");
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let (server, _) = base.rsplit_once('/').expect("url with a database");
-    format!("{server}/{name}")
+    crate::helpers::server().url_of(&name)
 }
 
 /// Runs the `latchkey` binary; returns (exit code, stdout, stderr).

@@ -22,10 +22,117 @@ pub const ORIGIN: &str = "http://app.test";
 /// The password of [`TestApp::user`].
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The PostgreSQL server the tests make their databases on.
+pub struct TestServer {
+    /// `postgres://…/postgres`: a URL of the server (the password included).
+    pub url: String,
+    /// Host and port.
+    pub host: String,
+    pub port: u16,
+    /// The embedded cluster, held (and so kept running) until the process exits.
+    _cluster: Option<latchkey::embedded::Cluster>,
+}
+
+/// The local server the tests use when `DATABASE_URL` is not set.
+const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The server of this test process: `DATABASE_URL` if set; else the local server on
+/// 127.0.0.1:5432 if it accepts `postgres` (unless `LATCHKEY_TEST_EMBEDDED` is set); else
+/// an embedded cluster in `target/tmp/latchkey-postgres`, shared by every test process and
+/// left running for the next run.
+pub fn server() -> &'static TestServer {
+    static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return TestServer::at(url);
+        }
+        if std::env::var_os("LATCHKEY_TEST_EMBEDDED").is_none() {
+            // Its own runtime: this may be called from inside a test's.
+            let local = std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(latchkey::embedded::usable(LOCAL_SERVER))
+            })
+            .join()
+            .expect("probe");
+            if local.is_ok() {
+                return TestServer::at(LOCAL_SERVER.to_owned());
+            }
+        }
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("latchkey-postgres");
+        let mut options = latchkey::embedded::ClusterOptions::new(&dir);
+        options.sync = false;
+        // A throwaway cluster: durability buys nothing here.
+        for (name, value) in [
+            ("fsync", "off"),
+            ("synchronous_commit", "off"),
+            ("full_page_writes", "off"),
+            // Each test's CREATE DATABASE is a checkpoint: keep them out of its log.
+            ("log_checkpoints", "off"),
+            // A test's connection caught mid-authentication when the test ends (its runtime
+            // then blocks on dropping the database) holds up every DROP DATABASE until this
+            // timeout (PostgreSQL's default: a minute).
+            ("authentication_timeout", "'5s'"),
+        ] {
+            options.settings.push((name.to_owned(), value.to_owned()));
+        }
+        options.tls = Some(test_certificate());
+        let cluster = latchkey::embedded::Cluster::start(&options).unwrap_or_else(|e| {
+            panic!(
+                "no PostgreSQL for the tests: DATABASE_URL is not set, nothing usable answers \
+                 on 127.0.0.1:5432, and the embedded cluster in {} cannot run: {e}",
+                dir.display()
+            )
+        });
+        let mut server = TestServer::at(cluster.url("postgres"));
+        server._cluster = Some(cluster);
+        server
+    })
+}
+
+impl TestServer {
+    fn at(url: String) -> Self {
+        let options = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
+        Self {
+            host: options.get_host().to_owned(),
+            port: options.get_port(),
+            url,
+            _cluster: None,
+        }
+    }
+
+    /// The URL of `database` on this server.
+    pub fn url_of(&self, database: &str) -> String {
+        let (server, _) = self.url.rsplit_once('/').expect("URL with a database");
+        format!("{server}/{database}")
+    }
+}
+
+/// A server certificate for 127.0.0.1 and localhost signed by a CA of its own, followed by
+/// that CA: the cluster's `pgdata/server.crt` is also the root certificate that verifies it
+/// (`sslmode=verify-full&sslrootcert=…`).
+fn test_certificate() -> latchkey::embedded::ServerTls {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "latchkey tests CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("parameters")
+        .signed_by(&key, &ca)
+        .expect("certificate");
+    latchkey::embedded::ServerTls {
+        cert_pem: format!("{}{}", cert.pem(), ca.as_ref().pem()),
+        key_pem: key.serialize_pem(),
+    }
+}
+
 fn base_options() -> PgConnectOptions {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    PgConnectOptions::from_str(&url).expect("DATABASE_URL parses")
+    PgConnectOptions::from_str(&server().url).expect("server URL parses")
 }
 
 /// A database created for one test and dropped when the test ends, even on panic. Clones
@@ -42,10 +149,7 @@ pub struct TestDb {
 impl TestDb {
     /// A connection URL for this database (for the CLI).
     pub fn url(&self) -> String {
-        let base = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let (server, _) = base.rsplit_once('/').expect("URL with a database");
-        format!("{server}/{}", self._drop.name)
+        server().url_of(&self._drop.name)
     }
 
     /// Creates and migrates a uniquely named database.
@@ -60,7 +164,7 @@ impl TestDb {
         let name = format!("latchkey_test_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&base_options().database("postgres"))
             .await
-            .expect("connect to PostgreSQL (is it running on DATABASE_URL?)");
+            .expect("connect to the tests' PostgreSQL");
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await

@@ -10,6 +10,7 @@ mod disable;
 mod domain_literals;
 mod embed;
 mod embed_example;
+mod embedded;
 mod endpoints;
 mod events;
 mod expire;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-/// The proxy: forwards to 127.0.0.1:5432 while up; refuses and drops everything while down.
+/// The proxy: forwards to the tests' server while up; refuses and drops everything while down.
 pub struct DbProxy {
     /// Local port to connect to.
     pub port: u16,
@@ -31,14 +31,17 @@ impl DbProxy {
         let up = Arc::new(AtomicBool::new(true));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let (up2, links2) = (up.clone(), links.clone());
+        let server = crate::helpers::server();
+        let target = format!("{}:{}", server.host, server.port);
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let target = target.clone();
                 let link = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect("127.0.0.1:5432").await {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });

@@ -8,11 +8,8 @@ use sqlx::{Connection, PgConnection};
 
 #[tokio::test]
 async fn serve_creates_its_database_migrates_serves_and_exits_cleanly_on_sigterm() {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let (server, _) = base.rsplit_once('/').expect("URL with a database");
     let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
-    let url = format!("{server}/{name}");
+    let url = crate::helpers::server().url_of(&name);
 
     let secret = crate::helpers::random_jwt_secret();
     let (mut child, rx) = crate::helpers::spawn_serve(&url, &secret, &[]);
@@ -63,7 +60,9 @@ async fn serve_creates_its_database_migrates_serves_and_exits_cleanly_on_sigterm
         "{rest:?}"
     );
 
-    let mut admin = PgConnection::connect(&base).await.expect("admin");
+    let mut admin = PgConnection::connect(&crate::helpers::server().url)
+        .await
+        .expect("admin");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await
