@@ -16,10 +16,10 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 /// A latchkey data directory under `target/tmp`; dropped (even when the test fails), the
 /// cluster running from it is stopped and the directory removed.
-struct TempDataDir(PathBuf);
+pub(crate) struct TempDataDir(pub(crate) PathBuf);
 
 impl TempDataDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(
             Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("embedded-{}", uuid::Uuid::new_v4().simple())),
@@ -300,7 +300,7 @@ async fn a_cluster_already_running_is_reused_and_left_running_for_its_other_user
     let mut conn = PgConnection::connect_with(&cluster.connect_options().database("latchkey"))
         .await
         .expect("the cluster still serves");
-    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey._sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .expect("migrations");

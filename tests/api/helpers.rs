@@ -113,7 +113,7 @@ impl TestServer {
 /// A server certificate for 127.0.0.1 and localhost signed by a CA of its own, followed by
 /// that CA: the cluster's `pgdata/server.crt` is also the root certificate that verifies it
 /// (`sslmode=verify-full&sslrootcert=…`).
-fn test_certificate() -> latchkey::embedded::ServerTls {
+pub fn test_certificate() -> latchkey::embedded::ServerTls {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
