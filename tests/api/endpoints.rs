@@ -474,6 +474,24 @@ async fn metrics_show_logins_waiting_for_and_running_a_password_hash() {
     // One hash at a time: four concurrent logins are one running and three waiting.
     opts.settings.hash_concurrency = 1;
     let app = spawn_app_with(opts).await;
+    // A verification runs with the stored hash's own parameters. Stored with far costlier
+    // ones than the service's, each login holds the one permit for a few hundred ms, so the
+    // four overlap however late each reaches the hasher (with the default cost they could
+    // finish one after another on a busy machine and never queue).
+    let costly = argon2::Params::new(64 * 1024, 3, 1, Some(32)).expect("params");
+    let phc = {
+        use argon2::PasswordHasher as _;
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, costly)
+            .hash_password_with_salt(PASSWORD.as_bytes(), b"sixteen-byte-slt")
+            .expect("hash")
+            .to_string()
+    };
+    sqlx::query("UPDATE latchkey.users SET password_hash = $1 WHERE email = $2")
+        .bind(&phc)
+        .bind(&app.user.email)
+        .execute(&app.db.pool)
+        .await
+        .expect("costly hash stored");
     let gauge = |text: &str, state: &str| -> i64 {
         let name = format!("latchkey_password_hashes{{state=\"{state}\"}} ");
         text.lines()
