@@ -47,7 +47,11 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         .await?
         .context("starting the soak's private PostgreSQL cluster")?;
     let cluster = Arc::new(cluster);
-    let result = soak(args, cluster.clone(), &dir).await;
+    // Ctrl-C drops the run (its instances are killed) and still stops the cluster.
+    let result = tokio::select! {
+        result = soak(args, cluster.clone(), &dir) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     drop(cluster);
     let stop_dir = dir.clone();
     let _ = tokio::task::spawn_blocking(move || Cluster::stop(&stop_dir)).await;
