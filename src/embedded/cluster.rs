@@ -209,6 +209,17 @@ impl Cluster {
         Ok(Released::Stopped)
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`) on the same port, as an operator's
+    /// restart does: every open connection is closed. Blocking; returns once it accepts
+    /// connections again. For fault-injection tools and tests.
+    ///
+    /// # Errors
+    /// When `pg_ctl restart` fails.
+    pub fn restart(&self) -> Result<(), EmbeddedError> {
+        self.server.restart()?;
+        wait_ready(self.server.data_dir())
+    }
+
     /// Stops the server running from `data_dir`, whoever uses it; true if one was running.
     /// Blocking. For tests and tools cleaning up.
     ///

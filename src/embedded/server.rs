@@ -195,6 +195,20 @@ impl Server {
         Ok(())
     }
 
+    /// `pg_ctl restart -m fast`, waiting until the server accepts connections again: open
+    /// connections are closed, the port stays the same.
+    pub(crate) fn restart(&self) -> Result<(), EmbeddedError> {
+        let mut cmd = self.run_as.command(&self.binaries.program("pg_ctl"));
+        cmd.args(["restart", "-w", "-t", "60", "-m", "fast", "-D"])
+            .arg(pgdata(&self.data_dir))
+            .arg("-l")
+            .arg(pgdata(&self.data_dir).join("server.log"));
+        self.run("pg_ctl restart", &mut cmd)?;
+        let pid = postmaster_pid(&self.data_dir).unwrap_or_default();
+        std::fs::write(self.data_dir.join("started-pid"), pid)
+            .map_err(|e| EmbeddedError::io("writing started-pid", e))
+    }
+
     /// Runs a server program; its output becomes the error when it fails.
     fn run(&self, what: &str, cmd: &mut Command) -> Result<(), EmbeddedError> {
         let out = cmd

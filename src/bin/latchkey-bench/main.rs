@@ -17,6 +17,7 @@ mod login;
 mod memory;
 mod refresh;
 mod service;
+mod soak;
 mod store;
 mod storm;
 
@@ -66,6 +67,19 @@ pub(crate) struct Args {
     /// The service binary that `memory` runs as its own process (`latchkey serve`).
     #[arg(long, default_value = "target/release/latchkey")]
     pub(crate) server_bin: std::path::PathBuf,
+    /// Length of the soak, in seconds (`soak`).
+    #[arg(long, default_value_t = 180)]
+    pub(crate) soak_secs: u64,
+    /// Clients of the soak (`soak`).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) soak_clients: usize,
+    /// Seconds each database cut lasts (`soak`).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) soak_cut_secs: u64,
+    /// Mean pause, in ms, between two operations of a soak client (`soak`; logins pause ten
+    /// times longer).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) soak_think_ms: u64,
     /// Server to create the scratch database on.
     #[arg(
         long,
@@ -98,11 +112,19 @@ pub(crate) enum Scenario {
     Memory,
     /// Every scenario above, in order, each on a fresh database.
     All,
+    /// The promises under faults: two `--server-bin` instances and a private PostgreSQL
+    /// cluster (its own `initdb`, never the server of `DATABASE_URL`), clients following the
+    /// retry contract, PostgreSQL restarts, instance kills and database cuts (`--soak-*`).
+    Soak,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.scenario == Scenario::Soak {
+        // Its own cluster: no scratch database on DATABASE_URL.
+        return soak::run(&args).await;
+    }
     let base = PgConnectOptions::from_str(&args.database_url).context("DATABASE_URL")?;
     let name = format!("latchkey_bench_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect_with(&base)
