@@ -29,7 +29,7 @@ function psql(url, sql) {
   }).trim();
 }
 
-/** A running service: `origin`, `db(sql)`, `addUser(email)`, `stop()`. */
+/** A running service: `origin`, `db(sql)`, `addUser(email)`, `restart(downMs)`, `stop()`. */
 export async function startService({ accessTtl = 2, extraArgs = [] } = {}) {
   const name = `latchkey_browser_${randomBytes(6).toString("hex")}`;
   const admin = `${SERVER}/postgres`;
@@ -53,25 +53,38 @@ export async function startService({ accessTtl = 2, extraArgs = [] } = {}) {
     "--events-keepalive-secs", "5",
     ...extraArgs,
   ];
-  const child = spawn(BINARY, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+  let child;
+  let exited;
   let log = "";
-  child.stderr.on("data", (d) => {
-    log += d;
-    if (process.env.LATCHKEY_BROWSER_LOG) process.stderr.write(d);
-  });
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  const deadline = Date.now() + 60000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`latchkey serve exited: ${log}`);
-    try {
-      const res = await fetch(`${origin}/readyz`);
-      if (res.ok) break;
-    } catch {
-      // not listening yet
+  const run = async () => {
+    child = spawn(BINARY, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+    child.stderr.on("data", (d) => {
+      log += d;
+      if (process.env.LATCHKEY_BROWSER_LOG) process.stderr.write(d);
+    });
+    exited = new Promise((resolve) => child.once("exit", resolve));
+    const deadline = Date.now() + 60000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`latchkey serve exited: ${log}`);
+      try {
+        const res = await fetch(`${origin}/readyz`);
+        if (res.ok) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`latchkey serve did not become ready: ${log}`);
+      await new Promise((r) => setTimeout(r, 100));
     }
-    if (Date.now() > deadline) throw new Error(`latchkey serve did not become ready: ${log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  };
+  const halt = async () => {
+    if (child.exitCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+  await run();
   return {
     origin,
     url,
@@ -83,13 +96,14 @@ export async function startService({ accessTtl = 2, extraArgs = [] } = {}) {
         stdio: ["pipe", "ignore", "pipe"],
       });
     },
+    /** Stops the service (SIGTERM: its streams end), waits `downMs`, starts it again. */
+    async restart(downMs = 0) {
+      await halt();
+      await new Promise((r) => setTimeout(r, downMs));
+      await run();
+    },
     async stop() {
-      if (child.exitCode === null) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await halt();
       psql(admin, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     },
   };
