@@ -15,8 +15,8 @@
 //   the sharing off (each tab then refreshes on its own; the grace window alone keeps them).
 //
 // Refresh retries follow the server's rules: a 503 or 429 waits for its Retry-After, a lost
-// answer (network error, timeout) retries at once and then backs off, always with the SAME
-// token, so a retry inside the grace window gets the successor the lost answer carried. Only
+// answer (network error, timeout) retries after 0.25 s doubling to 10 s (at once when the
+// browser comes back online), always with the SAME token, so a retry inside the grace window gets the successor the lost answer carried. Only
 // a definitive 401 (token_reused, session_revoked, token_expired, invalid_token,
 // token_mode_mismatch) signs the user out; a transient error never does.
 //
