@@ -20,18 +20,13 @@
 // a definitive 401 (token_reused, session_revoked, token_expired, invalid_token,
 // token_mode_mismatch) signs the user out; a transient error never does.
 //
-// The client follows GET /auth/events and calls onSignedOut(reason) as soon as the session
-// is revoked anywhere (another tab, another device, an administrator), reconnecting after a
-// lost connection.
+// The client follows GET /auth/events (latchkey-transport.js, beside this file) and calls
+// onSignedOut(reason) as soon as the session is revoked anywhere (another tab, another
+// device, an administrator), reconnecting after a lost connection.
 
-/** Codes of a 401 that end the session for good. */
-const DEFINITIVE = new Set([
-  "token_reused",
-  "session_revoked",
-  "token_expired",
-  "invalid_token",
-  "token_mode_mismatch",
-]);
+import { EventStream, LatchkeyError, problemOf, sleep } from "./latchkey-transport.js";
+
+export { LatchkeyError };
 
 const DEFAULTS = {
   mode: "stateful",
@@ -44,62 +39,6 @@ const DEFAULTS = {
   requestTimeoutMs: 15000,
   heartbeatMs: 45000,
 };
-
-/** Failure of a request to the service: `code` is the problem's code (or "network"). */
-export class LatchkeyError extends Error {
-  constructor(status, code, detail, retryAfterMs) {
-    super(detail || code);
-    this.name = "LatchkeyError";
-    this.status = status;
-    this.code = code;
-    this.retryAfterMs = retryAfterMs;
-  }
-
-  /** Whether trying again (with the same token) may succeed. */
-  get transient() {
-    return this.status === 0 || this.status === 429 || this.status >= 500;
-  }
-
-  /** Whether this answer ends the session. */
-  get definitive() {
-    return this.status === 401 && DEFINITIVE.has(this.code);
-  }
-}
-
-const sleep = (ms, signal) =>
-  new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      globalThis.removeEventListener?.("online", done);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    // Back online: retry now rather than at the end of the back-off.
-    globalThis.addEventListener?.("online", done);
-    signal?.addEventListener("abort", done);
-  });
-
-function retryAfterMs(res) {
-  const v = res.headers.get("retry-after");
-  const secs = v === null ? NaN : Number(v);
-  return Number.isFinite(secs) ? Math.max(0, secs) * 1000 : undefined;
-}
-
-async function problemOf(res) {
-  let body = {};
-  try {
-    body = await res.json();
-  } catch {
-    // not JSON: keep the status alone
-  }
-  return new LatchkeyError(
-    res.status,
-    body.code || `http_${res.status}`,
-    body.detail || res.statusText,
-    retryAfterMs(res),
-  );
-}
 
 /**
  * Runs `op(store)` in a transaction on latchkey's IndexedDB store and resolves to its
@@ -408,8 +347,9 @@ export class Latchkey {
         this._signedOut(problem.code);
         return false;
       }
+      // Neither transient nor the end of the session (e.g. origin_rejected: a setup error).
       this.options.onError?.(problem);
-      return false;
+      return this.signedIn;
     }
   }
 
@@ -552,98 +492,17 @@ export class Latchkey {
     this._signedOut(reason);
   }
 
-  // ----- live events ------------------------------------------------------------------
+  // ----- live events (latchkey-transport.js) ------------------------------------------
 
   _startEvents() {
     if (!this.options.events || this._stream || this._closed) return;
-    const stream = { controller: new AbortController() };
-    this._stream = stream;
-    this._follow(stream);
+    this._stream = new EventStream(this);
+    this._stream.start();
   }
 
   _stopEvents() {
-    this._stream?.controller.abort();
+    this._stream?.stop();
     this._stream = null;
-  }
-
-  async _follow(stream) {
-    let backoff = 500;
-    while (this._stream === stream && this.signedIn) {
-      let outcome;
-      try {
-        outcome = await this._readStream(stream);
-        if (outcome === "opened") backoff = 500;
-      } catch {
-        outcome = "lost";
-      }
-      if (this._stream !== stream || !this.signedIn) return;
-      if (outcome === "revoked") return;
-      await sleep(backoff, stream.controller.signal);
-      backoff = Math.min(backoff * 2, this.options.retryMaxMs);
-    }
-  }
-
-  /** One connection of the stream; resolves how it ended. */
-  async _readStream(stream) {
-    const signal = stream.controller.signal;
-    const res = await this.fetch(this.base + "events", {
-      headers: { accept: "text/event-stream" },
-      signal,
-    });
-    if (!res.ok) {
-      const problem = await problemOf(res);
-      if (problem.definitive) {
-        this._signedOut(problem.code);
-        return "revoked";
-      }
-      return "failed";
-    }
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    let watchdog;
-    const arm = () => {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(() => reader.cancel().catch(() => {}), this.options.heartbeatMs);
-    };
-    try {
-      arm();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return "opened";
-        arm();
-        buffer += value;
-        let cut;
-        while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
-          const block = buffer.slice(0, cut);
-          buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
-          if (this._onEvent(block) === "revoked") return "revoked";
-        }
-      }
-    } finally {
-      clearTimeout(watchdog);
-    }
-  }
-
-  _onEvent(block) {
-    let name = "message";
-    let data = "";
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith("event:")) name = line.slice(6).trim();
-      else if (line.startsWith("data:")) data += line.slice(5).trim();
-    }
-    let payload = {};
-    try {
-      payload = data ? JSON.parse(data) : {};
-    } catch {
-      return undefined;
-    }
-    if (name === "revoked") {
-      this._signedOut(payload.reason || "revoked");
-      return "revoked";
-    }
-    if (name === "expiring" && this.options.autoRefresh) this.refresh();
-    this.options.onEvent?.(name, payload);
-    return undefined;
   }
 
   // ----- plumbing ---------------------------------------------------------------------

@@ -32,7 +32,7 @@ pub use body::{BODY_READ_TIME, DRAIN_LIMIT};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use extract::{require_session, Authenticated, Credential};
 pub use health::OPENAPI_JSON;
-pub use web::{client_versioned_path, ACCOUNT_CSP, CLIENT_DTS, CLIENT_JS};
+pub use web::{client_versioned_path, ACCOUNT_CSP, CLIENT_DTS, CLIENT_JS, CLIENT_TRANSPORT_JS};
 
 use crate::auth::Auth;
 use crate::events::EventHub;
@@ -115,6 +115,7 @@ where
         .route("/sessions/{id}", delete(auth::revoke_session))
         .route("/openapi.json", get(health::openapi))
         .route("/client.js", get(web::client_js))
+        .route("/client-transport.js", get(web::client_transport_js))
         .route("/client.d.ts", get(web::client_dts))
         .route("/account", get(web::account))
         .route("/account.js", get(web::account_js))

@@ -1,11 +1,13 @@
-//! The browser side, embedded in the binary: the client module (`GET /auth/client.js`, its
-//! TypeScript types at `/auth/client.d.ts`) and the account page (`GET /auth/account` with
+//! The browser side, embedded in the binary: the client module (`GET /auth/client.js`, the
+//! module it imports at `/auth/client-transport.js`, its TypeScript types at
+//! `/auth/client.d.ts`) and the account page (`GET /auth/account` with
 //! `account.js` and `account.css`), from the files of `web/`.
 //!
 //! Each file is served at a plain URL (`Cache-Control: no-cache`: revalidated with its
 //! `ETag`) and at a versioned one, `?v=<hash of the content>`, cached for a year as
 //! `immutable`. The page links its script and style by their versioned URLs, and its script
-//! imports the client by its own, so a new release is never mixed with a cached old file.
+//! imports the client by its own (and the client its transport), so a new release is never
+//! mixed with a cached old file.
 //! The client and its types are public (no credential ever rides on them) and carry
 //! `Access-Control-Allow-Origin: *` so an app on another origin can import the module. The
 //! account page answers under a strict Content-Security-Policy (`script-src 'self'`, no
@@ -23,6 +25,8 @@ use super::{ApiError, AppState};
 
 /// The client module, as kept in the repository.
 pub const CLIENT_JS: &str = include_str!("../../web/latchkey.js");
+/// The module the client imports (errors, retry waits, the event stream).
+pub const CLIENT_TRANSPORT_JS: &str = include_str!("../../web/latchkey-transport.js");
 /// Its TypeScript declarations.
 pub const CLIENT_DTS: &str = include_str!("../../web/latchkey.d.ts");
 const ACCOUNT_HTML: &str = include_str!("../../web/account.html");
@@ -63,6 +67,7 @@ impl Asset {
 
 struct Assets {
     client: Asset,
+    transport: Asset,
     types: Asset,
     account_js: Asset,
     account_css: Asset,
@@ -73,7 +78,17 @@ struct Assets {
 fn assets() -> &'static Assets {
     static ASSETS: OnceLock<Assets> = OnceLock::new();
     ASSETS.get_or_init(|| {
-        let client = Asset::new(CLIENT_JS.to_owned(), "text/javascript; charset=utf-8");
+        let transport = Asset::new(
+            CLIENT_TRANSPORT_JS.to_owned(),
+            "text/javascript; charset=utf-8",
+        );
+        let client = Asset::new(
+            CLIENT_JS.replace(
+                "\"./latchkey-transport.js\"",
+                &format!("\"./client-transport.js?v={}\"", transport.version),
+            ),
+            "text/javascript; charset=utf-8",
+        );
         let types = Asset::new(
             CLIENT_DTS.to_owned(),
             "application/typescript; charset=utf-8",
@@ -100,6 +115,7 @@ fn assets() -> &'static Assets {
         );
         Assets {
             client,
+            transport,
             types,
             account_js,
             account_css,
@@ -174,6 +190,11 @@ fn serve(asset: &Asset, query: Option<&str>, headers: &HeaderMap, public: bool) 
 /// `GET /auth/client.js`.
 pub(super) async fn client_js(RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     serve(&assets().client, q.as_deref(), &headers, true)
+}
+
+/// `GET /auth/client-transport.js`, imported by the client by its versioned URL.
+pub(super) async fn client_transport_js(RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    serve(&assets().transport, q.as_deref(), &headers, true)
 }
 
 /// `GET /auth/client.d.ts`.

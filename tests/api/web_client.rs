@@ -51,8 +51,35 @@ async fn the_client_module_is_served_as_javascript_revalidated_plain_and_immutab
     let version = etag.trim_matches('"').to_owned();
     assert_eq!(version.len(), 16, "{etag}");
     let body = plain.text().await.expect("body");
-    assert_eq!(body, latchkey::http::CLIENT_JS);
     assert!(body.contains("export class Latchkey"));
+    // The client imports its transport module by that module's versioned URL.
+    let transport_version = version_after(&body, "client-transport.js");
+    assert_eq!(
+        body,
+        latchkey::http::CLIENT_JS.replace(
+            "\"./latchkey-transport.js\"",
+            &format!("\"./client-transport.js?v={transport_version}\""),
+        )
+    );
+    let transport = get(
+        &app,
+        &format!("/auth/client-transport.js?v={transport_version}"),
+    )
+    .await;
+    assert_eq!(transport.status(), 200);
+    assert_eq!(
+        transport.headers()[CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        transport.headers()[CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(transport.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        transport.text().await.expect("transport"),
+        latchkey::http::CLIENT_TRANSPORT_JS
+    );
     assert_eq!(
         latchkey::http::client_versioned_path(),
         format!("client.js?v={version}")
