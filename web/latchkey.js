@@ -8,7 +8,7 @@
 //
 // Two modes:
 // - "stateful" (the default): an HttpOnly cookie the tabs share; the client refreshes it
-//   before it expires and after a 401 token_expired.
+//   before it expires and after a 401 token_expired, one tab at a time (Web Lock).
 // - "stateless": a JWT access token and a rotating refresh token, kept in memory only. The
 //   tabs of one origin share them over a BroadcastChannel and refresh one at a time under a
 //   Web Lock; the server's grace window covers whatever still races. `share: false` turns
@@ -16,9 +16,10 @@
 //
 // Refresh retries follow the server's rules: a 503 or 429 waits for its Retry-After, a lost
 // answer (network error, timeout) retries after 0.25 s doubling to 10 s (at once when the
-// browser comes back online), always with the SAME token, so a retry inside the grace window gets the successor the lost answer carried. Only
-// a definitive 401 (token_reused, session_revoked, token_expired, invalid_token,
-// token_mode_mismatch) signs the user out; a transient error never does.
+// browser comes back online), always with the SAME token, so a retry inside the grace
+// window gets the successor the lost answer carried. Only a definitive 401 (token_reused,
+// session_revoked, token_expired, invalid_token, token_mode_mismatch) signs the user out; a
+// transient error never does.
 //
 // The client follows GET /auth/events (latchkey-transport.js, beside this file) and calls
 // onSignedOut(reason) as soon as the session is revoked anywhere (another tab, another
