@@ -60,6 +60,7 @@ impl Settings {
                 cookie_secure: true,
                 cors: false,
                 trusted_proxies: Vec::new(),
+                account_page: true,
             },
             jwt_secret,
             argon2: owasp_params(),

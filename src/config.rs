@@ -272,6 +272,10 @@ pub struct ServeArgs {
     /// Mark the cookie Secure and name it __Host-latchkey. Set to false only for local http.
     #[arg(long, env = "LATCHKEY_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
+    /// Serve the account page at /auth/account (sign in, where you are signed in, sign out
+    /// one session, the others or all); false: 404.
+    #[arg(long, env = "LATCHKEY_ACCOUNT_PAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub account_page: bool,
     /// Live event streams (GET /auth/events) one owner may hold open on one instance.
     #[arg(long, env = "LATCHKEY_EVENTS_MAX_PER_OWNER", default_value_t = 16)]
     pub events_max_per_owner: usize,

@@ -78,6 +78,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             cookie_secure: args.cookie_secure,
             cors: args.cors,
             trusted_proxies: args.trusted_proxies.iter().filter_map(|p| p.0).collect(),
+            account_page: args.account_page,
         },
         jwt_secret,
         argon2: owasp_params(),

@@ -17,6 +17,7 @@ mod events;
 mod extract;
 mod health;
 mod session_face;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use body::{BODY_READ_TIME, DRAIN_LIMIT};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use extract::{require_session, Authenticated, Credential};
 pub use health::OPENAPI_JSON;
+pub use web::{client_versioned_path, ACCOUNT_CSP, CLIENT_DTS, CLIENT_JS, CLIENT_TRANSPORT_JS};
 
 use crate::auth::Auth;
 use crate::events::EventHub;
@@ -52,6 +54,9 @@ pub struct HttpConfig {
     /// Proxies whose `X-Forwarded-For` is believed (none by default: the client address is
     /// the TCP peer).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve the account page at `/auth/account` (sign in, the account's sessions, sign out
+    /// one, the others or all). Off: those paths answer 404.
+    pub account_page: bool,
 }
 
 impl HttpConfig {
@@ -86,7 +91,8 @@ pub struct AppState {
 }
 
 /// The auth API with paths relative to where an app nests it (`/login`, `/refresh`, …,
-/// `/events`), for any app state `S` (its own state is given here). No fallback, so it nests
+/// `/events`, the browser client `/client.js` and the account page `/account`), for any app
+/// state `S` (its own state is given here). No fallback, so it nests
 /// or merges into an app that has its own: `app.nest("/auth", auth_router(state, timeout))`.
 /// A request under the nest that matches no route is the app's (its fallback answers it).
 ///
@@ -108,6 +114,12 @@ where
         .route("/sessions", get(auth::sessions))
         .route("/sessions/{id}", delete(auth::revoke_session))
         .route("/openapi.json", get(health::openapi))
+        .route("/client.js", get(web::client_js))
+        .route("/client-transport.js", get(web::client_transport_js))
+        .route("/client.d.ts", get(web::client_dts))
+        .route("/account", get(web::account))
+        .route("/account.js", get(web::account_js))
+        .route("/account.css", get(web::account_css))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,

@@ -46,3 +46,4 @@ mod tower_example;
 mod tower_resurrection;
 mod tower_store;
 mod tower_support;
+mod web_client;
