@@ -1,7 +1,8 @@
 // Five tabs of one browser refreshing one session at the same instant, round after round:
-// stateful (one shared cookie) and stateless, each with the client's cross-tab sharing and with
-// sharing off (the server's compare-and-swap and grace window alone). No tab is ever signed out, `version`
-// rises by exactly one per round, and every tab ends on the session's current token.
+// stateful (one shared cookie) and stateless, each with the client's cross-tab sharing and
+// with sharing off (the server's compare-and-swap and grace window alone). No tab is ever
+// signed out, every tab ends on the session's current token, and `version` rises by exactly
+// one per round (uncoordinated cookie tabs: once per distinct cookie sent).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 
