@@ -15,6 +15,7 @@ mod flood;
 mod harness;
 mod login;
 mod memory;
+mod pooler;
 mod refresh;
 mod service;
 mod store;
@@ -66,6 +67,10 @@ pub(crate) struct Args {
     /// The service binary that `memory` runs as its own process (`latchkey serve`).
     #[arg(long, default_value = "target/release/latchkey")]
     pub(crate) server_bin: std::path::PathBuf,
+    /// A transaction-mode pooler in front of the server, `postgres://user@host:port`
+    /// (`pooler`): the scratch database is reached through it under its own name.
+    #[arg(long, env = "LATCHKEY_BENCH_POOLER_URL")]
+    pub(crate) pooler_url: Option<String>,
     /// Server to create the scratch database on.
     #[arg(
         long,
@@ -96,7 +101,13 @@ pub(crate) enum Scenario {
     /// Resident memory of the service binary (`--server-bin`, run as its own process) with
     /// 256 open keep-alive connections doing checks.
     Memory,
-    /// Every scenario above, in order, each on a fresh database.
+    /// Stateless refresh and stateful check over HTTP with the service's pool straight to
+    /// PostgreSQL, then in `--pooler transaction` mode straight to it (the mode's own cost),
+    /// then in that mode through the transaction-mode pooler at `--pooler-url`
+    /// (scripts/bench-pooler.sh starts one).
+    Pooler,
+    /// Every scenario above, in order, each on a fresh database (`pooler` only with
+    /// `--pooler-url`).
     All,
 }
 
@@ -118,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Memory,
             Scenario::Store,
         ]
+        .into_iter()
+        .chain(args.pooler_url.as_ref().map(|_| Scenario::Pooler))
+        .collect()
     } else {
         vec![args.scenario]
     };
@@ -130,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         let options = base.clone().database(&name);
         let result = match scenario {
             Scenario::Store => store::run_scenario(options, &args).await,
+            Scenario::Pooler => pooler::run_scenario(options, &name, &args).await,
             other => service::run_scenario(other, options, &args).await,
         };
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
