@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use argon2::Params;
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -15,6 +16,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{owasp_params, PasswordHasher};
 use crate::auth::throttle::ThrottleConfig;
 use crate::auth::{Auth, AuthConfig};
+use crate::db::{Pool, Pooler, StatementTimeouts};
 use crate::events::{EventHub, EventsConfig};
 use crate::http::{metrics_router, router, AppState, HttpConfig};
 use crate::limits::{ClientRateLimiter, RateLimit};
@@ -47,6 +49,17 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     /// Per-client-ip limit of `POST /auth/anonymous`.
     pub anonymous_limit: RateLimit,
+    /// How the pool reaches PostgreSQL: [`Pooler::Transaction`] behind a transaction-mode
+    /// pooler (every statement unnamed, in a transaction of its own).
+    pub pooler: Pooler,
+    /// Statement and lock timeouts that each transaction sets with `SET LOCAL` in
+    /// [`Pooler::Transaction`] mode. A direct pool carries its own
+    /// ([`StatementTimeouts::apply`] on its connect options).
+    pub statement_timeouts: StatementTimeouts,
+    /// Where the `LISTEN` connection of the live streams goes: straight to the server.
+    /// `None`: the pool's own connect options (right unless the pool goes through a
+    /// transaction-mode pooler).
+    pub listen_database_url: Option<SecretString>,
 }
 
 impl Settings {
@@ -70,6 +83,9 @@ impl Settings {
             server: ServerLimits::default(),
             metrics_bind: None,
             anonymous_limit: RateLimit::ANONYMOUS,
+            pooler: Pooler::None,
+            statement_timeouts: StatementTimeouts::default(),
+            listen_database_url: None,
         }
     }
 }
@@ -173,13 +189,17 @@ impl Application {
 /// [`crate::http::auth_router`] in its own router, on its own listener).
 impl AppState {
     /// latchkey's state from `settings` on `pool` (migrated), with the OS RNG: the protocol,
-    /// the HTTP settings and the hub of live streams, whose `LISTEN` connection starts here.
+    /// the HTTP settings and the hub of live streams, whose `LISTEN` connection starts here,
+    /// on `settings.listen_database_url` (by default the pool's server). The store uses
+    /// `pool` as `settings.pooler` says; behind a transaction-mode pooler, build it with
+    /// [`crate::db::pooler_connect_options`].
     /// `settings.bind`, `settings.server` and `settings.metrics_bind` are not used: the app
     /// binds and serves. Must be called inside a Tokio runtime.
     ///
     /// # Errors
-    /// A JWT secret anyone could guess or read ([`crate::auth::jwt::check_secret`]), or the RNG
-    /// failing while computing the dummy password hash.
+    /// A JWT secret anyone could guess or read ([`crate::auth::jwt::check_secret`]), a
+    /// `listen_database_url` that does not parse, or the RNG failing while computing the
+    /// dummy password hash.
     pub fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
         Self::build_with_rng(settings, pool, Arc::new(OsSecretSource))
     }
@@ -202,8 +222,21 @@ impl AppState {
         crate::auth::jwt::check_secret(settings.jwt_secret.expose_secret())
             .map_err(|m| anyhow::anyhow!("JWT secret: {m}"))?;
         let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
-        let store = Store::new(pool.clone()).with_coalescing(Coalescing::READS);
-        let events = EventHub::start(store.clone(), settings.events.clone(), &pool);
+        let listen = match &settings.listen_database_url {
+            Some(url) => url
+                .expose_secret()
+                .parse::<PgConnectOptions>()
+                .map_err(|e| anyhow::anyhow!("listen database URL: {e}"))?,
+            None => {
+                if settings.pooler == Pooler::Transaction {
+                    tracing::warn!("behind a transaction-mode pooler without a listen database URL: the LISTEN of live streams goes through the pooler, which does not keep it");
+                }
+                pool.connect_options().as_ref().clone()
+            }
+        };
+        let pool = Pool::new(pool, settings.pooler, settings.statement_timeouts);
+        let store = Store::new(pool).with_coalescing(Coalescing::READS);
+        let events = EventHub::start(store.clone(), settings.events.clone(), listen);
         let auth = Auth::new(store, Arc::new(hasher), jwt, rng, settings.auth.clone())
             .with_throttle(settings.throttle.clone());
         Ok(Self {

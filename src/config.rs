@@ -31,6 +31,24 @@ pub struct Cli {
     #[arg(long, env = "LATCHKEY_DATA_DIR", global = true)]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// How DATABASE_URL reaches PostgreSQL: `none` (directly, or a session-mode pooler) or
+    /// `transaction` (a transaction-mode pooler such as PgBouncer: every statement goes unnamed
+    /// in a transaction of its own; the LISTEN of live streams and the migrations go to
+    /// --listen-database-url).
+    #[arg(long, env = "LATCHKEY_POOLER", global = true, default_value = "none")]
+    pub pooler: crate::db::Pooler,
+
+    /// PostgreSQL URL for what needs a session of its own: the LISTEN connection of the live
+    /// streams and the migrations. Default: DATABASE_URL. Behind a transaction-mode pooler,
+    /// the server itself (not the pooler).
+    #[arg(
+        long,
+        env = "LATCHKEY_LISTEN_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub listen_database_url: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -3,6 +3,8 @@
 //!
 //! * [`store`] owns every SQL statement: create, authenticate, rotate (a compare-and-swap on
 //!   `version`), revoke, list. It never imports axum.
+//! * [`db`] connects and migrates; its [`db::Pool`] runs the store's statements directly or,
+//!   behind a transaction-mode pooler, each unnamed in a transaction of its own.
 //! * [`auth`] is the protocol: login with argon2id, the refresh outcome table, mode checks,
 //!   JWT access tokens.
 //! * [`http`] is the axum routers that expose it as `/auth/*`; [`http::auth_router`] nests

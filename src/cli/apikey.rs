@@ -13,10 +13,10 @@ use crate::config::ApiKeyCommand;
 use crate::rng::{random_array, OsSecretSource};
 use crate::store::Store;
 
-use super::open_store;
+use super::{open_store, Target};
 
-pub(super) async fn apikey(url: &str, cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
-    let store = open_store(url, 2).await?;
+pub(super) async fn apikey(target: &Target, cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(target, 2).await?;
     match cmd {
         ApiKeyCommand::Create { owner, name } => {
             let auth = offline_auth(store)?;

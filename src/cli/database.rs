@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use crate::config::ServeArgs;
+use crate::db::{Pooler, StatementTimeouts};
+
+use super::Target;
 
 /// Longest a single connection attempt may take (a TCP connect to a host that drops packets
 /// would otherwise wait for the kernel, minutes).
@@ -84,13 +85,16 @@ fn classify(e: sqlx::Error, doing: &'static str) -> OpenError {
 /// # Errors
 /// A failure that another attempt would not mend, at once; or the last failure once the wait
 /// is over.
-pub(super) async fn open_database(url: &str, args: &ServeArgs) -> anyhow::Result<sqlx::PgPool> {
+pub(super) async fn open_database(
+    target: &Target,
+    args: &ServeArgs,
+) -> anyhow::Result<sqlx::PgPool> {
     let started = Instant::now();
     let bound = args.db_wait_secs.map(Duration::from_secs);
     let mut backoff = Backoff::new();
     let mut attempt: u32 = 1;
     loop {
-        let e = match open_once(url, args).await {
+        let e = match open_once(target, args).await {
             Ok(pool) => {
                 if attempt > 1 {
                     tracing::info!(attempt, "PostgreSQL reached");
@@ -122,9 +126,11 @@ pub(super) async fn open_database(url: &str, args: &ServeArgs) -> anyhow::Result
     }
 }
 
-/// One attempt: create, migrate, then open the service's pool.
-async fn open_once(url: &str, args: &ServeArgs) -> Result<sqlx::PgPool, OpenError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, crate::db::ensure_database(url)).await {
+/// One attempt: create and migrate (straight to the server: `target.direct`), then open the
+/// service's pool (on `target.url`, through the pooler if there is one).
+async fn open_once(target: &Target, args: &ServeArgs) -> Result<sqlx::PgPool, OpenError> {
+    let direct = target.direct.as_str();
+    match tokio::time::timeout(CONNECT_TIMEOUT, crate::db::ensure_database(direct)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(classify(e, "connecting to PostgreSQL")),
         Err(_) => {
@@ -136,7 +142,7 @@ async fn open_once(url: &str, args: &ServeArgs) -> Result<sqlx::PgPool, OpenErro
     }
     // Migrations (DDL, maybe on a big table) run on a connection of their own, untimed.
     let setup = crate::db::pool_options(1)
-        .connect(url)
+        .connect(direct)
         .await
         .map_err(|e| classify(e, "connecting to PostgreSQL"))?;
     if !args.no_migrate {
@@ -156,18 +162,24 @@ async fn open_once(url: &str, args: &ServeArgs) -> Result<sqlx::PgPool, OpenErro
     } else {
         setup.close().await;
     }
-    let timeouts = crate::db::StatementTimeouts {
-        statement: Duration::from_millis(args.statement_timeout_ms.into()),
-        lock: Duration::from_millis(args.lock_timeout_ms.into()),
+    let options = target.options().map_err(OpenError::Fatal)?;
+    // Through a transaction-mode pooler the timeouts are set by each transaction instead.
+    let options = match target.pooler {
+        Pooler::None => statement_timeouts(args).apply(options),
+        Pooler::Transaction => options,
     };
-    let options = url
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .context("parsing the database URL")
-        .map_err(OpenError::Fatal)?;
     crate::db::pool_options(args.max_connections)
-        .connect_with(timeouts.apply(options))
+        .connect_with(options)
         .await
         .map_err(|e| classify(e, "connecting to PostgreSQL"))
+}
+
+/// The statement and lock timeouts of the service's connections, from the flags.
+pub(super) fn statement_timeouts(args: &ServeArgs) -> StatementTimeouts {
+    StatementTimeouts {
+        statement: Duration::from_millis(args.statement_timeout_ms.into()),
+        lock: Duration::from_millis(args.lock_timeout_ms.into()),
+    }
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use crate::config::ExpireArgs;
 use crate::metrics::Metrics;
 use crate::store::{ExpirePolicy, ExpireReport, Store};
 
-use super::open_store;
+use super::{open_store, Target};
 
 /// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
-pub(super) async fn expire(url: &str, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(url, 1).await?;
+pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(target, 1).await?;
     let started = Instant::now();
     let mut progress = if std::io::stderr().is_terminal() && !args.dry_run {
         // What the bar runs to: the rows due now, counted as a dry run does.

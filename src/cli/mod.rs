@@ -13,7 +13,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use sqlx::postgres::PgConnectOptions;
+
 use crate::config::{Cli, Command};
+use crate::db::{Pool, Pooler, StatementTimeouts};
 use crate::store::Store;
 
 /// Runs one command; the exit code is what the process returns.
@@ -39,32 +42,75 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         crate::config::DEFAULT_DATABASE_URL,
     )
     .await?;
-    let result = command(database.url(), cli.command).await;
+    let target = Target {
+        url: database.url().to_owned(),
+        pooler: cli.pooler,
+        direct: cli
+            .listen_database_url
+            .clone()
+            .unwrap_or_else(|| database.url().to_owned()),
+    };
+    let result = command(&target, cli.command).await;
     database.release().await;
     result
 }
 
-/// Runs one command on the database at `url`.
-async fn command(url: &str, command: Command) -> anyhow::Result<ExitCode> {
+/// Where the commands connect.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// `DATABASE_URL` (or the local default, or the embedded cluster's).
+    pub(crate) url: String,
+    /// How `url` reaches the server.
+    pub(crate) pooler: Pooler,
+    /// Straight to the server, for the migrations and the `LISTEN` of the live streams:
+    /// `--listen-database-url`, by default `url`.
+    pub(crate) direct: String,
+}
+
+impl Target {
+    /// Options for a pool on `url` as [`Target::pooler`] says.
+    ///
+    /// # Errors
+    /// When the URL does not parse.
+    pub(crate) fn options(&self) -> anyhow::Result<PgConnectOptions> {
+        let options = self
+            .url
+            .parse::<PgConnectOptions>()
+            .context("parsing the database URL")?;
+        Ok(match self.pooler {
+            Pooler::None => options,
+            Pooler::Transaction => crate::db::pooler_connect_options(options),
+        })
+    }
+
+    /// `pg` as the store's [`Pool`], with `timeouts` set per transaction behind a pooler.
+    pub(crate) fn pool(&self, pg: sqlx::PgPool, timeouts: StatementTimeouts) -> Pool {
+        Pool::new(pg, self.pooler, timeouts)
+    }
+}
+
+/// Runs one command on the database of `target`.
+async fn command(target: &Target, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::serve(url, args).await,
+        Command::Serve(args) => serve::serve(target, args).await,
         Command::Migrate => {
-            let pool = open(url, 2, true).await?;
+            let pool = open(&target.direct, 2, true).await?;
             crate::db::migrate(&pool)
                 .await
                 .context("applying migrations")?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::User(cmd) => user::user(url, cmd).await,
-        Command::Sessions(cmd) => sessions::sessions(url, cmd).await,
-        Command::Apikey(cmd) => apikey::apikey(url, cmd).await,
-        Command::Expire(args) => expire::expire(url, &args).await,
+        Command::User(cmd) => user::user(target, cmd).await,
+        Command::Sessions(cmd) => sessions::sessions(target, cmd).await,
+        Command::Apikey(cmd) => apikey::apikey(target, cmd).await,
+        Command::Expire(args) => expire::expire(target, &args).await,
         Command::Healthcheck(args) => healthcheck::healthcheck(&args).await,
     }
 }
 
-/// A pool of `max` connections; with `create`, the database is created first if missing.
+/// A pool of `max` connections straight to `url`; with `create`, the database is created
+/// first if missing.
 async fn open(url: &str, max: u32, create: bool) -> anyhow::Result<sqlx::PgPool> {
     if create {
         crate::db::ensure_database(url)
@@ -78,9 +124,18 @@ async fn open(url: &str, max: u32, create: bool) -> anyhow::Result<sqlx::PgPool>
     Ok(pool)
 }
 
-/// A store on a pool of `max` connections to an existing database, for the admin commands.
-async fn open_store(url: &str, max: u32) -> anyhow::Result<Store> {
-    Ok(Store::new(open(url, max, false).await?))
+/// A store on a pool of `max` connections to an existing database, for the admin commands:
+/// untimed, as they always ran, through the pooler when there is one.
+async fn open_store(target: &Target, max: u32) -> anyhow::Result<Store> {
+    let pg = crate::db::pool_options(max)
+        .connect_with(target.options()?)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let untimed = StatementTimeouts {
+        statement: std::time::Duration::ZERO,
+        lock: std::time::Duration::ZERO,
+    };
+    Ok(Store::new(target.pool(pg, untimed)))
 }
 
 /// How the listings show a time (UTC).

@@ -18,25 +18,30 @@ use crate::limits::RateLimit;
 use crate::rng::{random_array, OsSecretSource};
 use crate::server::ServerLimits;
 
-use super::database::open_database;
+use super::database::{open_database, statement_timeouts};
 use super::expire::spawn_sweeper;
+use super::Target;
+use crate::db::StatementTimeouts;
 
 /// Exit status of `serve` for a setting it refuses (as for a flag clap cannot parse).
 pub(super) const EXIT_BAD_SETTING: u8 = 2;
 
 /// `latchkey serve`, its flags already checked (exit 2 on a bad one, before the database):
 /// opens the database, serves until SIGTERM or Ctrl-C, then drains.
-pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let pool = open_database(url, &args).await?;
+pub(super) async fn serve(target: &Target, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let pool = open_database(target, &args).await?;
     let sweep_interval_secs = args.sweep_interval_secs;
-    let settings = settings(args)?;
+    let settings = settings(target, args)?;
     let app = Application::build(settings, pool).await?;
     if sweep_interval_secs > 0 {
         // The purge's batches run untimed, on a connection of their own, as `latchkey expire`;
         // a sweep that finds the database gone fails and the next one tries again.
-        let store = crate::store::Store::new(
-            crate::db::connect_lazy(url, 1).context("parsing the database URL")?,
-        );
+        let untimed = StatementTimeouts {
+            statement: Duration::ZERO,
+            lock: Duration::ZERO,
+        };
+        let pg = crate::db::pool_options(1).connect_lazy_with(target.options()?);
+        let store = crate::store::Store::new(target.pool(pg, untimed));
         spawn_sweeper(
             store,
             app.state().auth.metrics().clone(),
@@ -53,7 +58,8 @@ pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode
 }
 
 /// The service's settings from its flags (a random JWT key, with a warning, when none is set).
-fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+fn settings(target: &Target, args: ServeArgs) -> anyhow::Result<Settings> {
+    let statement_timeouts = statement_timeouts(&args);
     let jwt_secret = match args.jwt_secret {
         Some(s) => SecretString::from(s.0),
         None => {
@@ -109,6 +115,9 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         },
         metrics_bind: args.metrics_bind,
         anonymous_limit: anonymous_limit(args.anon_per_ip_per_minute, args.anon_burst)?,
+        pooler: target.pooler,
+        statement_timeouts,
+        listen_database_url: Some(SecretString::from(target.direct.clone())),
     })
 }
 

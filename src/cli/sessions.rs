@@ -7,10 +7,10 @@ use anyhow::bail;
 use crate::config::SessionsCommand;
 use crate::store::RevokeReason;
 
-use super::{open_store, LISTED_TIME};
+use super::{open_store, Target, LISTED_TIME};
 
-pub(super) async fn sessions(url: &str, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
-    let store = open_store(url, 2).await?;
+pub(super) async fn sessions(target: &Target, cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(target, 2).await?;
     match cmd {
         SessionsCommand::List { owner, json } => {
             let rows = store.list_sessions(owner.as_ref()).await?;

@@ -12,10 +12,10 @@ use crate::config::UserCommand;
 use crate::rng::OsSecretSource;
 use crate::store::{OwnerKey, RevokeReason, EMAIL_UNIQUE};
 
-use super::{open_store, LISTED_TIME};
+use super::{open_store, Target, LISTED_TIME};
 
-pub(super) async fn user(url: &str, cmd: UserCommand) -> anyhow::Result<ExitCode> {
-    let store = open_store(url, 2).await?;
+pub(super) async fn user(target: &Target, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(target, 2).await?;
     match cmd {
         UserCommand::Add { email, .. } => {
             let hash = password_from_stdin().await?;

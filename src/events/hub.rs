@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -172,13 +172,14 @@ impl EventHub {
     }
 
     /// A hub fed by a `LISTEN` on [`crate::store::SESSIONS_CHANNEL`] through its own
-    /// connection to the database of `pool`; the listener reconnects by itself.
-    /// Must be called inside a Tokio runtime.
-    pub fn start(store: Store, config: EventsConfig, pool: &PgPool) -> Self {
+    /// connection made with `listen` (straight to the server: a `LISTEN` needs a session of
+    /// its own, which a transaction-mode pooler does not give); the listener reconnects by
+    /// itself. Must be called inside a Tokio runtime.
+    pub fn start(store: Store, config: EventsConfig, listen: PgConnectOptions) -> Self {
         let hub = Self::new(store, config);
         listener::spawn(
             Arc::downgrade(&hub.inner),
-            pool,
+            listen,
             hub.inner.shutdown.subscribe(),
         );
         hub

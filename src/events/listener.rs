@@ -8,7 +8,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -31,12 +31,8 @@ struct Notice {
     version: Option<i64>,
 }
 
-pub(super) fn spawn(hub: Weak<Inner>, pool: &PgPool, shutdown: watch::Receiver<bool>) {
-    let options = pool
-        .connect_options()
-        .as_ref()
-        .clone()
-        .application_name(LISTENER_APPLICATION_NAME);
+pub(super) fn spawn(hub: Weak<Inner>, options: PgConnectOptions, shutdown: watch::Receiver<bool>) {
+    let options = options.application_name(LISTENER_APPLICATION_NAME);
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)

@@ -57,8 +57,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl axum::respons
             let pool = state.auth.store().pool();
             let metrics = state.auth.metrics();
             metrics.observe(&crate::metrics::ScrapeTime {
-                pool_size: pool.size(),
-                pool_idle: pool.num_idle(),
+                pool_size: pool.pg().size(),
+                pool_idle: pool.pg().num_idle(),
                 streams: state.events.stream_count(),
                 hashes: state.auth.hasher().queue(),
             });

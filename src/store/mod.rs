@@ -31,6 +31,8 @@ pub use users::{UserRecord, UserSummary, EMAIL_UNIQUE};
 
 use std::sync::Arc;
 
+use crate::db::Pool;
+#[cfg(doc)]
 use sqlx::PgPool;
 
 /// A failure of the database, classified for the caller.
@@ -91,16 +93,20 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Handle on the database: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: PgPool,
+    pool: Pool,
     /// The coalesced [`Store::find_session`] reads, when built [`Store::with_coalescing`].
     reads: Option<Arc<coalesce::SessionReads>>,
 }
 
 impl Store {
-    /// Wraps a pool whose database has been migrated with [`crate::db::migrate`]. Every method
-    /// runs its own statement.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, reads: None }
+    /// Wraps a pool whose database has been migrated with [`crate::db::migrate`]: a [`PgPool`]
+    /// (direct) or a [`Pool`] (direct or through a transaction-mode pooler). Every method runs
+    /// its own statement.
+    pub fn new(pool: impl Into<Pool>) -> Self {
+        Self {
+            pool: pool.into(),
+            reads: None,
+        }
     }
 
     /// The same store with its session reads ([`Store::find_session`]) coalesced per
@@ -113,7 +119,7 @@ impl Store {
     }
 
     /// The underlying pool.
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 

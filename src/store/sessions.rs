@@ -1,7 +1,7 @@
 //! Statements on the `sessions` table and its audit trail.
 
+use crate::db::Pool;
 use serde::Serialize;
-use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -390,10 +390,7 @@ impl Store {
 
 /// The `find_session` statement for one id; its multi-row form is derived from its text
 /// ([`FIND_SESSION_SQL`]) by the coalescing layer.
-pub(super) async fn find_one(
-    pool: &PgPool,
-    id: Uuid,
-) -> Result<Option<SessionRecord>, sqlx::Error> {
+pub(super) async fn find_one(pool: &Pool, id: Uuid) -> Result<Option<SessionRecord>, sqlx::Error> {
     // The same text as `FIND_SESSION_SQL`: `query_as!` takes only a literal, so this is a
     // copy (`tests/api/bench_sql.rs` fails when the two differ).
     let rec = sqlx::query_as!(

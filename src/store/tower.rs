@@ -41,10 +41,10 @@ use std::slice;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::Pool;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
-use sqlx::PgPool;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
@@ -123,7 +123,7 @@ pub async fn bound_owner(
 ///
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), sqlx::Error> {
-/// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/latchkey").await?;
+/// let pool = sqlx::Pool::connect("postgres://postgres@127.0.0.1/latchkey").await?;
 /// latchkey::db::migrate(&pool).await?;
 /// let store = PgSessionStore::new(pool);
 /// let sessions = SessionManagerLayer::new(store)
@@ -136,7 +136,7 @@ pub async fn bound_owner(
 /// ```
 #[derive(Debug, Clone)]
 pub struct PgSessionStore {
-    pool: PgPool,
+    pool: Pool,
     absolute_ttl_secs: f64,
     touch_interval_secs: f64,
     coalescing: Coalescing,
@@ -155,11 +155,12 @@ pub(super) struct NewRow {
 }
 
 impl PgSessionStore {
-    /// A store on `pool` with an absolute lifetime of 30 days, a touch interval of 60 s and
-    /// statement coalescing with one statement of each kind at a time, of up to 64 rows.
-    pub fn new(pool: PgPool) -> Self {
+    /// A store on `pool` (a `PgPool`, or a [`Pool`], direct or through a transaction-mode
+    /// pooler) with an absolute lifetime of 30 days, a touch interval of 60 s and statement
+    /// coalescing with one statement of each kind at a time, of up to 64 rows.
+    pub fn new(pool: impl Into<Pool>) -> Self {
         Self {
-            pool,
+            pool: pool.into(),
             absolute_ttl_secs: 30.0 * 86_400.0,
             touch_interval_secs: 60.0,
             coalescing: Coalescing::OFF,
@@ -217,7 +218,7 @@ impl PgSessionStore {
     }
 
     /// The pool the store uses.
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
@@ -279,10 +280,7 @@ pub(super) type Loaded = (Data, OffsetDateTime);
 
 /// Loads the live row of one token hash: its data and expiry. Its multi-row form is derived
 /// from its text ([`LOAD_SESSION_SQL`]) by the coalescing layer.
-pub(super) async fn load_one(
-    pool: &PgPool,
-    hash: &[u8; 32],
-) -> Result<Option<Loaded>, sqlx::Error> {
+pub(super) async fn load_one(pool: &Pool, hash: &[u8; 32]) -> Result<Option<Loaded>, sqlx::Error> {
     // The same text as `LOAD_SESSION_SQL`: `query!` takes only a literal, so this is a copy
     // (`tests/api/bench_sql.rs` fails when the two differ).
     let row = sqlx::query!(
@@ -315,7 +313,7 @@ pub(super) const LOAD_SESSION_SQL: &str = r#"
 /// (migration `20261120000500`): one `INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO
 /// NOTHING`, kept in PL/pgSQL so its plan is made once per connection instead of at every run.
 pub(super) async fn create_rows(
-    pool: &PgPool,
+    pool: &Pool,
     ttl_secs: f64,
     rows: &[NewRow],
 ) -> Result<Vec<bool>, sqlx::Error> {
@@ -341,7 +339,7 @@ pub(super) async fn create_rows(
 /// function `latchkey_store_save_many` (migration `20261120000500`): one `UPDATE … FROM
 /// unnest(arrays)`, kept in PL/pgSQL so its plan is made once per connection.
 pub(super) async fn save_rows(
-    pool: &PgPool,
+    pool: &Pool,
     touch_secs: f64,
     rows: &[NewRow],
 ) -> Result<(), sqlx::Error> {

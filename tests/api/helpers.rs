@@ -135,6 +135,49 @@ fn base_options() -> PgConnectOptions {
     PgConnectOptions::from_str(&server().url).expect("server URL parses")
 }
 
+/// `LATCHKEY_TEST_POOLER_URL`: a transaction-mode pooler (PgBouncer) in front of the tests'
+/// server, as `postgres://user@host:port` (no database: every test database is reached under
+/// its own name, `scripts/test-through-pooler.sh`). When set, the services the tests start
+/// and the `latchkey` commands they run reach their database through it in
+/// `--pooler transaction` mode; databases are created, and `LISTEN` and migrations go,
+/// straight to the server.
+pub fn pooler_url() -> Option<&'static str> {
+    static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("LATCHKEY_TEST_POOLER_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| u.trim_end_matches('/').to_owned())
+    })
+    .as_deref()
+}
+
+/// `db_url` (a URL of a database on the tests' server) through [`pooler_url`], if it is set.
+pub fn through_pooler(db_url: &str) -> Option<String> {
+    let pooler = pooler_url()?;
+    let (server, database) = db_url.rsplit_once('/')?;
+    (server == server_base()).then(|| format!("{pooler}/{database}"))
+}
+
+fn server_base() -> &'static str {
+    server().url.rsplit_once('/').map_or("", |(base, _)| base)
+}
+
+/// A pool of `max` connections on `db` as the store's [`latchkey::db::Pool`] in
+/// transaction-pooler mode: through [`pooler_url`] when it is set, else straight to the
+/// server (the mode's statements are the same either way).
+pub fn pooled_pool(db: &TestDb, max: u32) -> latchkey::db::Pool {
+    let options = match pooler_url() {
+        Some(url) => PgConnectOptions::from_str(url)
+            .expect("LATCHKEY_TEST_POOLER_URL parses")
+            .database(db.options.get_database().expect("a database")),
+        None => db.options.clone(),
+    };
+    let pg = latchkey::db::pool_options(max)
+        .connect_lazy_with(latchkey::db::pooler_connect_options(options));
+    latchkey::db::Pool::transaction_pooled(pg, latchkey::db::StatementTimeouts::default())
+}
+
 /// A database created for one test and dropped when the test ends, even on panic. Clones
 /// share it (two service instances on one database); the last one drops it.
 #[derive(Clone)]
@@ -252,9 +295,15 @@ pub static TEST_JWT_SECRET: std::sync::LazyLock<String> =
 pub fn run_cli(db_url: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(args)
-        .env("DATABASE_URL", db_url)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command.args(args).env("DATABASE_URL", db_url);
+    if let Some(pooled) = through_pooler(db_url) {
+        command
+            .env("DATABASE_URL", pooled)
+            .env("LATCHKEY_POOLER", "transaction")
+            .env("LATCHKEY_LISTEN_DATABASE_URL", db_url);
+    }
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -416,7 +465,23 @@ impl TestApp {
 }
 
 /// Starts the service on an existing database, without creating a user.
-pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
+pub async fn spawn_app_on(db: TestDb, mut opts: AppOptions) -> TestApp {
+    if let (Some(pooler), None, None, latchkey::db::Pooler::None) = (
+        pooler_url(),
+        opts.connect_port,
+        opts.statement_timeouts,
+        opts.settings.pooler,
+    ) {
+        // Through the pooler, as `--pooler transaction` runs; the LISTEN goes direct.
+        let options = PgConnectOptions::from_str(pooler)
+            .expect("LATCHKEY_TEST_POOLER_URL parses")
+            .database(db.options.get_database().expect("a database"));
+        let pool = latchkey::db::pool_options(10)
+            .connect_lazy_with(latchkey::db::pooler_connect_options(options));
+        opts.settings.pooler = latchkey::db::Pooler::Transaction;
+        opts.settings.listen_database_url = Some(SecretString::from(db.url()));
+        return serve_app(db, opts, pool).await;
+    }
     let pool = match (opts.connect_port, opts.statement_timeouts) {
         (Some(port), _) => latchkey::db::pool_options(10)
             .connect_lazy_with(db.options.clone().host("127.0.0.1").port(port)),
@@ -425,6 +490,11 @@ pub async fn spawn_app_on(db: TestDb, opts: AppOptions) -> TestApp {
         }
         (None, None) => db.pool.clone(),
     };
+    serve_app(db, opts, pool).await
+}
+
+/// Builds the service on `pool` and serves it until the [`TestApp`] goes.
+async fn serve_app(db: TestDb, opts: AppOptions, pool: PgPool) -> TestApp {
     let app = Application::build_with_rng(opts.settings, pool, opts.rng)
         .await
         .expect("build app");

@@ -28,6 +28,8 @@ mod migrations;
 mod modes;
 mod openapi;
 mod owners;
+mod partitioned;
+mod pooler;
 mod proxy;
 mod reads;
 mod refresh;

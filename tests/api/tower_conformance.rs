@@ -167,6 +167,13 @@ async fn ours_alone(db: &TestDb) -> latchkey::store::PgSessionStore {
     ours(db).await.with_coalescing(0, 1)
 }
 
+/// Ours in `--pooler transaction` mode: each statement unnamed in its own transaction, through
+/// the tests' pooler when `LATCHKEY_TEST_POOLER_URL` is set.
+async fn ours_pooled(db: &TestDb) -> latchkey::store::PgSessionStore {
+    latchkey::store::PgSessionStore::new(crate::helpers::pooled_pool(db, 10))
+}
+
 store_conformance!(latchkey_store, ours);
+store_conformance!(latchkey_store_behind_a_pooler, ours_pooled);
 store_conformance!(latchkey_store_uncoalesced, ours_alone);
 store_conformance!(stock_postgres_store, stock);

@@ -15,6 +15,7 @@ mod flood;
 mod harness;
 mod login;
 mod memory;
+mod pooler;
 mod refresh;
 mod service;
 mod soak;
@@ -80,6 +81,10 @@ pub(crate) struct Args {
     /// times longer).
     #[arg(long, default_value_t = 200)]
     pub(crate) soak_think_ms: u64,
+    /// A transaction-mode pooler in front of the server, `postgres://user@host:port`
+    /// (`pooler`): the scratch database is reached through it under its own name.
+    #[arg(long, env = "LATCHKEY_BENCH_POOLER_URL")]
+    pub(crate) pooler_url: Option<String>,
     /// Server to create the scratch database on.
     #[arg(
         long,
@@ -110,7 +115,13 @@ pub(crate) enum Scenario {
     /// Resident memory of the service binary (`--server-bin`, run as its own process) with
     /// 256 open keep-alive connections doing checks.
     Memory,
-    /// Every scenario above, in order, each on a fresh database.
+    /// Stateless refresh and stateful check over HTTP with the service's pool straight to
+    /// PostgreSQL, then in `--pooler transaction` mode straight to it (the mode's own cost),
+    /// then in that mode through the transaction-mode pooler at `--pooler-url`
+    /// (scripts/bench-pooler.sh starts one).
+    Pooler,
+    /// Every scenario above, in order, each on a fresh database (`pooler` only with
+    /// `--pooler-url`).
     All,
     /// The promises under faults: two `--server-bin` instances and a private PostgreSQL
     /// cluster (its own `initdb`, never the server of `DATABASE_URL`), clients following the
@@ -140,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Memory,
             Scenario::Store,
         ]
+        .into_iter()
+        .chain(args.pooler_url.as_ref().map(|_| Scenario::Pooler))
+        .collect()
     } else {
         vec![args.scenario]
     };
@@ -152,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
         let options = base.clone().database(&name);
         let result = match scenario {
             Scenario::Store => store::run_scenario(options, &args).await,
+            Scenario::Pooler => pooler::run_scenario(options, &name, &args).await,
             other => service::run_scenario(other, options, &args).await,
         };
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

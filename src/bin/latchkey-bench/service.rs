@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use latchkey::app::{Application, Settings};
+use latchkey::db::Pooler;
+use latchkey::store::StoreError;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -33,15 +35,36 @@ pub(crate) struct Service {
 
 impl Service {
     pub(crate) async fn start(options: PgConnectOptions) -> anyhow::Result<Self> {
+        Self::start_with(options, Pooler::None, None).await
+    }
+
+    /// The service on a pool made with `options`, its statements sent as `pooler` says, its
+    /// `LISTEN` on `listen_url` (default: the pool's server). Migrates the database and adds
+    /// the bench user unless it exists.
+    pub(crate) async fn start_with(
+        options: PgConnectOptions,
+        pooler: Pooler,
+        listen_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let pool = latchkey::db::pool_options(POOL)
             .connect_with(options)
             .await
             .context("connecting the scratch database")?;
-        latchkey::db::migrate(&pool).await?;
-        let settings = Settings::local(
+        match &listen_url {
+            // Migrations need a session of their own: straight to the server.
+            Some(url) => {
+                let direct = latchkey::db::pool_options(1).connect(url).await?;
+                latchkey::db::migrate(&direct).await?;
+                direct.close().await;
+            }
+            None => latchkey::db::migrate(&pool).await?,
+        }
+        let mut settings = Settings::local(
             "127.0.0.1:0".parse()?,
             SecretString::from("bench-secret-bench-secret-bench-secret!"),
         );
+        settings.pooler = pooler;
+        settings.listen_database_url = listen_url.map(SecretString::from);
         let app = Application::build(settings, pool.clone()).await?;
         let addr: SocketAddr = app.local_addr()?;
         let state = app.state().clone();
@@ -55,12 +78,10 @@ impl Service {
             .hash(SecretString::from(PASSWORD.to_owned()))
             .await
             .map_err(|e| anyhow::anyhow!("hash: {e}"))?;
-        state
-            .auth
-            .store()
-            .insert_user(EMAIL, &hash)
-            .await
-            .map_err(|e| anyhow::anyhow!("insert user: {e}"))?;
+        match state.auth.store().insert_user(EMAIL, &hash).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => anyhow::bail!("insert user: {e}"),
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(1024)
@@ -169,7 +190,9 @@ pub(crate) async fn run_scenario(
         Scenario::RefreshStorm => storm::run_scenario(&svc, args.tabs, duration).await,
         Scenario::Login => login::run_scenario(&svc, &args.clients, duration).await,
         Scenario::LoginFlood => flood::run_scenario(&svc, duration).await,
-        Scenario::Memory | Scenario::Store | Scenario::All | Scenario::Soak => Ok(()),
+        Scenario::Memory | Scenario::Store | Scenario::Pooler | Scenario::All | Scenario::Soak => {
+            Ok(())
+        }
     };
     svc.pool.close().await;
     svc.stop();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use crate::db::Pool;
 use uuid::Uuid;
 
 use super::id_list::{IdList, MAX_ID_LIST};
@@ -18,13 +18,13 @@ pub(super) static FIND_MANY: IdList = IdList::new(FIND_SESSION_SQL, "id = $1");
 /// The coalescer of session reads.
 #[derive(Debug)]
 pub(in crate::store) struct SessionReads {
-    pool: PgPool,
+    pool: Pool,
     lanes: Lanes<Uuid, Option<SessionRecord>>,
 }
 
 impl SessionReads {
     /// Reads on `pool`, gathered per `settings`.
-    pub(in crate::store) fn new(pool: PgPool, settings: Coalescing) -> Self {
+    pub(in crate::store) fn new(pool: Pool, settings: Coalescing) -> Self {
         let exec_pool = pool.clone();
         let exec: Exec<Uuid, Option<SessionRecord>> =
             Arc::new(move |ids| Box::pin(find_many(exec_pool.clone(), ids)));
@@ -53,7 +53,7 @@ impl SessionReads {
 /// Many sessions in one statement: one answer per id, in order. A single id takes the
 /// single-row statement.
 async fn find_many(
-    pool: PgPool,
+    pool: Pool,
     ids: Vec<Uuid>,
 ) -> (Vec<Uuid>, Result<Vec<Option<SessionRecord>>, sqlx::Error>) {
     if let [id] = &ids[..] {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::slice;
 use std::sync::Arc;
 
+use crate::db::Pool;
 use sqlx::types::Json;
-use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use super::id_list::{IdList, MAX_ID_LIST};
@@ -23,7 +23,7 @@ pub(super) static LOAD_MANY: IdList = IdList::new(LOAD_SESSION_SQL, "id = $1 AND
 /// One set of lanes per statement kind, with the settings their statements need.
 #[derive(Debug)]
 pub(in crate::store) struct StoreLanes {
-    pool: PgPool,
+    pool: Pool,
     ttl_secs: f64,
     touch_secs: f64,
     create: Lanes<NewRow, bool>,
@@ -35,7 +35,7 @@ impl StoreLanes {
     /// Lanes on `pool` per `settings`, for a store with this absolute lifetime and touch
     /// interval.
     pub(in crate::store) fn new(
-        pool: PgPool,
+        pool: Pool,
         settings: Coalescing,
         ttl_secs: f64,
         touch_secs: f64,
@@ -110,7 +110,7 @@ impl StoreLanes {
 /// Loads the live rows of `hashes` (full SHA-256 of the cookie ids) in one statement (a
 /// single one: the single-row statement).
 async fn load_many(
-    pool: PgPool,
+    pool: Pool,
     hashes: Vec<[u8; 32]>,
 ) -> (Vec<[u8; 32]>, Result<Vec<Option<Loaded>>, sqlx::Error>) {
     if let [hash] = &hashes[..] {

@@ -1,4 +1,9 @@
-//! Connecting to PostgreSQL and applying migrations.
+//! Connecting to PostgreSQL and applying migrations; [`Pool`], the connections of the store,
+//! direct or through a transaction-mode pooler.
+
+mod pool;
+
+pub use pool::{pooler_connect_options, Pool, Pooler};
 
 use std::time::Duration;
 
@@ -76,7 +81,7 @@ pub const SCHEMA: &str = "latchkey";
 const SETUP_LOCK: i64 = 0x6c61_7463_686b_6579;
 
 /// Moves a deployment from before the schema into it; see the file's comment.
-const ADOPT_LEGACY_LAYOUT: &str = include_str!("../sql/adopt_legacy_layout.sql");
+const ADOPT_LEGACY_LAYOUT: &str = include_str!("../../sql/adopt_legacy_layout.sql");
 
 /// Applies latchkey's migrations into the schema [`SCHEMA`], creating it if needed, with their
 /// own record (`latchkey._sqlx_migrations`): the application's migrations, with sqlx's
