@@ -357,6 +357,21 @@ pub fn spawn_serve(
     (child, rx)
 }
 
+/// Every line a [`spawn_serve`] process wrote to stderr, once it has exited: the lines still
+/// in flight from the reader thread included (it ends at end of file). Gives up after 10 s
+/// should something else still hold the pipe.
+pub fn all_lines(rx: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
 /// How to build a test service.
 pub struct AppOptions {
     /// Protocol and HTTP settings (bind and JWT secret are filled in).

@@ -172,7 +172,7 @@ async fn with_db_wait_secs_serve_gives_up_with_exit_1_and_a_clear_message() {
         .expect("join")
         .expect("wait");
     let took = began.elapsed();
-    let stderr: Vec<String> = rx.try_iter().collect();
+    let stderr = crate::helpers::all_lines(&rx);
     assert_eq!(status.code(), Some(1), "{stderr:?}");
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(15),
@@ -208,7 +208,7 @@ async fn serve_does_not_wait_on_an_error_another_attempt_would_meet_again() {
         .await
         .expect("join")
         .expect("wait");
-    let stderr: Vec<String> = rx.try_iter().collect();
+    let stderr = crate::helpers::all_lines(&rx);
     assert_eq!(status.code(), Some(1), "{stderr:?}");
     assert!(
         !stderr.iter().any(|l| l.contains(RETRYING)),
