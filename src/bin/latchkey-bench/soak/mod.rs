@@ -238,11 +238,11 @@ async fn prepare_database(cluster: &Cluster, users: usize) -> anyhow::Result<()>
 async fn grace_used(cluster: &Cluster) -> anyhow::Result<i64> {
     let mut conn =
         PgConnection::connect_with(&cluster.connect_options().database(DATABASE)).await?;
-    let n = sqlx::query_scalar(
-        "SELECT count(*) FROM latchkey.session_events WHERE event = 'grace_used'",
-    )
-    .fetch_one(&mut conn)
-    .await?;
+    let n =
+        sqlx::query_scalar("SELECT count(*) FROM latchkey.session_events WHERE event::text = $1")
+            .bind(latchkey::store::EventKind::GraceUsed.as_str())
+            .fetch_one(&mut conn)
+            .await?;
     conn.close().await?;
     Ok(n)
 }
