@@ -1,5 +1,7 @@
 //! Connecting to PostgreSQL and applying migrations.
 
+pub mod primary;
+
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;

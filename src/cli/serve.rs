@@ -27,16 +27,20 @@ pub(super) const EXIT_BAD_SETTING: u8 = 2;
 /// `latchkey serve`, its flags already checked (exit 2 on a bad one, before the database):
 /// opens the database, serves until SIGTERM or Ctrl-C, then drains.
 pub(super) async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let pool = open_database(url, &args).await?;
+    let (pool, follower) = open_database(url, &args).await?;
     let sweep_interval_secs = args.sweep_interval_secs;
     let settings = settings(args)?;
     let app = Application::build(settings, pool).await?;
     if sweep_interval_secs > 0 {
         // The purge's batches run untimed, on a connection of their own, as `latchkey expire`;
         // a sweep that finds the database gone fails and the next one tries again.
-        let store = crate::store::Store::new(
-            crate::db::connect_lazy(url, 1).context("parsing the database URL")?,
-        );
+        let node_url = follower.as_ref().map(|f| f.current_url());
+        let sweeper_pool = crate::db::connect_lazy(node_url.as_deref().unwrap_or(url), 1)
+            .context("parsing the database URL")?;
+        if let Some(f) = &follower {
+            f.follow(&sweeper_pool, |node| node);
+        }
+        let store = crate::store::Store::new(sweeper_pool);
         spawn_sweeper(
             store,
             app.state().auth.metrics().clone(),

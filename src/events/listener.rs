@@ -3,12 +3,16 @@
 //!
 //! Notifications sent while the connection was down are lost, so each time it is listening
 //! again every stream re-reads its session (`Inner::recheck_all`).
+//!
+//! Before each connection it takes the service pool's current options, so it follows the
+//! primary when that pool does (`crate::db::primary`): after a switch the old connection
+//! breaks, and the next one goes to the new primary.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -31,23 +35,28 @@ struct Notice {
     version: Option<i64>,
 }
 
-pub(super) fn spawn(hub: Weak<Inner>, pool: &PgPool, shutdown: watch::Receiver<bool>) {
-    let options = pool
+/// The listener's options: the service pool's current ones, under its own name.
+fn options_of(service: &PgPool) -> PgConnectOptions {
+    service
         .connect_options()
         .as_ref()
         .clone()
-        .application_name(LISTENER_APPLICATION_NAME);
+        .application_name(LISTENER_APPLICATION_NAME)
+}
+
+pub(super) fn spawn(hub: Weak<Inner>, service: &PgPool, shutdown: watch::Receiver<bool>) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
         .max_lifetime(None)
         .idle_timeout(None)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options);
-    tokio::spawn(run(hub, pool, shutdown));
+        .connect_lazy_with(options_of(service));
+    tokio::spawn(run(hub, service.clone(), pool, shutdown));
 }
 
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+async fn listen(service: &PgPool, pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    pool.set_connect_options(options_of(service));
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(SESSIONS_CHANNEL).await?;
     Ok(listener)
@@ -85,12 +94,12 @@ fn resync(hub: &Weak<Inner>) -> bool {
     }
 }
 
-async fn run(hub: Weak<Inner>, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+async fn run(hub: Weak<Inner>, service: PgPool, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::ZERO;
     loop {
         let connected = tokio::select! {
             _ = super::stopped(&mut shutdown) => return,
-            r = listen(&pool) => r,
+            r = listen(&service, &pool) => r,
         };
         let mut listener = match connected {
             Ok(l) => l,
