@@ -280,7 +280,7 @@ mod tests {
         let nodes = Nodes::parse(
             "postgres://u:p%40w@h1:5432,h2:5433/db?target_session_attrs=read-write&sslmode=disable",
         )
-        .unwrap();
+        .expect("parse");
         assert_eq!(
             nodes.urls(),
             [
@@ -293,10 +293,10 @@ mod tests {
 
     #[test]
     fn one_host_is_left_as_it_is() {
-        let nodes = Nodes::parse("postgres://u@localhost/db").unwrap();
+        let nodes = Nodes::parse("postgres://u@localhost/db").expect("parse");
         assert_eq!(nodes.urls(), ["postgres://u@localhost/db"]);
         assert!(!nodes.is_several());
-        let bare = Nodes::parse("postgres://a:1,b:2?target_session_attrs=primary").unwrap();
+        let bare = Nodes::parse("postgres://a:1,b:2?target_session_attrs=primary").expect("parse");
         assert_eq!(bare.urls(), ["postgres://a:1", "postgres://b:2"]);
     }
 

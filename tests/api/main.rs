@@ -28,6 +28,7 @@ mod migrations;
 mod modes;
 mod openapi;
 mod owners;
+mod primary;
 mod proxy;
 mod reads;
 mod refresh;
