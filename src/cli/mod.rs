@@ -44,8 +44,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Runs one command on the database at `url`.
+/// Runs one command on the database at `url`. With several hosts in it, `serve` follows the
+/// primary (`crate::db::primary`); the other commands run once on the node writable now.
 async fn command(url: &str, command: Command) -> anyhow::Result<ExitCode> {
+    let primary;
+    let url = if matches!(command, Command::Serve(_)) {
+        url
+    } else {
+        primary = crate::db::primary::primary_url(url)
+            .await
+            .context("looking for the primary")?;
+        &primary
+    };
     match command {
         Command::Serve(args) => serve::serve(url, args).await,
         Command::Migrate => {

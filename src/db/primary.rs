@@ -94,6 +94,20 @@ impl Nodes {
     }
 }
 
+/// The single-host URL of the writable node of `url` (`url` itself when it names one host),
+/// for a command that runs once on the primary (`latchkey migrate`, `user`, `expire` …).
+///
+/// # Errors
+/// A URL [`Nodes::parse`] refuses, or no writable node.
+pub async fn primary_url(url: &str) -> Result<String, sqlx::Error> {
+    let nodes = Nodes::parse(url)?;
+    if !nodes.is_several() {
+        return Ok(url.to_owned());
+    }
+    let i = nodes.find_primary().await?;
+    Ok(nodes.urls[i].clone())
+}
+
 /// Removes `target_session_attrs` from the path-and-query `tail`, refusing values other than
 /// `read-write` and `primary`.
 fn strip_session_attrs(tail: &str) -> Result<String, String> {
@@ -121,12 +135,21 @@ fn strip_session_attrs(tail: &str) -> Result<String, String> {
 }
 
 /// One connection to `url`, within [`NODE_CONNECT_TIMEOUT`], closed after checking the node
-/// is writable.
+/// is writable. A database not created yet (3D000: `serve` and `migrate` create it on the
+/// primary) is checked through the `postgres` database instead.
 async fn probe(url: &str) -> Result<(), sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
-    let mut conn = tokio::time::timeout(NODE_CONNECT_TIMEOUT, options.connect())
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    let connect = |options: PgConnectOptions| async move {
+        tokio::time::timeout(NODE_CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    };
+    let mut conn = match connect(options.clone()).await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            connect(options.database("postgres")).await?
+        }
+        other => other?,
+    };
     let checked = refuse_standby(&mut conn).await;
     let _ = conn.close().await;
     checked

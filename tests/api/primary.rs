@@ -146,3 +146,34 @@ async fn the_writable_node_is_found_a_standby_refused_and_a_promoted_standby_fol
         "the write acknowledged before the crash survived"
     );
 }
+
+#[tokio::test]
+async fn a_one_shot_command_given_both_nodes_runs_on_the_primary() {
+    let pair = Pair::start().await;
+    // The standby is listed first: run there, `migrate` would fail (read-only).
+    let url = pair.url("latchkey");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .arg("migrate")
+            .env("DATABASE_URL", url)
+            .env_remove("LATCHKEY_DATA_DIR")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run latchkey migrate")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "migrations applied\n");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pair.primary.connect_options().database("latchkey"))
+        .await
+        .expect("the database is on the primary");
+    let migrated: i64 = sqlx::query_scalar("SELECT count(*) FROM latchkey._sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert!(migrated > 0);
+}
