@@ -9,7 +9,8 @@
 //! The report: the soak's (answers, promises), then the switch's figures: the failure window
 //! (first to last failed request), the time from the stop until the service wrote again (the
 //! first acknowledged refresh), until every instance was ready, and whether every client's
-//! last acknowledged token still worked at the end (acknowledged refreshes lost: must be 0).
+//! last acknowledged token still worked at the end (acknowledged refreshes lost: must be 0),
+//! and that each instance's `LISTEN` connection (live streams) is on the new primary.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +68,17 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         Err(_) => eprintln!("failover: logs kept in {}", dir.display()),
     }
     result
+}
+
+/// The live streams' `LISTEN` connections on `node` (they must have followed the primary).
+async fn listeners_on(node: &Cluster) -> anyhow::Result<i64> {
+    let mut conn = PgConnection::connect_with(&node.connect_options()).await?;
+    let n = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(latchkey::events::LISTENER_APPLICATION_NAME)
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(n)
 }
 
 /// Makes the standby synchronous and waits until it is.
@@ -216,6 +228,7 @@ async fn switch(
     }
     drop(final_tx);
     ending.grace_used = grace_used(standby).await?;
+    let listeners = listeners_on(standby).await?;
     let restarted = instances
         .iter_mut()
         .map(|i| usize::from(!i.alive()))
@@ -252,9 +265,10 @@ async fn switch(
         }
     }
     println!(
-        "  every instance ready {} s after the promotion; instances that exited: {restarted}",
-        recover.map_or_else(|| "NEVER".to_owned(), secs)
+        "  every instance ready after the promotion: {}; instances that exited: {restarted}",
+        recover.map_or_else(|| "NEVER".to_owned(), |r| format!("{} s", secs(r)))
     );
+    println!("  LISTEN connections on the new primary: {listeners} (of {INSTANCES} instances)");
     println!(
         "  acknowledged refreshes lost: {} (of {} clients checked)",
         ending.lost.len(),
@@ -263,7 +277,7 @@ async fn switch(
     for instance in &mut instances {
         instance.stop();
     }
-    if kept && restarted == 0 {
+    if kept && restarted == 0 && listeners == INSTANCES as i64 {
         Ok(())
     } else {
         anyhow::bail!("the primary switch broke a promise (report above)")
