@@ -249,6 +249,7 @@ impl Follower {
 
     async fn watch(self: Arc<Self>) {
         let mut conn: Option<PgConnection> = None;
+        let mut searching = false;
         loop {
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -262,8 +263,18 @@ impl Follower {
                 conn = None;
             }
             match self.reconnect().await {
-                Ok(c) => conn = Some(c),
-                Err(e) => tracing::warn!(error = %e, "no writable database node yet"),
+                Ok(c) => {
+                    if std::mem::take(&mut searching) {
+                        tracing::info!("a writable database node answers again");
+                    }
+                    conn = Some(c);
+                }
+                // Once per search, not at every probe.
+                Err(e) if !searching => {
+                    searching = true;
+                    tracing::warn!(error = %e, "no writable database node: looking for the primary");
+                }
+                Err(_) => {}
             }
         }
     }
