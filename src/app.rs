@@ -223,15 +223,16 @@ impl AppState {
             .map_err(|m| anyhow::anyhow!("JWT secret: {m}"))?;
         let jwt = JwtKeys::hs256(&settings.jwt_secret, settings.auth.access_ttl_secs);
         let listen = match &settings.listen_database_url {
-            Some(url) => url
-                .expose_secret()
-                .parse::<PgConnectOptions>()
-                .map_err(|e| anyhow::anyhow!("listen database URL: {e}"))?,
+            Some(url) => Some(
+                url.expose_secret()
+                    .parse::<PgConnectOptions>()
+                    .map_err(|e| anyhow::anyhow!("listen database URL: {e}"))?,
+            ),
             None => {
                 if settings.pooler == Pooler::Transaction {
                     tracing::warn!("behind a transaction-mode pooler without a listen database URL: the LISTEN of live streams goes through the pooler, which does not keep it");
                 }
-                pool.connect_options().as_ref().clone()
+                None
             }
         };
         let pool = Pool::new(pool, settings.pooler, settings.statement_timeouts);

@@ -7,7 +7,12 @@
 //! allows (by default, forever). A failure that another attempt cannot mend (a bad URL, a
 //! refused password, a TLS error, a migration that does not apply) ends the start at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::db::primary::{Follower, Nodes};
 
 use crate::config::ServeArgs;
 use crate::db::{Pooler, StatementTimeouts};
@@ -85,10 +90,7 @@ fn classify(e: sqlx::Error, doing: &'static str) -> OpenError {
 /// # Errors
 /// A failure that another attempt would not mend, at once; or the last failure once the wait
 /// is over.
-pub(super) async fn open_database(
-    target: &Target,
-    args: &ServeArgs,
-) -> anyhow::Result<sqlx::PgPool> {
+pub(super) async fn open_database(target: &Target, args: &ServeArgs) -> anyhow::Result<Opened> {
     let started = Instant::now();
     let bound = args.db_wait_secs.map(Duration::from_secs);
     let mut backoff = Backoff::new();
@@ -126,10 +128,22 @@ pub(super) async fn open_database(
     }
 }
 
-/// One attempt: create and migrate (straight to the server: `target.direct`), then open the
-/// service's pool (on `target.url`, through the pooler if there is one).
-async fn open_once(target: &Target, args: &ServeArgs) -> Result<sqlx::PgPool, OpenError> {
-    let direct = target.direct.as_str();
+/// The service's pool and, when the URL lists several hosts, the follower of the primary
+/// (see `crate::db::primary`), already watching.
+pub(super) type Opened = (sqlx::PgPool, Option<Arc<Follower>>);
+
+/// One attempt: find the primary (several hosts), create and migrate (straight to the server:
+/// `target.direct`), then open the service's pool (on `target.url`, through the pooler if
+/// there is one).
+async fn open_once(target: &Target, args: &ServeArgs) -> Result<Opened, OpenError> {
+    let follower = find_primary(&target.url).await?;
+    if follower.is_some() && (target.pooler != Pooler::None || target.direct != target.url) {
+        return Err(OpenError::Fatal(anyhow::anyhow!(
+            "several hosts in the database URL work only straight to the servers: without --pooler transaction and --listen-database-url"
+        )));
+    }
+    let primary_url = follower.as_ref().map(|f| f.current_url());
+    let direct = primary_url.as_deref().unwrap_or(target.direct.as_str());
     match tokio::time::timeout(CONNECT_TIMEOUT, crate::db::ensure_database(direct)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(classify(e, "connecting to PostgreSQL")),
@@ -162,16 +176,51 @@ async fn open_once(target: &Target, args: &ServeArgs) -> Result<sqlx::PgPool, Op
     } else {
         setup.close().await;
     }
-    let options = target.options().map_err(OpenError::Fatal)?;
+    let options = match &primary_url {
+        Some(url) => url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .context("parsing the database URL")
+            .map_err(OpenError::Fatal)?,
+        None => target.options().map_err(OpenError::Fatal)?,
+    };
     // Through a transaction-mode pooler the timeouts are set by each transaction instead.
     let options = match target.pooler {
         Pooler::None => statement_timeouts(args).apply(options),
         Pooler::Transaction => options,
     };
-    crate::db::pool_options(args.max_connections)
+    let pool_options = crate::db::pool_options(args.max_connections);
+    let pool_options = match &follower {
+        Some(f) => f.guard(pool_options),
+        None => pool_options,
+    };
+    let pool = pool_options
         .connect_with(options)
         .await
-        .map_err(|e| classify(e, "connecting to PostgreSQL"))
+        .map_err(|e| classify(e, "connecting to PostgreSQL"))?;
+    if let Some(f) = &follower {
+        let timeouts = statement_timeouts(args);
+        f.follow(&pool, move |node| timeouts.apply(node));
+        f.spawn();
+    }
+    Ok((pool, follower))
+}
+
+/// With several hosts in `url`, the follower of the one that is writable; a node in recovery
+/// or unreachable is worth another attempt (a switch under way).
+async fn find_primary(url: &str) -> Result<Option<Arc<Follower>>, OpenError> {
+    let nodes = Nodes::parse(url)
+        .context("parsing the database URL")
+        .map_err(OpenError::Fatal)?;
+    if !nodes.is_several() {
+        return Ok(None);
+    }
+    match nodes.find_primary().await {
+        Ok(i) => Ok(Some(Follower::new(nodes, i))),
+        Err(e @ sqlx::Error::Protocol(_)) => Err(OpenError::NotYet(
+            anyhow::Error::msg(e.to_string()).context("looking for the primary"),
+        )),
+        Err(e) => Err(classify(e, "looking for the primary")),
+    }
 }
 
 /// The statement and lock timeouts of the service's connections, from the flags.

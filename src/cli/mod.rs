@@ -89,8 +89,31 @@ impl Target {
     }
 }
 
-/// Runs one command on the database of `target`.
+/// Runs one command on the database of `target`. With several hosts in its URL, `serve`
+/// follows the primary (`crate::db::primary`); the other commands run once on the node
+/// writable now.
 async fn command(target: &Target, command: Command) -> anyhow::Result<ExitCode> {
+    let resolved;
+    let target = if matches!(command, Command::Serve(_)) {
+        target
+    } else {
+        let url = crate::db::primary::primary_url(&target.url)
+            .await
+            .context("looking for the primary")?;
+        let direct = if target.direct == target.url {
+            url.clone()
+        } else {
+            crate::db::primary::primary_url(&target.direct)
+                .await
+                .context("looking for the primary")?
+        };
+        resolved = Target {
+            url,
+            pooler: target.pooler,
+            direct,
+        };
+        &resolved
+    };
     match command {
         Command::Serve(args) => serve::serve(target, args).await,
         Command::Migrate => {

@@ -29,7 +29,7 @@ pub(super) const EXIT_BAD_SETTING: u8 = 2;
 /// `latchkey serve`, its flags already checked (exit 2 on a bad one, before the database):
 /// opens the database, serves until SIGTERM or Ctrl-C, then drains.
 pub(super) async fn serve(target: &Target, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let pool = open_database(target, &args).await?;
+    let (pool, follower) = open_database(target, &args).await?;
     let sweep_interval_secs = args.sweep_interval_secs;
     let settings = settings(target, args)?;
     let app = Application::build(settings, pool).await?;
@@ -40,7 +40,17 @@ pub(super) async fn serve(target: &Target, args: ServeArgs) -> anyhow::Result<Ex
             statement: Duration::ZERO,
             lock: Duration::ZERO,
         };
-        let pg = crate::db::pool_options(1).connect_lazy_with(target.options()?);
+        // With several hosts, on the primary of the moment, following it as the service does.
+        let options = match follower.as_ref().map(|f| f.current_url()) {
+            Some(url) => url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .context("parsing the database URL")?,
+            None => target.options()?,
+        };
+        let pg = crate::db::pool_options(1).connect_lazy_with(options);
+        if let Some(f) = &follower {
+            f.follow(&pg, |node| node);
+        }
         let store = crate::store::Store::new(target.pool(pg, untimed));
         spawn_sweeper(
             store,

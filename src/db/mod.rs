@@ -5,6 +5,8 @@ mod pool;
 
 pub use pool::{pooler_connect_options, Pool, Pooler};
 
+pub mod primary;
+
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;

@@ -22,10 +22,12 @@ mod cluster;
 mod layout;
 mod os_user;
 mod server;
+mod standby;
 
 pub use binaries::{Binaries, BINDIR_VAR};
 pub use cluster::{Cluster, ClusterOptions, Released, ServerTls, SUPERUSER};
 pub use os_user::SERVER_USER;
+pub use standby::STANDBY_NAME;
 
 /// The database the commands use in an embedded cluster.
 pub const DATABASE: &str = "latchkey";

@@ -209,6 +209,47 @@ impl Server {
             .map_err(|e| EmbeddedError::io("writing started-pid", e))
     }
 
+    /// `pg_ctl stop -m immediate`: the server exits at once, as in a crash (no checkpoint).
+    pub(crate) fn stop_immediate(&self) -> Result<(), EmbeddedError> {
+        let mut cmd = self.run_as.command(&self.binaries.program("pg_ctl"));
+        cmd.args(["stop", "-w", "-m", "immediate", "-D"])
+            .arg(pgdata(&self.data_dir));
+        self.run("pg_ctl stop -m immediate", &mut cmd)?;
+        let _ = std::fs::remove_file(self.data_dir.join("started-pid"));
+        Ok(())
+    }
+
+    /// `pg_ctl promote`, waiting until the standby accepts writes.
+    pub(crate) fn promote(&self) -> Result<(), EmbeddedError> {
+        let mut cmd = self.run_as.command(&self.binaries.program("pg_ctl"));
+        cmd.args(["promote", "-w", "-t", "60", "-D"])
+            .arg(pgdata(&self.data_dir));
+        self.run("pg_ctl promote", &mut cmd)
+    }
+
+    /// `pg_basebackup -R` of the server on 127.0.0.1:`port` into this directory's `pgdata/`
+    /// (which must not exist): a streaming standby of it, named `application_name`.
+    pub(crate) fn base_backup(
+        &self,
+        port: u16,
+        password: &str,
+        application_name: &str,
+    ) -> Result<(), EmbeddedError> {
+        let pgdata = pgdata(&self.data_dir);
+        super::layout::create_private_dir(&pgdata)?;
+        self.run_as.give(&pgdata)?;
+        let mut cmd = self.run_as.command(&self.binaries.program("pg_basebackup"));
+        cmd.arg("-d")
+            .arg(format!(
+                "host=127.0.0.1 port={port} user={SUPERUSER} application_name={application_name}"
+            ))
+            .arg("-D")
+            .arg(&pgdata)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .env("PGPASSWORD", password);
+        self.run("pg_basebackup", &mut cmd)
+    }
+
     /// Runs a server program; its output becomes the error when it fails.
     fn run(&self, what: &str, cmd: &mut Command) -> Result<(), EmbeddedError> {
         let out = cmd

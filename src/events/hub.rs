@@ -173,13 +173,19 @@ impl EventHub {
 
     /// A hub fed by a `LISTEN` on [`crate::store::SESSIONS_CHANNEL`] through its own
     /// connection made with `listen` (straight to the server: a `LISTEN` needs a session of
-    /// its own, which a transaction-mode pooler does not give); the listener reconnects by
-    /// itself. Must be called inside a Tokio runtime.
-    pub fn start(store: Store, config: EventsConfig, listen: PgConnectOptions) -> Self {
+    /// its own, which a transaction-mode pooler does not give), or, when `None`, with the
+    /// store pool's options of the moment (so it follows the primary when that pool does:
+    /// [`crate::db::primary`]); the listener reconnects by itself. Must be called inside a
+    /// Tokio runtime.
+    pub fn start(store: Store, config: EventsConfig, listen: Option<PgConnectOptions>) -> Self {
+        let source = listener::Source {
+            fixed: listen,
+            service: store.pool().pg().clone(),
+        };
         let hub = Self::new(store, config);
         listener::spawn(
             Arc::downgrade(&hub.inner),
-            listen,
+            source,
             hub.inner.shutdown.subscribe(),
         );
         hub

@@ -3,6 +3,10 @@
 //!
 //! Notifications sent while the connection was down are lost, so each time it is listening
 //! again every stream re-reads its session (`Inner::recheck_all`).
+//!
+//! Without a listen URL of its own, before each connection it takes the service pool's
+//! current options, so it follows the primary when that pool does (`crate::db::primary`):
+//! after a switch the old connection breaks, and the next one goes to the new primary.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -31,19 +35,40 @@ struct Notice {
     version: Option<i64>,
 }
 
-pub(super) fn spawn(hub: Weak<Inner>, options: PgConnectOptions, shutdown: watch::Receiver<bool>) {
-    let options = options.application_name(LISTENER_APPLICATION_NAME);
+/// Where the listener connects: the options it was given (straight to the server, beside a
+/// transaction-mode pooler), or else the service pool's current ones, so that it follows the
+/// primary when that pool does.
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    /// `--listen-database-url`, when given.
+    pub(super) fixed: Option<PgConnectOptions>,
+    /// The service's pool.
+    pub(super) service: PgPool,
+}
+
+impl Source {
+    /// The options of the next connection, under the listener's own name.
+    fn options(&self) -> PgConnectOptions {
+        self.fixed
+            .clone()
+            .unwrap_or_else(|| self.service.connect_options().as_ref().clone())
+            .application_name(LISTENER_APPLICATION_NAME)
+    }
+}
+
+pub(super) fn spawn(hub: Weak<Inner>, source: Source, shutdown: watch::Receiver<bool>) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
         .max_lifetime(None)
         .idle_timeout(None)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options);
-    tokio::spawn(run(hub, pool, shutdown));
+        .connect_lazy_with(source.options());
+    tokio::spawn(run(hub, source, pool, shutdown));
 }
 
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+async fn listen(source: &Source, pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    pool.set_connect_options(source.options());
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(SESSIONS_CHANNEL).await?;
     Ok(listener)
@@ -81,12 +106,12 @@ fn resync(hub: &Weak<Inner>) -> bool {
     }
 }
 
-async fn run(hub: Weak<Inner>, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+async fn run(hub: Weak<Inner>, source: Source, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::ZERO;
     loop {
         let connected = tokio::select! {
             _ = super::stopped(&mut shutdown) => return,
-            r = listen(&pool) => r,
+            r = listen(&source, &pool) => r,
         };
         let mut listener = match connected {
             Ok(l) => l,

@@ -66,7 +66,8 @@ impl From<sqlx::Error> for StoreError {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 // 08: connection exception, 53: insufficient resources,
                 // 57P0x: operator intervention (shutdown), 40001/40P01: retryable,
-                // 57014/55P03: statement_timeout or lock_timeout (a stuck statement).
+                // 57014/55P03: statement_timeout or lock_timeout (a stuck statement),
+                // 25006: a write on a node in recovery (the primary just moved).
                 if code.starts_with("08")
                     || code.starts_with("53")
                     || code.starts_with("57P0")
@@ -74,6 +75,7 @@ impl From<sqlx::Error> for StoreError {
                     || code == "40P01"
                     || code == "57014"
                     || code == "55P03"
+                    || code == "25006"
                 {
                     Self::Unavailable(e)
                 } else if code == "23505" {

@@ -30,6 +30,7 @@ mod openapi;
 mod owners;
 mod partitioned;
 mod pooler;
+mod primary;
 mod proxy;
 mod reads;
 mod refresh;

@@ -11,6 +11,7 @@
 
 mod bare;
 mod check;
+mod failover;
 mod flood;
 mod harness;
 mod login;
@@ -127,6 +128,10 @@ pub(crate) enum Scenario {
     /// cluster (its own `initdb`, never the server of `DATABASE_URL`), clients following the
     /// retry contract, PostgreSQL restarts, instance kills and database cuts (`--soak-*`).
     Soak,
+    /// A primary switch under load: a private primary and its synchronous standby, two
+    /// `--server-bin` instances given both, refresh clients following the retry contract; the
+    /// primary is stopped at once and the standby promoted (`--soak-secs`, `--soak-clients`).
+    Failover,
 }
 
 #[tokio::main]
@@ -135,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
     if args.scenario == Scenario::Soak {
         // Its own cluster: no scratch database on DATABASE_URL.
         return soak::run(&args).await;
+    }
+    if args.scenario == Scenario::Failover {
+        return failover::run(&args).await;
     }
     let base = PgConnectOptions::from_str(&args.database_url).context("DATABASE_URL")?;
     let name = format!("latchkey_bench_{}", uuid::Uuid::new_v4().simple());

@@ -190,9 +190,12 @@ pub(crate) async fn run_scenario(
         Scenario::RefreshStorm => storm::run_scenario(&svc, args.tabs, duration).await,
         Scenario::Login => login::run_scenario(&svc, &args.clients, duration).await,
         Scenario::LoginFlood => flood::run_scenario(&svc, duration).await,
-        Scenario::Memory | Scenario::Store | Scenario::Pooler | Scenario::All | Scenario::Soak => {
-            Ok(())
-        }
+        Scenario::Memory
+        | Scenario::Store
+        | Scenario::Pooler
+        | Scenario::All
+        | Scenario::Soak
+        | Scenario::Failover => Ok(()),
     };
     svc.pool.close().await;
     svc.stop();

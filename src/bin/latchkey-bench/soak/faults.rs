@@ -21,6 +21,8 @@ pub(crate) enum FaultKind {
     KillInstance(usize),
     /// The proxy drops every database connection and refuses new ones for a while.
     CutDb,
+    /// The primary stopped at once and its synchronous standby promoted (`failover`).
+    PrimarySwitch,
 }
 
 impl fmt::Display for FaultKind {
@@ -29,6 +31,7 @@ impl fmt::Display for FaultKind {
             Self::PgRestart => f.write_str("pg-restart"),
             Self::KillInstance(n) => write!(f, "kill-instance-{}", instance_name(*n)),
             Self::CutDb => f.write_str("db-cut"),
+            Self::PrimarySwitch => f.write_str("primary-switch"),
         }
     }
 }
@@ -103,14 +106,32 @@ pub(crate) async fn inject(
             tokio::time::sleep(t.cut).await;
             t.proxy.restore();
         }
+        FaultKind::PrimarySwitch => {
+            anyhow::bail!("a primary switch needs a standby: --scenario failover injects it")
+        }
     }
     let outage = began.elapsed();
+    let recover = recovery(t.instances, t.http).await;
+    Ok(FaultRecord {
+        kind,
+        at,
+        outage,
+        recover,
+    })
+}
+
+/// How long, from now, until every instance runs and answers `/readyz` 200 (`None`: not
+/// within a minute).
+pub(crate) async fn recovery(
+    instances: &mut [Instance],
+    http: &reqwest::Client,
+) -> Option<Duration> {
     let ended = Instant::now();
     let mut recover = None;
     while ended.elapsed() < Duration::from_secs(60) {
         let mut all = true;
-        for instance in t.instances.iter_mut() {
-            all &= instance.alive() && instance.ready(t.http).await;
+        for instance in instances.iter_mut() {
+            all &= instance.alive() && instance.ready(http).await;
         }
         if all {
             recover = Some(ended.elapsed());
@@ -118,10 +139,5 @@ pub(crate) async fn inject(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Ok(FaultRecord {
-        kind,
-        at,
-        outage,
-        recover,
-    })
+    recover
 }

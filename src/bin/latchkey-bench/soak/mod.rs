@@ -10,11 +10,11 @@
 //! `clients` runs the clients, `faults` injects the faults, `report` counts and prints,
 //! `instances` runs the service processes, `proxy` stands between them and the database.
 
-mod clients;
-mod faults;
-mod instances;
+pub(crate) mod clients;
+pub(crate) mod faults;
+pub(crate) mod instances;
 mod proxy;
-mod report;
+pub(crate) mod report;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use instances::{Instance, InstanceConfig};
 use report::{Ending, Tally};
 
 /// The database the instances share in the private cluster.
-const DATABASE: &str = "latchkey";
+pub(crate) const DATABASE: &str = "latchkey";
 /// Instances of the service.
 const INSTANCES: usize = 2;
 
@@ -189,7 +189,7 @@ async fn soak(args: &Args, cluster: Arc<Cluster>, dir: &Path) -> anyhow::Result<
 
 /// Which kind each client is: 40 % stateless chains, 30 % stateful, 10 % logins, the rest
 /// event streams, interleaved.
-fn mix(clients: usize) -> Vec<Kind> {
+pub(crate) fn mix(clients: usize) -> Vec<Kind> {
     (0..clients)
         .map(|i| match i % 10 {
             0..=3 => Kind::Chain,
@@ -202,7 +202,7 @@ fn mix(clients: usize) -> Vec<Kind> {
 
 /// Creates and migrates the database, and `users` users sharing one argon2id hash of
 /// [`clients::PASSWORD`].
-async fn prepare_database(cluster: &Cluster, users: usize) -> anyhow::Result<()> {
+pub(crate) async fn prepare_database(cluster: &Cluster, users: usize) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect_with(&cluster.connect_options()).await?;
     sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
         .execute(&mut admin)
@@ -235,7 +235,7 @@ async fn prepare_database(cluster: &Cluster, users: usize) -> anyhow::Result<()>
 }
 
 /// `grace_used` events in the database, read directly (not through the proxy).
-async fn grace_used(cluster: &Cluster) -> anyhow::Result<i64> {
+pub(crate) async fn grace_used(cluster: &Cluster) -> anyhow::Result<i64> {
     let mut conn =
         PgConnection::connect_with(&cluster.connect_options().database(DATABASE)).await?;
     let n =

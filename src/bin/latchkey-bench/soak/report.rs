@@ -19,6 +19,7 @@ pub(crate) struct Tally {
     logged_out: Mutex<Vec<String>>,
     failures: Mutex<Vec<Duration>>,
     acks: AtomicU64,
+    ack_times: Mutex<Vec<Duration>>,
 }
 
 impl Tally {
@@ -33,6 +34,7 @@ impl Tally {
             logged_out: Mutex::default(),
             failures: Mutex::default(),
             acks: AtomicU64::new(0),
+            ack_times: Mutex::default(),
         }
     }
 
@@ -67,6 +69,24 @@ impl Tally {
     /// A token the client was given (an acknowledged refresh or login).
     pub(crate) fn acknowledged(&self) {
         self.acks.fetch_add(1, Ordering::Relaxed);
+        lock(&self.ack_times).push(self.began.elapsed());
+    }
+
+    /// The first token acknowledged at or after `from` (after the start).
+    pub(crate) fn first_ack_since(&self, from: Duration) -> Option<Duration> {
+        lock(&self.ack_times)
+            .iter()
+            .copied()
+            .filter(|t| *t >= from)
+            .min()
+    }
+
+    /// Failed requests (5xx or no answer) at or after `from`: how many, the first, the last.
+    pub(crate) fn failures_since(&self, from: Duration) -> (usize, Option<(Duration, Duration)>) {
+        let failures = lock(&self.failures);
+        let inside: Vec<Duration> = failures.iter().copied().filter(|t| *t >= from).collect();
+        let bounds = inside.iter().min().zip(inside.iter().max());
+        (inside.len(), bounds.map(|(a, b)| (*a, *b)))
     }
 
     /// A client that followed the contract was told its session is over.
