@@ -336,8 +336,9 @@ pub(super) async fn create_rows(
 /// session stays gone. A save that changes nothing but a small forward move of the expiry
 /// writes nothing; a data change within the touch interval keeps `expires_at`, so no indexed
 /// column changes and the update can be HOT. One row or many, the statement is the SQL
-/// function `latchkey_store_save_many` (migration `20261120000500`): one `UPDATE … FROM
-/// unnest(arrays)`, kept in PL/pgSQL so its plan is made once per connection.
+/// function `latchkey_store_save_many` (migration `20261129120000`): one `UPDATE` by primary
+/// key per row, in PL/pgSQL so its plan is made once per connection, and each reaches only
+/// its session's part when `sessions` is partitioned by id (docs/scaling.md).
 pub(super) async fn save_rows(
     pool: &Pool,
     touch_secs: f64,
@@ -360,7 +361,7 @@ pub(super) async fn save_rows(
     Ok(())
 }
 
-/// `rows` as one array per column, for `unnest`.
+/// `rows` as one array per column, the function's arguments.
 struct Columns {
     ids: Vec<Uuid>,
     hashes: Vec<Vec<u8>>,

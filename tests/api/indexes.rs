@@ -70,24 +70,23 @@ const FUNCTION_STATEMENTS: &[FunctionStatement] = &[
     ),
     (
         "latchkey_store_save_many",
-        "UPDATE sessions s SET data = r.data, owner_key = coalesce(r.owner, 'anon:' || s.id::text), \
-         expires_at = CASE WHEN least(r.expiry, s.absolute_expires_at) >= s.expires_at \
-         AND least(r.expiry, s.absolute_expires_at) < s.expires_at + make_interval(secs => touch_secs) \
-         THEN s.expires_at ELSE least(r.expiry, s.absolute_expires_at) END, last_used_at = now(), \
+        "UPDATE sessions s SET data = row_data, owner_key = coalesce(row_own, 'anon:' || s.id::text), \
+         expires_at = CASE WHEN least(row_exp, s.absolute_expires_at) >= s.expires_at \
+         AND least(row_exp, s.absolute_expires_at) < s.expires_at + make_interval(secs => touch_secs) \
+         THEN s.expires_at ELSE least(row_exp, s.absolute_expires_at) END, last_used_at = now(), \
          version = s.version + 1 \
-         FROM unnest(ids, hashes, session_data, owners, expiries) AS r(id, hash, data, owner, expiry) \
-         WHERE s.id = r.id AND s.token_hash = r.hash AND s.kind = 'stateful' \
+         WHERE s.id = row_id AND s.token_hash = row_hash AND s.kind = 'stateful' \
          AND s.revoked_at IS NULL AND s.expires_at > now() \
-         AND (s.data IS DISTINCT FROM r.data \
-         OR s.owner_key IS DISTINCT FROM coalesce(r.owner, 'anon:' || s.id::text) \
-         OR least(r.expiry, s.absolute_expires_at) < s.expires_at \
-         OR least(r.expiry, s.absolute_expires_at) >= s.expires_at + make_interval(secs => touch_secs))",
+         AND (s.data IS DISTINCT FROM row_data \
+         OR s.owner_key IS DISTINCT FROM coalesce(row_own, 'anon:' || s.id::text) \
+         OR least(row_exp, s.absolute_expires_at) < s.expires_at \
+         OR least(row_exp, s.absolute_expires_at) >= s.expires_at + make_interval(secs => touch_secs))",
         &[
-            STORE_ARRAYS[0],
-            STORE_ARRAYS[1],
-            STORE_ARRAYS[2],
-            STORE_ARRAYS[3],
-            STORE_ARRAYS[4],
+            ("row_id", "$1::uuid"),
+            ("row_hash", "$2::bytea"),
+            ("row_data", "$3::jsonb"),
+            ("row_own", "$4::text"),
+            ("row_exp", "$5::timestamptz"),
             ("touch_secs", "$6::float8"),
         ],
     ),
@@ -110,12 +109,12 @@ const FUNCTION_STATEMENTS: &[FunctionStatement] = &[
     ),
     (
         "latchkey_revoke",
-        "UPDATE sessions SET revoked_at = now(), revoked_reason = reason, \
-         data = CASE WHEN clear_data THEN '{}'::jsonb ELSE data END \
-         WHERE id = ANY (session_ids) AND revoked_at IS NULL \
-         AND (owners IS NULL OR owner_key = ANY (owners)) RETURNING id, owner_key",
+        "UPDATE sessions AS s SET revoked_at = now(), revoked_reason = reason, \
+         data = CASE WHEN clear_data THEN '{}'::jsonb ELSE s.data END \
+         WHERE s.id = sid AND s.revoked_at IS NULL \
+         AND (owners IS NULL OR s.owner_key = ANY (owners)) RETURNING s.id, s.owner_key",
         &[
-            ("session_ids", "$1::uuid[]"),
+            ("= sid", "= $1::uuid"),
             ("= reason", "= $2::text"),
             ("clear_data", "$3::boolean"),
             ("owners", "$4::text[]"),

@@ -2,10 +2,12 @@
 //! hash-partitioned by session id into 16 parts (`sql/partitioned_sessions.sql`), as a
 //! deployment spread by session id over several primaries would hold them. The statements of
 //! the hot paths (check, refresh, the tower-sessions store's load, save and create, touch,
-//! the audit append, the live stream's mark), taken from the store's source and checked
-//! against the compiled query data in `.sqlx/`, each touch exactly one part: the planner
-//! keeps one (`EXPLAIN (FORMAT JSON)`) and running it reads or writes one
-//! (`pg_stat_xact_user_tables`). docs/scaling.md lists the statements that do not.
+//! the audit append, the live stream's mark, the revocation on reuse), taken from the store's
+//! source and checked against the compiled query data in `.sqlx/`, each touch exactly one
+//! part: the planner keeps one (`EXPLAIN (FORMAT JSON)`) and running it reads or writes one
+//! (`pg_stat_xact_user_tables`); a save or a revocation of k sessions reaches at most their k
+//! parts, and on the unpartitioned table finds each by its primary key. docs/scaling.md lists
+//! the statements that reach more.
 
 use std::collections::BTreeSet;
 
@@ -70,61 +72,41 @@ fn compiled_statements() -> BTreeSet<String> {
         .collect()
 }
 
-/// How many parts of `sessions` a statement for one session reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    /// Plans, reads and writes the session's own part (and its events' part) alone.
-    One,
-    /// Writes the session's own part, but probes every part: statements whose rows are known
-    /// at run time only, joined from an array of ids inside a function (the tower-sessions
-    /// store's multi-row save, `latchkey_revoke`); docs/scaling.md.
-    WritesOneProbesAll,
-}
-
 /// The hot paths' statements, each named by where it runs, from the store's source.
-fn hot_statements() -> Vec<(&'static str, &'static str, Reach)> {
-    use Reach::{One, WritesOneProbesAll};
+fn hot_statements() -> Vec<(&'static str, &'static str)> {
     vec![
         (
             "check, refresh: read the session (find_one)",
             FIND_SESSION_SQL,
-            One,
         ),
-        ("refresh: rotate (compare-and-swap)", ROTATE_SQL, One),
+        ("refresh: rotate (compare-and-swap)", ROTATE_SQL),
         (
             "check: touch",
             statement_after(SESSIONS_RS, "pub async fn touch("),
-            One,
         ),
         (
             "refresh: audit event (record_event)",
             statement_after(SESSIONS_RS, "pub async fn record_event("),
-            One,
         ),
         (
             "refresh: reuse detected (revoke_reused)",
             statement_after(REVOKE_RS, "pub async fn revoke_reused("),
-            WritesOneProbesAll,
         ),
         (
             "stream: mark and status (stream_status)",
             statement_after(LIVE_RS, "pub async fn stream_status("),
-            One,
         ),
         (
             "store: load",
             statement_after(TOWER_RS, "pub(super) async fn load_one("),
-            One,
         ),
         (
             "store: save (and its touch)",
             statement_after(TOWER_RS, "pub(super) async fn save_rows("),
-            WritesOneProbesAll,
         ),
         (
             "store: create",
             statement_after(TOWER_RS, "pub(super) async fn create_rows("),
-            One,
         ),
     ]
 }
@@ -318,7 +300,7 @@ async fn each_hot_path_statement_plans_and_touches_one_partition_of_sessions() {
     let (db, stateless, stateful) = partitioned_db().await;
     let compiled = compiled_statements();
     let mut conn = db.pool.acquire().await.expect("connection");
-    for (what, statement, reach) in hot_statements() {
+    for (what, statement) in hot_statements() {
         assert!(
             compiled.contains(&normalised(statement)),
             "{what}: not a statement of .sqlx/ (the store's text moved?)"
@@ -343,20 +325,13 @@ async fn each_hot_path_statement_plans_and_touches_one_partition_of_sessions() {
             "{what}: writes {:?}, not only {allowed:?}",
             parts.written
         );
-        match reach {
-            Reach::One => {
-                assert!(!parts.touched.is_empty(), "{what}: touches nothing?");
-                assert!(
-                    parts.touched.is_subset(&allowed) && parts.planned.is_subset(&allowed),
-                    "{what}: plans {:?} and touches {:?}, not only {allowed:?}",
-                    parts.planned,
-                    parts.touched
-                );
-            }
-            Reach::WritesOneProbesAll => {
-                assert_eq!(of_sessions(&parts.touched).len(), 16, "{what}: {parts:?}");
-            }
-        }
+        assert!(!parts.touched.is_empty(), "{what}: touches nothing?");
+        assert!(
+            parts.touched.is_subset(&allowed) && parts.planned.is_subset(&allowed),
+            "{what}: plans {:?} and touches {:?}, not only {allowed:?}",
+            parts.planned,
+            parts.touched
+        );
     }
 }
 
@@ -372,5 +347,133 @@ async fn an_owner_wide_statement_reaches_every_partition() {
     let mut conn = db.pool.acquire().await.expect("connection");
     let parts = parts_of(&mut conn, listing, Uuid::new_v4()).await;
     assert_eq!(of_sessions(&parts.planned).len(), 16, "{parts:?}");
+    conn.close().await.ok();
+}
+
+/// A stateful session's id and token hash.
+type Stored = (Uuid, Vec<u8>);
+
+/// `n` stateful sessions made through the tower-sessions store.
+async fn tower_sessions(pool: &sqlx::PgPool, n: usize) -> Vec<Stored> {
+    let tower = PgSessionStore::new(pool.clone());
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let mut record = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        tower.create(&mut record).await.expect("a stored session");
+        ids.push(PgSessionStore::row_id(&record.id));
+    }
+    sqlx::query_as("SELECT id, token_hash FROM latchkey.sessions WHERE id = ANY($1) ORDER BY id")
+        .bind(&ids)
+        .fetch_all(pool)
+        .await
+        .expect("the sessions' hashes")
+}
+
+/// The store's save of `sessions` (new data for each, so each is written) and a revocation of
+/// them, as literal calls of the two functions.
+fn save_and_revoke(sessions: &[Stored]) -> [String; 2] {
+    let list = |f: &dyn Fn(usize, &Stored) -> String| {
+        sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| f(i, s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ids = list(&|_, (id, _)| format!("'{id}'"));
+    let save = format!(
+        "SELECT latchkey.latchkey_store_save_many(ARRAY[{ids}]::uuid[], ARRAY[{}]::bytea[], \
+         ARRAY[{}]::jsonb[], ARRAY[{}]::text[], ARRAY[{}]::timestamptz[], 60)",
+        list(&|_, (_, hash)| format!(
+            "'\\x{}'",
+            hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )),
+        list(&|i, _| format!("'{{\"n\": {i}}}'")),
+        list(&|_, _| "NULL".to_owned()),
+        list(&|_, _| "now() + interval '2 hours'".to_owned()),
+    );
+    let revoke = format!(
+        "SELECT r.id FROM latchkey.latchkey_revoke(ARRAY[{ids}]::uuid[], 'reuse_detected', \
+         false, NULL, '10.0.0.1') AS r(id)"
+    );
+    [save, revoke]
+}
+
+#[tokio::test]
+async fn a_save_or_revocation_of_k_sessions_reaches_only_their_parts() {
+    let (db, _, _) = partitioned_db().await;
+    let mut conn = db.pool.acquire().await.expect("connection");
+    for k in [1, 3] {
+        let sessions = tower_sessions(&db.pool, k).await;
+        let ids: Vec<Uuid> = sessions.iter().map(|(id, _)| *id).collect();
+        let own: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+            "SELECT tableoid::regclass::text FROM latchkey.sessions WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("the sessions' parts")
+        .into_iter()
+        .map(|p| p.trim_start_matches("latchkey.").to_owned())
+        .collect();
+        assert!(!own.is_empty() && own.len() <= k);
+        let events: BTreeSet<String> = own
+            .iter()
+            .map(|p| p.replace("sessions_p", "session_events_p"))
+            .collect();
+        let [save, revoke] = save_and_revoke(&sessions);
+        let saved = parts_of(&mut conn, &save, Uuid::nil()).await;
+        assert_eq!(saved.written, own, "save of {k}: {saved:?}");
+        assert_eq!(saved.touched, own, "save of {k}: {saved:?}");
+        let revoked = parts_of(&mut conn, &revoke, Uuid::nil()).await;
+        let both: BTreeSet<String> = own.union(&events).cloned().collect();
+        assert_eq!(revoked.written, both, "revocation of {k}: {revoked:?}");
+        assert_eq!(revoked.touched, both, "revocation of {k}: {revoked:?}");
+    }
+    conn.close().await.ok();
+}
+
+#[tokio::test]
+async fn on_the_unpartitioned_table_a_save_or_revocation_probes_the_primary_key() {
+    // The per-session statements must cost the ordinary schema nothing: an index probe per
+    // session, never a sequential scan of `sessions`.
+    let db = crate::helpers::TestDb::new().await;
+    let mut conn = db.pool.acquire().await.expect("connection");
+    const COUNTS: &str = "SELECT seq_scan, coalesce(idx_scan, 0), n_tup_upd
+        FROM pg_stat_xact_user_tables WHERE schemaname = 'latchkey' AND relname = 'sessions'";
+    for k in [1, 3] {
+        let sessions = tower_sessions(&db.pool, k).await;
+        for statement in save_and_revoke(&sessions) {
+            let mut tx = conn.begin().await.expect("begin");
+            let (seq0, idx0, upd0): (i64, i64, i64) = sqlx::query_as(COUNTS)
+                .fetch_one(&mut *tx)
+                .await
+                .expect("counts");
+            let rows = sqlx::raw_sql(&statement).fetch_all(&mut *tx).await;
+            // The save returns its count in one row, the revocation one row per session.
+            let returned = if statement.contains("latchkey_revoke") {
+                k
+            } else {
+                1
+            };
+            assert_eq!(rows.expect(&statement).len(), returned, "{statement}");
+            let (seq, idx, upd): (i64, i64, i64) = sqlx::query_as(COUNTS)
+                .fetch_one(&mut *tx)
+                .await
+                .expect("counts");
+            tx.rollback().await.expect("rollback");
+            assert_eq!(seq - seq0, 0, "{statement}: a sequential scan of sessions");
+            assert_eq!(
+                idx - idx0,
+                k as i64,
+                "{statement}: one index probe per session"
+            );
+            assert_eq!(upd - upd0, k as i64, "{statement}: one write per session");
+        }
+    }
     conn.close().await.ok();
 }
