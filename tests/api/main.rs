@@ -31,6 +31,7 @@ mod owners;
 mod proxy;
 mod reads;
 mod refresh;
+mod refresh_props;
 mod revoke;
 mod schema;
 mod secrets;
