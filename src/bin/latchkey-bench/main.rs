@@ -13,8 +13,12 @@ mod bare;
 mod check;
 mod flood;
 mod harness;
+mod hostile;
+mod hostile_wire;
 mod login;
+mod malformed;
 mod memory;
+mod process;
 mod refresh;
 mod service;
 mod store;
@@ -63,7 +67,14 @@ pub(crate) struct Args {
     /// Tabs refreshing one token at once (`refresh-storm`).
     #[arg(long, default_value_t = 20)]
     pub(crate) tabs: usize,
-    /// The service binary that `memory` runs as its own process (`latchkey serve`).
+    /// Hostile requests `malformed` sends.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) requests: u64,
+    /// Seed of `malformed`'s generator: request `i` of a seed is the same on every run.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// The service binary that `memory` and `malformed` run as its own process
+    /// (`latchkey serve`).
     #[arg(long, default_value = "target/release/latchkey")]
     pub(crate) server_bin: std::path::PathBuf,
     /// Server to create the scratch database on.
@@ -98,6 +109,10 @@ pub(crate) enum Scenario {
     Memory,
     /// Every scenario above, in order, each on a fresh database.
     All,
+    /// `--requests` hostile requests (raw TCP and HTTP, seeded by `--seed`) from the first
+    /// `--clients` value of tasks against the service binary (`--server-bin`): no 5xx, no
+    /// panic, memory within 10%, healthy after. Not part of `all`.
+    Malformed,
 }
 
 #[tokio::main]
