@@ -305,9 +305,33 @@ impl Gen<'_> {
         h
     }
 
+    /// The method the route of `path` answers, mostly; any other sometimes.
+    fn method_for(&mut self, path: &str, from: &[&str]) -> String {
+        if self.chance(0.4) {
+            return self.pick(from).to_owned();
+        }
+        let route = path.split('?').next().unwrap_or_default();
+        if route.starts_with("/auth/sessions/") {
+            "DELETE"
+        } else if [
+            "/auth/session",
+            "/auth/sessions",
+            "/auth/events",
+            "/auth/openapi.json",
+        ]
+        .contains(&route)
+            || !route.starts_with("/auth/")
+        {
+            "GET"
+        } else {
+            "POST"
+        }
+        .to_owned()
+    }
+
     fn http(&mut self) -> Hostile {
-        let method = self.pick(&METHODS[..10]).to_owned();
         let path = self.path();
+        let method = self.method_for(&path, &METHODS[..10]);
         let mut headers = self.headers();
         if self.chance(0.7) {
             headers.push((
@@ -332,16 +356,16 @@ impl Gen<'_> {
         let mut out = Vec::new();
         let mut framing = Framing::Complete;
         // The request line: method, target, version, sometimes wrong in each part.
-        let method = if self.chance(0.1) {
-            String::from_utf8_lossy(&self.bytes(12)).replace(['\r', '\n'], "")
-        } else {
-            self.pick(METHODS).to_owned()
-        };
         let path = match self.rng.random_range(0..12) {
             0 => "*".to_owned(),
             1 => format!("http://127.0.0.1{}", self.path()),
             2 => String::new(),
             _ => self.path(),
+        };
+        let method = if self.chance(0.1) {
+            String::from_utf8_lossy(&self.bytes(12)).replace(['\r', '\n'], "")
+        } else {
+            self.method_for(&path, METHODS)
         };
         let version = self.pick(&[
             "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/9.9", "HTTX/1.1", "",
