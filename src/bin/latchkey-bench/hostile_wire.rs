@@ -150,8 +150,12 @@ pub(crate) async fn storm(
             let (next, tally, material, base) =
                 (next.clone(), tally.clone(), material.clone(), base.clone());
             tokio::spawn(async move {
+                // A new connection per request: a request never meets a connection the
+                // server closed after the previous one (a kept-alive connection closed after
+                // an answer whose body was left unread), so every unanswered one is its own.
                 let client = reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
+                    .pool_max_idle_per_host(0)
                     .build()
                     .expect("HTTP client");
                 loop {

@@ -1,7 +1,8 @@
 //! `--scenario malformed`: `--requests` hostile requests (`hostile`), half over raw TCP
 //! sockets and half over HTTP, from `--clients` tasks, against the service binary run as its
 //! own process. It fails unless no answer is a 5xx, the service's log holds no panic, its
-//! resident memory after the storm is within 10% of before, and login and refresh still work.
+//! resident memory after the storm is within 10% of before (read after a warm-up of
+//! well-formed requests), and login and refresh still work.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,10 +17,14 @@ use sqlx::ConnectOptions;
 use crate::hostile::Material;
 use crate::hostile_wire::storm;
 use crate::process::{add_user, Server, Usage};
-use crate::service::{field, login, refresh, EMAIL};
+use crate::service::{field, login, refresh, Login, EMAIL};
 
 /// Largest growth of resident memory over the storm.
 const RSS_TOLERANCE: f64 = 0.10;
+/// Seconds of quiet after the storm, read once a second, before the last reading.
+const SETTLE_SECS: usize = 10;
+/// Well-formed requests of each warm-up client.
+const WARM_UP_REQUESTS: usize = 100;
 
 /// Runs the storm and checks the service after it.
 pub(crate) async fn run(
@@ -55,9 +60,15 @@ pub(crate) async fn run(
         ],
         email: EMAIL.to_owned(),
     });
+    let pid = server.pid();
+    let idle = Usage::read(pid)?;
+    // Well-formed traffic at the storm's concurrency first, one connection per request as in
+    // the storm, so the database pool, the runtime's threads and the allocator are at working
+    // size: the reading before the storm is of a service in use, and any growth after it is
+    // the storm's own.
+    warm_up(&server.base, &stateful, clients).await?;
     drop(setup);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = server.pid();
     let before = Usage::read(pid)?;
     let addr: SocketAddr = server
         .base
@@ -68,9 +79,25 @@ pub(crate) async fn run(
     let started = Instant::now();
     let tally = storm(addr, seed, requests, clients, material).await;
     let elapsed = started.elapsed();
-    // Let closed connections and their buffers go before the last reading.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = Usage::read(pid)?;
+    // Let closed connections and their buffers go before the last reading: one reading a
+    // second for SETTLE_SECS, the last is the one compared, each after a `GET /healthz` as a
+    // load balancer's probe sends (the allocator returns freed pages to the system when the
+    // process allocates again, not while it sleeps).
+    let probe = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        .build()?;
+    let mut settling = Vec::new();
+    for _ in 0..SETTLE_SECS {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        probe
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .context("GET /healthz after the storm")?;
+        settling.push(Usage::read(pid)?);
+    }
+    drop(probe);
+    let after = *settling.last().context("no reading after the storm")?;
 
     // The service still serves a client it has not seen (the storm's address is throttled).
     let fresh = reqwest::Client::builder()
@@ -111,9 +138,10 @@ pub(crate) async fn run(
     println!("malformed answers: {}", tally.summary());
     println!(
         "malformed 5xx={} unanswered-complete(first 20)={:?} panics={panics} log_lines={lines} \
-         rss_before_kib={} rss_after_kib={} growth={:+.1}% health={}",
+         rss_idle_kib={} rss_before_kib={} rss_after_kib={} growth={:+.1}% health={}",
         tally.count_5xx(),
         tally.unanswered,
+        idle.rss,
         before.rss,
         after.rss,
         growth * 100.0,
@@ -121,6 +149,14 @@ pub(crate) async fn run(
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("FAILED ({e:#})"),
         }
+    );
+    println!(
+        "malformed rss_kib after 1..{SETTLE_SECS} s: {}",
+        settling
+            .iter()
+            .map(|u| u.rss.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     for (i, status) in &tally.server_errors {
         println!("malformed 5xx: request {i} of seed {seed} answered {status}");
@@ -144,4 +180,39 @@ pub(crate) async fn run(
     } else {
         bail!("malformed: NOT met: {}", failures.join("; "))
     }
+}
+
+/// `clients` tasks each make [`WARM_UP_REQUESTS`] session checks with the stateful login's
+/// cookie, each on a new connection; every one must answer 200.
+async fn warm_up(base: &str, stateful: &Login, clients: usize) -> anyhow::Result<()> {
+    let cookie = stateful
+        .cookie
+        .clone()
+        .context("stateful login set no cookie")?;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, cookie) = (format!("{base}/auth/session"), cookie.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()?;
+                for _ in 0..WARM_UP_REQUESTS {
+                    let status = client
+                        .get(&url)
+                        .header("cookie", &cookie)
+                        .send()
+                        .await?
+                        .status();
+                    if !status.is_success() {
+                        bail!("warm-up session check answered {status}");
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
