@@ -152,6 +152,7 @@ mod props {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::store::OwnerKey;
     use proptest::prelude::*;
 
     const SECRET: &str = "props-secret-props-secret-props-secret-0123";
@@ -162,7 +163,7 @@ mod props {
 
     fn signed(keys: &JwtKeys, id: [u8; 16]) -> String {
         keys.sign(
-            &format!("user:{}", Uuid::from_bytes(id)),
+            &OwnerKey::User(Uuid::from_bytes(id)).to_string(),
             Uuid::from_bytes(id),
         )
         .unwrap()
@@ -223,7 +224,7 @@ mod props {
         #[test]
         fn another_algorithm_or_secret_is_refused(id in any::<[u8; 16]>(), other in "[a-z]{32,40}") {
             let claims = AccessClaims {
-                sub: format!("user:{}", Uuid::from_bytes(id)),
+                sub: OwnerKey::User(Uuid::from_bytes(id)).to_string(),
                 sid: Uuid::from_bytes(id),
                 iat: 0,
                 exp: i64::from(u32::MAX),
