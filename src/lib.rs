@@ -18,7 +18,8 @@
 //!
 //! Cargo features: `store` (the store and the tower-sessions store alone: sqlx and
 //! tower-sessions), `axum` (the auth service as a library: routers, extractors, the
-//! protocol), `server` (the `latchkey` binary; the default).
+//! protocol), `server` (the `latchkey` binary; the default), `fuzzing` (the HTTP layer's
+//! parsers for the fuzz targets in `fuzz/`; not part of the API).
 
 #[cfg(feature = "axum")]
 pub mod app;

@@ -327,4 +327,79 @@ mod tests {
         assert!(shown.contains("redacted"));
         assert!(!shown.contains(&t.encode()[4..20]));
     }
+
+    /// Properties over generated inputs (proptest, 256 cases each).
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn kind() -> impl Strategy<Value = SessionKind> {
+            prop_oneof![Just(SessionKind::Stateful), Just(SessionKind::Stateless)]
+        }
+
+        fn session_token() -> impl Strategy<Value = SessionToken> {
+            (kind(), any::<[u8; 16]>(), any::<[u8; SECRET_LEN]>()).prop_map(|(k, id, s)| {
+                SessionToken::new(k, Uuid::from_bytes(id), Secret::from_bytes(s))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_string_parses_only_in_its_canonical_form(input in any::<String>()) {
+                if let Ok(t) = SessionToken::parse(&input) {
+                    prop_assert_eq!(t.encode(), input.clone());
+                }
+                if let Ok(k) = ApiKeyToken::parse(&input) {
+                    prop_assert_eq!(k.encode(), input);
+                }
+            }
+
+            #[test]
+            fn token_shaped_strings_parse_only_in_their_canonical_form(
+                input in "lk[srax]_[A-Za-z0-9_=+/-]{62,66}",
+            ) {
+                if let Ok(t) = SessionToken::parse(&input) {
+                    prop_assert_eq!(t.encode(), input.clone());
+                }
+                if let Ok(k) = ApiKeyToken::parse(&input) {
+                    prop_assert_eq!(k.encode(), input);
+                }
+            }
+
+            #[test]
+            fn every_token_round_trips(t in session_token()) {
+                let wire = t.encode();
+                prop_assert_eq!(wire.len(), TOKEN_LEN);
+                prop_assert_eq!(SessionToken::parse(&wire), Ok(t));
+                prop_assert_eq!(ApiKeyToken::parse(&wire), Err(ParseError::Malformed));
+            }
+
+            #[test]
+            fn every_api_key_round_trips_and_is_no_session_token(
+                id in any::<[u8; 16]>(),
+                secret in any::<[u8; SECRET_LEN]>(),
+            ) {
+                let key = ApiKeyToken { key_id: Uuid::from_bytes(id), secret: Secret::from_bytes(secret) };
+                let wire = key.encode();
+                prop_assert_eq!(ApiKeyToken::parse(&wire), Ok(key));
+                prop_assert_eq!(SessionToken::parse(&wire), Err(ParseError::Malformed));
+            }
+
+            #[test]
+            fn an_edited_token_never_parses_to_the_same_token(
+                t in session_token(),
+                at in 0..TOKEN_LEN,
+                with in any::<char>(),
+            ) {
+                let wire = t.encode();
+                let mut edited: String = wire.chars().take(at).collect();
+                edited.push(with);
+                edited.extend(wire.chars().skip(at + 1));
+                prop_assume!(edited != wire);
+                if let Ok(other) = SessionToken::parse(&edited) {
+                    prop_assert_ne!(other, t);
+                }
+            }
+        }
+    }
 }

@@ -144,3 +144,99 @@ impl JwtKeys {
             })
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! Properties of the access-token check (proptest, 256 cases each): nothing but the
+    //! untouched token verifies, and no input panics.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::OwnerKey;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "props-secret-props-secret-props-secret-0123";
+
+    fn keys() -> JwtKeys {
+        JwtKeys::hs256(&SecretString::from(SECRET.to_owned()), 300)
+    }
+
+    fn signed(keys: &JwtKeys, id: [u8; 16]) -> String {
+        keys.sign(
+            &OwnerKey::User(Uuid::from_bytes(id)).to_string(),
+            Uuid::from_bytes(id),
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_refused(input in any::<String>()) {
+            prop_assert!(matches!(keys().verify(&input), Err(AuthError::InvalidToken)));
+        }
+
+        #[test]
+        fn jwt_shaped_strings_are_refused(
+            input in "eyJ[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_=+/-]{0,50}",
+        ) {
+            prop_assert!(keys().verify(&input).is_err());
+        }
+
+        #[test]
+        fn the_untouched_token_verifies_with_its_claims(id in any::<[u8; 16]>()) {
+            let keys = keys();
+            let claims = keys.verify(&signed(&keys, id)).unwrap();
+            prop_assert_eq!(claims.sid, Uuid::from_bytes(id));
+            prop_assert_eq!(claims.iss, ISSUER);
+        }
+
+        #[test]
+        fn any_edit_of_a_valid_token_is_refused(
+            id in any::<[u8; 16]>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let keys = keys();
+            let valid = signed(&keys, id);
+            let mut bytes = valid.clone().into_bytes();
+            for (at, byte) in edits {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            let edited = String::from_utf8_lossy(&bytes).into_owned();
+            prop_assume!(edited != valid);
+            prop_assert!(keys.verify(&edited).is_err(), "{} verified", edited);
+        }
+
+        #[test]
+        fn a_cut_or_extended_token_is_refused(
+            id in any::<[u8; 16]>(),
+            cut in any::<prop::sample::Index>(),
+            tail in "[A-Za-z0-9_.=-]{1,8}",
+        ) {
+            let keys = keys();
+            let valid = signed(&keys, id);
+            let cut_at = cut.index(valid.len());
+            prop_assert!(keys.verify(&valid[..cut_at]).is_err());
+            let extended = format!("{valid}{tail}");
+            prop_assert!(keys.verify(&extended).is_err());
+        }
+
+        #[test]
+        fn another_algorithm_or_secret_is_refused(id in any::<[u8; 16]>(), other in "[a-z]{32,40}") {
+            let claims = AccessClaims {
+                sub: OwnerKey::User(Uuid::from_bytes(id)).to_string(),
+                sid: Uuid::from_bytes(id),
+                iat: 0,
+                exp: i64::from(u32::MAX),
+                iss: ISSUER.to_owned(),
+            };
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            for alg in [Algorithm::HS384, Algorithm::HS512] {
+                let token = encode(&Header::new(alg), &claims, &key).unwrap();
+                prop_assert!(matches!(keys().verify(&token), Err(AuthError::InvalidToken)));
+            }
+            let foreign = JwtKeys::hs256(&SecretString::from(other), 300);
+            prop_assert!(matches!(keys().verify(&signed(&foreign, id)), Err(AuthError::InvalidToken)));
+        }
+    }
+}

@@ -51,7 +51,7 @@ pub(super) async fn observe(
 
 /// The client's `X-Request-Id` when it is 1 to 64 characters of letters, digits, `-`, `_`
 /// and `.` (anything else could forge log lines), else a new UUID.
-fn request_id(headers: &HeaderMap) -> String {
+pub(super) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())

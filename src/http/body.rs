@@ -38,13 +38,9 @@ enum Read {
 /// a problem answer it can read.
 pub(super) async fn bounded_body(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let (declared, expects_continue) = head(&parts.headers);
     if declared.is_some_and(|n| n > BODY_LIMIT as u64)
-        && (expects_continue(&parts.headers) || declared.is_some_and(|n| n > DRAIN_LIMIT as u64))
+        && (expects_continue || declared.is_some_and(|n| n > DRAIN_LIMIT as u64))
     {
         // Nothing sent yet (100-continue) or too much to read: answer at once and close.
         return too_large(false);
@@ -95,10 +91,17 @@ async fn read(body: Body) -> Read {
     }
 }
 
-fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
+/// The declared `Content-Length` (when it is a number) and whether the client waits for
+/// `100 Continue` before sending the body.
+pub(super) fn head(headers: &HeaderMap) -> (Option<u64>, bool) {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = headers
         .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    (declared, expects_continue)
 }
 
 /// 413 `bad_request`; it closes the connection unless the body was read to its end.

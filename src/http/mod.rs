@@ -15,7 +15,12 @@ mod client_ip;
 mod error;
 mod events;
 mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
+#[cfg(test)]
+mod props;
 mod session_face;
 mod web;
 

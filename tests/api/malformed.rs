@@ -1,5 +1,7 @@
 //! Every malformed body, header, cookie or token gets a 4xx problem+json with a code; never a
-//! 5xx; the service stays healthy.
+//! 5xx; the service stays healthy. [`storm`]: the same for thousands of generated ones.
+
+mod storm;
 
 use latchkey::SessionKind;
 use reqwest::header::{HeaderMap, HeaderValue};

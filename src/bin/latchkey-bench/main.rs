@@ -14,9 +14,13 @@ mod check;
 mod failover;
 mod flood;
 mod harness;
+mod hostile;
+mod hostile_wire;
 mod login;
+mod malformed;
 mod memory;
 mod pooler;
+mod process;
 mod refresh;
 mod service;
 mod soak;
@@ -66,7 +70,14 @@ pub(crate) struct Args {
     /// Tabs refreshing one token at once (`refresh-storm`).
     #[arg(long, default_value_t = 20)]
     pub(crate) tabs: usize,
-    /// The service binary that `memory` runs as its own process (`latchkey serve`).
+    /// Hostile requests `malformed` sends.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) requests: u64,
+    /// Seed of `malformed`'s generator: request `i` of a seed is the same on every run.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// The service binary that `memory` and `malformed` run as its own process
+    /// (`latchkey serve`).
     #[arg(long, default_value = "target/release/latchkey")]
     pub(crate) server_bin: std::path::PathBuf,
     /// Length of the soak, in seconds (`soak`).
@@ -132,6 +143,10 @@ pub(crate) enum Scenario {
     /// `--server-bin` instances given both, refresh clients following the retry contract; the
     /// primary is stopped at once and the standby promoted (`--soak-secs`, `--soak-clients`).
     Failover,
+    /// `--requests` hostile requests (raw TCP and HTTP, seeded by `--seed`) from the first
+    /// `--clients` value of tasks against the service binary (`--server-bin`): no 5xx, no
+    /// panic, memory within 10%, healthy after. Not part of `all`.
+    Malformed,
 }
 
 #[tokio::main]

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::harness::{drive, Client, Stats};
-use crate::{check, flood, login, memory, refresh, storm, Args, Scenario};
+use crate::{check, flood, login, malformed, memory, refresh, storm, Args, Scenario};
 
 /// The user every scenario logs in as.
 pub(crate) const EMAIL: &str = "bench@example.com";
@@ -181,6 +181,17 @@ pub(crate) async fn run_scenario(
         // The service as its own process, so its memory is measured without the client's.
         return memory::run(&args.server_bin, &options, duration).await;
     }
+    if scenario == Scenario::Malformed {
+        let clients = args.clients.first().copied().unwrap_or(32);
+        return malformed::run(
+            &args.server_bin,
+            &options,
+            args.requests,
+            args.seed,
+            clients,
+        )
+        .await;
+    }
     let svc = Service::start(options).await?;
     let result = match scenario {
         Scenario::Refresh => {
@@ -191,6 +202,7 @@ pub(crate) async fn run_scenario(
         Scenario::Login => login::run_scenario(&svc, &args.clients, duration).await,
         Scenario::LoginFlood => flood::run_scenario(&svc, duration).await,
         Scenario::Memory
+        | Scenario::Malformed
         | Scenario::Store
         | Scenario::Pooler
         | Scenario::All
