@@ -127,7 +127,9 @@ fn settings(target: &Target, args: ServeArgs) -> anyhow::Result<Settings> {
         anonymous_limit: anonymous_limit(args.anon_per_ip_per_minute, args.anon_burst)?,
         pooler: target.pooler,
         statement_timeouts,
-        listen_database_url: Some(SecretString::from(target.direct.clone())),
+        // Without a URL of its own, the LISTEN follows the service pool (and the primary).
+        listen_database_url: (target.direct != target.url)
+            .then(|| SecretString::from(target.direct.clone())),
     })
 }
 

@@ -21,11 +21,11 @@ use latchkey::embedded::{Cluster, ClusterOptions, STANDBY_NAME};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
-use crate::soak::clients::{self, ClientEnd, Ctx, Kind};
+use crate::soak::clients::{self, Ctx, Kind};
 use crate::soak::faults::{self, FaultKind, FaultRecord};
 use crate::soak::instances::{Instance, InstanceConfig};
-use crate::soak::report::{self, Ending, Tally};
-use crate::soak::{grace_used, prepare_database, DATABASE};
+use crate::soak::report::{self, Tally};
+use crate::soak::{grace_used, prepare_database, wait_and_check, DATABASE};
 use crate::Args;
 
 /// Instances of the service.
@@ -203,30 +203,7 @@ async fn switch(
 
     tokio::time::sleep_until((began + duration).into()).await;
     stop_tx.send_replace(true);
-    let mut ends: Vec<ClientEnd> = Vec::new();
-    for task in tasks {
-        ends.push(task.await.context("a client task panicked")?);
-    }
-    let elapsed = began.elapsed();
-    let (final_tx, final_rx) = watch::channel(false);
-    let final_ctx = Ctx {
-        stop: final_rx,
-        deadline: Instant::now() + Duration::from_secs(60),
-        ..ctx
-    };
-    let mut ending = Ending {
-        checked: 0,
-        lost: Vec::new(),
-        unfinished: ends.iter().filter(|e| e.unfinished).count(),
-        grace_used: 0,
-    };
-    for end in ends.iter().filter(|e| !e.unfinished) {
-        ending.checked += 1;
-        if let Err(why) = clients::check_held(&final_ctx, end).await {
-            ending.lost.push(why);
-        }
-    }
-    drop(final_tx);
+    let (mut ending, elapsed) = wait_and_check(tasks, ctx, began).await?;
     ending.grace_used = grace_used(standby).await?;
     let listeners = listeners_on(standby).await?;
     let restarted = instances

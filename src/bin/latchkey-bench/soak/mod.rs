@@ -150,31 +150,7 @@ async fn soak(args: &Args, cluster: Arc<Cluster>, dir: &Path) -> anyhow::Result<
         "soak: {:>6.1} s  stopping the clients",
         began.elapsed().as_secs_f64()
     );
-    let mut ends: Vec<ClientEnd> = Vec::new();
-    for task in tasks {
-        ends.push(task.await.context("a client task panicked")?);
-    }
-    let elapsed = began.elapsed();
-
-    let (final_tx, final_rx) = watch::channel(false);
-    let final_ctx = Ctx {
-        stop: final_rx,
-        deadline: Instant::now() + Duration::from_secs(60),
-        ..ctx
-    };
-    let mut ending = Ending {
-        checked: 0,
-        lost: Vec::new(),
-        unfinished: ends.iter().filter(|e| e.unfinished).count(),
-        grace_used: 0,
-    };
-    for end in ends.iter().filter(|e| !e.unfinished) {
-        ending.checked += 1;
-        if let Err(why) = clients::check_held(&final_ctx, end).await {
-            ending.lost.push(why);
-        }
-    }
-    drop(final_tx);
+    let (mut ending, elapsed) = wait_and_check(tasks, ctx, began).await?;
     ending.grace_used = grace_used(&cluster).await?;
     let kept = report::print(&header, &tally, &records, &ending, elapsed);
     for instance in &mut instances {
@@ -232,6 +208,41 @@ pub(crate) async fn prepare_database(cluster: &Cluster, users: usize) -> anyhow:
     .await?;
     pool.close().await;
     Ok(())
+}
+
+/// Waits for every client (told to stop), then checks that each one that finished holds a
+/// token that still works (on a context of its own, 60 s to answer): the ending, but for its
+/// `grace_used` count, and how long the clients ran from `began`.
+pub(crate) async fn wait_and_check(
+    tasks: Vec<tokio::task::JoinHandle<ClientEnd>>,
+    ctx: Ctx,
+    began: Instant,
+) -> anyhow::Result<(Ending, Duration)> {
+    let mut ends: Vec<ClientEnd> = Vec::new();
+    for task in tasks {
+        ends.push(task.await.context("a client task panicked")?);
+    }
+    let elapsed = began.elapsed();
+    let (final_tx, final_rx) = watch::channel(false);
+    let final_ctx = Ctx {
+        stop: final_rx,
+        deadline: Instant::now() + Duration::from_secs(60),
+        ..ctx
+    };
+    let mut ending = Ending {
+        checked: 0,
+        lost: Vec::new(),
+        unfinished: ends.iter().filter(|e| e.unfinished).count(),
+        grace_used: 0,
+    };
+    for end in ends.iter().filter(|e| !e.unfinished) {
+        ending.checked += 1;
+        if let Err(why) = clients::check_held(&final_ctx, end).await {
+            ending.lost.push(why);
+        }
+    }
+    drop(final_tx);
+    Ok((ending, elapsed))
 }
 
 /// `grace_used` events in the database, read directly (not through the proxy).
