@@ -10,7 +10,6 @@ use latchkey::SessionKind;
 use reqwest::StatusCode;
 
 use crate::helpers::{decode, spawn_app_with, AppOptions, Tokens};
-use crate::proxy::DbProxy;
 
 /// The OS RNG, until told to fail.
 #[derive(Default)]
@@ -85,7 +84,7 @@ async fn an_rng_failure_answers_503_with_retry_after_and_issues_nothing() {
 #[tokio::test]
 async fn with_the_database_unreachable_readyz_and_refresh_answer_503_then_recover_without_restart()
 {
-    let proxy = DbProxy::start().await;
+    let proxy = crate::proxy::start().await;
     let app = spawn_app_with(AppOptions {
         connect_port: Some(proxy.port),
         ..AppOptions::default()

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::helpers::{spawn_app_with, AppOptions};
-use crate::proxy::DbProxy;
 
 /// Runs `latchkey healthcheck ARGS` with `LATCHKEY_BIND` set to `bind` (if given), off the
 /// test's runtime (the service under test runs on it); returns (exit code, stdout, stderr).
@@ -32,7 +31,7 @@ async fn healthcheck(bind: Option<&str>, args: &[&str]) -> (Option<i32>, String,
 
 #[tokio::test]
 async fn healthcheck_exits_0_when_ready_and_1_naming_the_status_while_the_database_is_down() {
-    let proxy = DbProxy::start().await;
+    let proxy = crate::proxy::start().await;
     let app = spawn_app_with(AppOptions {
         connect_port: Some(proxy.port),
         ..AppOptions::default()

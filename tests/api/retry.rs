@@ -12,7 +12,6 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::{decode, spawn_app, spawn_app_with, AppOptions, TestApp, Tokens, PASSWORD};
-use crate::proxy::DbProxy;
 
 /// Makes every rotation in this database sleep while `public.rotation_delay` holds a row: an
 /// `AFTER UPDATE` trigger on a version change, so the row is updated and locked but not yet
@@ -194,7 +193,7 @@ async fn a_request_whose_connection_the_client_dropped_is_retried_and_converges_
 
 #[tokio::test]
 async fn a_503_before_the_commit_leaves_the_token_current_and_the_retry_rotates_it() {
-    let proxy = DbProxy::start().await;
+    let proxy = crate::proxy::start().await;
     let app = spawn_app_with(AppOptions {
         connect_port: Some(proxy.port),
         ..AppOptions::default()
@@ -272,7 +271,7 @@ async fn a_503_from_the_request_timeout_whose_commit_lands_after_it_is_retried_i
 #[tokio::test]
 async fn a_503_from_a_connection_cut_after_the_statement_reached_postgres_is_retried_into_the_successor(
 ) {
-    let proxy = DbProxy::start().await;
+    let proxy = crate::proxy::start().await;
     let app = spawn_app_with(AppOptions {
         connect_port: Some(proxy.port),
         ..AppOptions::default()

@@ -134,7 +134,7 @@ async fn serve_started_before_postgresql_keeps_trying_and_is_ready_once_the_data
     assert!(child.try_wait().expect("try_wait").is_none(), "{seen:?}");
 
     // PostgreSQL "comes up" on that port.
-    let _forwarder = crate::proxy::DbProxy::start_on(port).await;
+    let _forwarder = crate::proxy::start_on(port).await;
     let listening = read_until(&rx, &mut seen, Duration::from_secs(30), |l| {
         l.contains("latchkey listening")
     })

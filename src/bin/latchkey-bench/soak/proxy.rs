@@ -1,5 +1,6 @@
 //! The TCP proxy between the service instances and PostgreSQL: forwards while up; while cut,
-//! drops every open connection and refuses new ones, as a network partition does.
+//! drops every open connection and refuses new ones, as a network partition does. The
+//! integration tests use it too (`tests/api/proxy.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,12 @@ pub(crate) struct DbProxy {
 impl DbProxy {
     /// Starts the proxy, up, on a free port, forwarding to `target` (`host:port`).
     pub(crate) async fn start(target: String) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        Self::start_on(0, target).await
+    }
+
+    /// Starts the proxy, up, on 127.0.0.1:`port` (0: a free one), forwarding to `target`.
+    pub(crate) async fn start_on(port: u16, target: String) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .context("binding the database proxy")?;
         let port = listener.local_addr()?.port();
