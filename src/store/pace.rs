@@ -1,7 +1,7 @@
 //! How fast the purge may go: paced by what it costs the traffic beside it.
 //!
 //! After each batch the purge reads two cheap signals from PostgreSQL: a probe that stands
-//! for the traffic (the median time of a few trivial committed transactions, each assigning
+//! for the traffic (the mean time of a few trivial committed transactions, each assigning
 //! a transaction id so its commit waits for the WAL flush, as a refresh's commit does) and
 //! the WAL the server wrote while the batch ran. [`Pacer`] turns them into the next batch
 //! size and the rest before it, additive increase / multiplicative decrease: when the probe
@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 use super::expire::ExpirePolicy;
 use super::Store;
 
+/// Key of the advisory lock the probe takes in shared mode (the bytes of `lkpurge` and a
+/// one). Holding it exclusively (`SELECT pg_advisory_lock(…)`) makes every probe wait, so a
+/// paced purge backs off to its slowest pace until it is released.
+pub const PURGE_PROBE_LOCK: i64 = 0x6c6b_7075_7267_6501;
+
 /// Smallest batch a back-off goes down to.
 pub const MIN_PACED_BATCH: u32 = 10;
 /// Longest rest the pacer asks for, whatever the signals.
@@ -26,7 +31,7 @@ const MAX_STRETCH: f64 = 64.0;
 const STRETCH_RELIEF: f64 = 0.5;
 /// Baselines shorter than this count as this: a probe of 0.2 ms against 0.1 ms is noise.
 const MIN_BASELINE: Duration = Duration::from_millis(1);
-/// Probes per reading (the median is kept) before the first batch and after each one.
+/// Probes of the baseline (the median is kept) and after each batch (the mean is kept).
 const BASELINE_PROBES: usize = 5;
 const PROBES: usize = 3;
 
@@ -35,7 +40,7 @@ const PROBES: usize = 3;
 pub struct Signals {
     /// How long the batch took.
     pub took: Duration,
-    /// The probe's median time after the batch (`None`: the probe failed or is off).
+    /// The probe's mean time after the batch (`None`: the probe failed or is off).
     pub probe: Option<Duration>,
     /// Bytes of WAL the server wrote while the batch ran (`None`: unknown).
     pub wal_bytes: Option<u64>,
@@ -166,29 +171,33 @@ impl Pacer {
     }
 }
 
-/// The median of some durations (the upper one of an even count).
-fn median(mut v: Vec<Duration>) -> Option<Duration> {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied()
+/// The mean of some durations: one slow commit in three moves it, as a tail does the traffic's.
+fn mean(v: &[Duration]) -> Option<Duration> {
+    let n = u32::try_from(v.len()).ok().filter(|n| *n > 0)?;
+    Some(v.iter().sum::<Duration>() / n)
 }
 
 impl Store {
-    /// One reading of the probe: the median time of `n` trivial committed transactions, each
-    /// assigning a transaction id so its commit waits for the WAL flush. `None` if any fails.
+    /// One reading of the probe: the mean time of `n` trivial committed transactions, each
+    /// taking [`PURGE_PROBE_LOCK`] in shared mode and assigning a transaction id, so its
+    /// commit waits for the WAL flush as the traffic's do. `None` if any fails.
     pub async fn purge_probe(&self, n: usize) -> Option<Duration> {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let began = Instant::now();
-            let r = sqlx::query_scalar::<_, String>("SELECT pg_current_xact_id()::text")
-                .fetch_one(&self.pool)
-                .await;
+            let r = sqlx::query_scalar::<_, String>(
+                "SELECT pg_advisory_xact_lock_shared($1)::text || pg_current_xact_id()::text",
+            )
+            .bind(PURGE_PROBE_LOCK)
+            .fetch_one(&self.pool)
+            .await;
             if let Err(e) = r {
                 tracing::debug!(error = %e, "purge probe failed; pacing by the ratio alone");
                 return None;
             }
             times.push(began.elapsed());
         }
-        median(times)
+        mean(&times)
     }
 
     /// The server's WAL position in bytes, or `None` where it cannot be read (a standby).
@@ -206,9 +215,16 @@ impl Store {
         }
     }
 
-    /// The probe's idle baseline, read before the first batch.
+    /// The probe's idle baseline, read before the first batch: the median of a few probes
+    /// after one that may open a connection.
     pub(super) async fn purge_baseline(&self) -> Option<Duration> {
-        self.purge_probe(BASELINE_PROBES).await
+        self.purge_probe(1).await?;
+        let mut times = Vec::with_capacity(BASELINE_PROBES);
+        for _ in 0..BASELINE_PROBES {
+            times.push(self.purge_probe(1).await?);
+        }
+        times.sort_unstable();
+        times.get(BASELINE_PROBES / 2).copied()
     }
 
     /// The signals after a batch that began at `began` with the WAL at `wal_before`.
