@@ -5,16 +5,17 @@
 # under a steady pgbench load: without a purge, during the batched purge, during the DELETE.
 #
 #   scripts/bench-expire.sh            # N=1000000 live + N expired
-#   N=200000 PURGES="200:4 200:4:ev 1000:0" scripts/bench-expire.sh
+#   N=200000 PURGES="200:4 200:4:fixed 200:4:ev 1000:0:fixed" scripts/bench-expire.sh
 #
 # Needs psql, pgbench and a local PostgreSQL (DATABASE_URL_BASE, default
 # postgres://postgres@127.0.0.1:5432). Creates and drops its own database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000000}"
-# batch:pause_ratio[:ev] settings; the first is latchkey expire's default, the second runs
-# back to back; ":ev" adds --expired-events.
-PURGES="${PURGES:-200:4 1000:0}"
+# batch:pause_ratio[:ev][:fixed] settings; the first is latchkey expire's default (paced by
+# the traffic), the second the fixed ratio alone (the default before the pacing), the third
+# back to back; ":ev" adds --expired-events, ":fixed" --target-slowdown 0.
+PURGES="${PURGES:-200:4 200:4:fixed 1000:0:fixed}"
 RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
 CLIENTS="${CLIENTS:-4}"
 IDLE_SECS="${IDLE_SECS:-20}"
@@ -29,6 +30,8 @@ bin="${LATCHKEY_BIN:-}"
 if [ -z "$bin" ]; then cargo build -q --bin latchkey; bin=target/debug/latchkey; fi
 psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 DATABASE_URL="$url" "$bin" migrate >/dev/null
+# The tables live in the schema latchkey: psql and pgbench find them unqualified.
+psql -q "$base/postgres" -c "ALTER DATABASE $db SET search_path = latchkey, public"
 
 now_ms() { date +%s%3N; }
 
@@ -99,10 +102,13 @@ echo "refresh idle:            $(latency idle "$t0" "$t1")"
 # Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load.
 fresh=1
 for setting in $PURGES; do
-  IFS=: read -r batch pause audit <<<"$setting"
+  IFS=: read -r batch pause extra <<<"$setting"
   flags=(--batch "$batch" --pause-ratio "$pause")
-  # A third field "ev": with the 'expired' audit event of each purged session (--expired-events).
-  [ "${audit:-}" = ev ] && flags+=(--expired-events)
+  # "ev": with the 'expired' audit event of each purged session (--expired-events);
+  # "fixed": the pause ratio alone, no pacing by the traffic (--target-slowdown 0).
+  case ":${extra:-}:" in *:ev:*) flags+=(--expired-events) ;; esac
+  case ":${extra:-}:" in *:fixed:*) flags+=(--target-slowdown 0) ;; esac
+  audit="${extra//:/}"
   [ "$fresh" = 1 ] || load
   fresh=0
   echo "== batched purge: latchkey expire ${flags[*]} under the same load" >&2

@@ -181,6 +181,17 @@ pub struct ExpireArgs {
     #[arg(long, env = "LATCHKEY_EXPIRE_PAUSE_RATIO", default_value_t = 4.0,
           value_parser = parse_pause_ratio)]
     pub pause_ratio: f64,
+    /// Pace by the traffic: when a probe commit takes more than this many times its idle
+    /// time, halve the batch and double the rest (0 = off: the pause ratio alone; else 1 to
+    /// 100). The pause ratio stays the floor.
+    #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 1.5,
+          value_parser = parse_slowdown)]
+    pub target_slowdown: f64,
+    /// Rest so that the server writes at most this many MB of WAL per second while the purge
+    /// runs (0 = no budget).
+    #[arg(long, env = "LATCHKEY_EXPIRE_MAX_WAL_RATE", default_value_t = 0.0,
+          value_parser = parse_wal_rate)]
+    pub max_wal_rate: f64,
     /// Also record an `expired` audit event for each purged session that was not revoked (on
     /// a large purge these events are most of the writes: about three times the WAL).
     #[arg(long, env = "LATCHKEY_EXPIRE_EXPIRED_EVENTS")]
@@ -201,6 +212,22 @@ fn parse_pause_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A target slowdown: 0 (off) or a finite number from 1 to 100.
+fn parse_slowdown(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r == 0.0 || (1.0..=100.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not 0 or a number from 1 to 100")),
+    }
+}
+
+/// A WAL budget in MB/s: a finite number from 0 to 100000.
+fn parse_wal_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=100_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number of MB/s from 0 to 100000")),
+    }
+}
+
 impl ExpireArgs {
     /// The store policy these flags describe.
     pub fn policy(&self) -> crate::store::ExpirePolicy {
@@ -211,6 +238,9 @@ impl ExpireArgs {
             dry_run: self.dry_run,
             pause_ratio: self.pause_ratio,
             expired_events: self.expired_events,
+            target_slowdown: self.target_slowdown,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 0..=1e11
+            max_wal_rate: (self.max_wal_rate * 1_000_000.0) as u64,
         }
     }
 }

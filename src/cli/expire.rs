@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::config::ExpireArgs;
 use crate::metrics::Metrics;
-use crate::store::{ExpirePolicy, ExpireReport, Store};
+use crate::store::{ExpirePolicy, ExpireReport, PaceStats, Store};
 
 use super::{open_store, Target};
 
@@ -36,11 +36,14 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
     } else {
         Progress::lines(Duration::from_secs(args.progress_secs))
     };
-    let report = store
-        .expire(&args.policy(), |r| progress.show(r))
+    let (report, pace) = store
+        .expire_paced(&args.policy(), |r| progress.show(r))
         .await
         .context("expiring sessions")?;
     progress.finish();
+    if report.batches > 1 {
+        eprintln!("{}", pace_line(&pace));
+    }
     let logins = store
         .purge_login_records(&args.policy())
         .await
@@ -52,6 +55,21 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
         println!("{}", summary.logfmt());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the purge was paced, one logfmt line on stderr: the probe's idle baseline, the
+/// back-offs, the smallest batch and the time rested.
+fn pace_line(p: &PaceStats) -> String {
+    format!(
+        "paced: probe_baseline_ms={} backoffs={} smallest_batch={} rested_seconds={:.3}",
+        p.baseline.map_or_else(
+            || "none".to_owned(),
+            |b| format!("{:.3}", b.as_secs_f64() * 1e3)
+        ),
+        p.backoffs,
+        p.smallest_batch,
+        p.rested.as_secs_f64(),
+    )
 }
 
 /// The figures of one purge: the summary line of `latchkey expire` (logfmt, or JSON with
@@ -208,8 +226,8 @@ pub(super) fn spawn_sweeper(store: Store, metrics: Arc<Metrics>, every_secs: u64
 async fn sweep(store: &Store, metrics: &Metrics) {
     let started = Instant::now();
     let policy = ExpirePolicy::default();
-    let report = match store.expire(&policy, |_| {}).await {
-        Ok(report) => report,
+    let (report, pace) = match store.expire_paced(&policy, |_| {}).await {
+        Ok(done) => done,
         Err(e) => {
             metrics.purge_failed();
             tracing::warn!(error = %e, "sweeper failed; retrying at the next interval");
@@ -236,6 +254,9 @@ async fn sweep(store: &Store, metrics: &Metrics) {
             batches = s.batches,
             ms = s.ms,
             logins = s.logins,
+            backoffs = pace.backoffs,
+            smallest_batch = pace.smallest_batch,
+            rested_ms = u64::try_from(pace.rested.as_millis()).unwrap_or(u64::MAX),
             "sweeper purged"
         );
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::pace::{PaceStats, Pacer};
 use super::{Store, StoreResult};
 
 /// Largest batch the SQL function accepts.
@@ -40,6 +41,14 @@ pub struct ExpirePolicy {
     /// not been revoked. Off by default: on a large purge those rows and their index entries
     /// are most of the writes (about three times the WAL; `docs/BENCHMARKS.md`, Expiry).
     pub expired_events: bool,
+    /// Pace by what the purge costs the traffic ([`super::pace`]): when a probe standing for
+    /// the traffic (a trivial committed transaction) takes more than this many times its idle
+    /// baseline, halve the batch and double the rest; `pause_ratio` stays the floor. 0 = off
+    /// (the fixed ratio alone).
+    pub target_slowdown: f64,
+    /// Rest long enough after each batch that the server's WAL (the purge's and the
+    /// traffic's) stays under this many bytes per second. 0 = no budget.
+    pub max_wal_rate: u64,
 }
 
 impl ExpirePolicy {
@@ -71,6 +80,8 @@ impl Default for ExpirePolicy {
             dry_run: false,
             pause_ratio: 4.0,
             expired_events: false,
+            target_slowdown: 1.5,
+            max_wal_rate: 0,
         }
     }
 }
@@ -188,7 +199,7 @@ impl Store {
     /// the previous one stopped; then makes one more pass from the start (for rows that were
     /// locked when the cursor went past them) and stops only when that pass finds nothing. On a
     /// dry run, counts once. `progress` sees the running totals after every batch that deleted
-    /// something.
+    /// something. Paced as [`Store::expire_paced`].
     ///
     /// # Errors
     /// Database failures; the totals of the batches already committed are lost to the
@@ -196,12 +207,27 @@ impl Store {
     pub async fn expire(
         &self,
         policy: &ExpirePolicy,
-        mut progress: impl FnMut(&ExpireReport),
+        progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<ExpireReport> {
+        Ok(self.expire_paced(policy, progress).await?.0)
+    }
+
+    /// [`Store::expire`], also returning how the purge was paced: after each batch a
+    /// [`Pacer`] reads the probe and the WAL written and sets the next batch size (at most
+    /// `policy.batch_size`) and the rest before it (`docs/dba.md`, The purge's pace).
+    ///
+    /// # Errors
+    /// As [`Store::expire`].
+    pub async fn expire_paced(
+        &self,
+        policy: &ExpirePolicy,
+        mut progress: impl FnMut(&ExpireReport),
+    ) -> StoreResult<(ExpireReport, PaceStats)> {
         let mut report = ExpireReport {
             dry_run: policy.dry_run,
             ..ExpireReport::default()
         };
+        let mut pacer = Pacer::new(policy);
         if policy.dry_run {
             let (c, _) = self.expire_batch(policy, &ExpireCursor::START).await?;
             let most = c.expired.max(c.revoked).max(c.events);
@@ -210,8 +236,12 @@ impl Store {
             report.revoked = c.revoked;
             report.events = c.events;
             report.batches = (most + size - 1) / size;
-            return Ok(report);
+            return Ok((report, pacer.stats()));
         }
+        if pacer.probes() {
+            pacer.set_baseline(self.purge_baseline().await);
+        }
+        let mut batch_policy = *policy;
         let mut cursor = ExpireCursor::START;
         let mut from_start = true;
         loop {
@@ -220,11 +250,17 @@ impl Store {
             } else {
                 cursor
             };
+            batch_policy.batch_size = pacer.batch();
+            let wal_before = if policy.max_wal_rate > 0 {
+                self.wal_position().await
+            } else {
+                None
+            };
             let began = Instant::now();
-            let (c, last) = self.expire_batch(policy, &from).await?;
+            let (c, last) = self.expire_batch(&batch_policy, &from).await?;
             if c.is_empty() {
                 if from_start {
-                    return Ok(report);
+                    return Ok((report, pacer.stats()));
                 }
                 from_start = true;
                 continue;
@@ -236,9 +272,10 @@ impl Store {
             report.events += c.events;
             report.batches += 1;
             progress(&report);
-            let pause = policy.pause_after(began.elapsed());
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+            let signals = self.purge_signals(&pacer, began, wal_before).await;
+            let step = pacer.next(signals);
+            if !step.rest.is_zero() {
+                tokio::time::sleep(step.rest).await;
             }
         }
     }

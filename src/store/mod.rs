@@ -10,6 +10,7 @@ mod listing;
 mod live;
 mod login_session;
 mod owner;
+mod pace;
 mod revoke;
 mod sessions;
 mod throttle;
@@ -22,6 +23,9 @@ pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXP
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use login_session::LoginSessionStore;
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
+pub use pace::{
+    PaceStats, Pacer, Signals, Step, MAX_PACED_REST, MIN_PACED_BATCH, PURGE_PROBE_LOCK,
+};
 pub use sessions::{NewSession, RotatePolicy, Rotation, SessionRecord, SessionSummary};
 #[doc(hidden)]
 pub use sessions::{FIND_SESSION_SQL, ROTATE_SQL};

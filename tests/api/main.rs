@@ -14,6 +14,7 @@ mod embedded;
 mod endpoints;
 mod events;
 mod expire;
+mod expire_pacing;
 mod faults;
 mod healthcheck;
 mod helpers;

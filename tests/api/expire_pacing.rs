@@ -1,0 +1,149 @@
+//! The purge paced by what it costs the traffic: against real PostgreSQL, a probe made slow
+//! by a lock held on it makes the purge back off, and the purge still completes.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey::store::{ExpirePolicy, PaceStats, Store, MIN_PACED_BATCH, PURGE_PROBE_LOCK};
+use sqlx::{Connection, PgPool};
+
+use crate::helpers::TestDb;
+
+/// Expired sessions to purge.
+const ROWS: i64 = 300;
+
+async fn seed_expired(pool: &PgPool, rows: i64) {
+    sqlx::query(
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+         SELECT gen_random_uuid(), 'stateful', 'user:' || gen_random_uuid(),
+                sha256(convert_to('exp' || i, 'UTF8')), now() - interval '1 day', now() + interval '1 day'
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows)
+    .execute(pool)
+    .await
+    .expect("seed");
+}
+
+async fn sessions_left(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+fn paced() -> ExpirePolicy {
+    ExpirePolicy {
+        batch_size: 100,
+        pause_ratio: 0.0,
+        target_slowdown: 1.5,
+        ..ExpirePolicy::default()
+    }
+}
+
+/// Purges with `paced()`; once the first batch is done and `slow_probe`, a task holds the
+/// probe's advisory lock 100 ms in every 102 until the purge ends.
+async fn purge(db: &TestDb, slow_probe: bool) -> (i64, PaceStats) {
+    let store = Store::new(db.pool.clone());
+    let batches = Arc::new(AtomicI64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let locker = {
+        let (batches, done, url) = (batches.clone(), done.clone(), db.url());
+        tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            while batches.load(Ordering::SeqCst) == 0 && !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let mut held = 0;
+            while slow_probe && !done.load(Ordering::SeqCst) {
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(PURGE_PROBE_LOCK)
+                    .execute(&mut conn)
+                    .await
+                    .expect("lock");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(PURGE_PROBE_LOCK)
+                    .execute(&mut conn)
+                    .await
+                    .expect("unlock");
+                held += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            held
+        })
+    };
+    let purged = tokio::time::timeout(
+        Duration::from_secs(120),
+        store.expire_paced(&paced(), |r| batches.store(r.batches, Ordering::SeqCst)),
+    )
+    .await
+    .expect("the purge ends while its probe is slowed")
+    .expect("purge");
+    done.store(true, Ordering::SeqCst);
+    let held = locker.await.expect("locker");
+    assert_eq!(
+        slow_probe,
+        held > 0,
+        "the lock was held while the purge ran"
+    );
+    (purged.0.expired, purged.1)
+}
+
+#[tokio::test]
+async fn a_slowed_probe_makes_the_purge_back_off_and_it_still_completes() {
+    let quiet_db = TestDb::new().await;
+    let slowed_db = TestDb::new().await;
+    seed_expired(&quiet_db.pool, ROWS).await;
+    seed_expired(&slowed_db.pool, ROWS).await;
+
+    let (expired, quiet) = purge(&quiet_db, false).await;
+    assert_eq!(expired, ROWS);
+    assert_eq!(sessions_left(&quiet_db.pool).await, 0);
+    let (expired, slowed) = purge(&slowed_db, true).await;
+    assert_eq!(expired, ROWS, "every row purged despite the slow probe");
+    assert_eq!(sessions_left(&slowed_db.pool).await, 0);
+
+    assert!(quiet.baseline.is_some() && slowed.baseline.is_some());
+    // Held 100 ms in 102, the mean of three probes is far past 1.5× a baseline of a few
+    // milliseconds: nearly every batch backs off, down to the smallest batch.
+    assert!(
+        slowed.backoffs >= 4,
+        "backed off after most batches: {slowed:?}"
+    );
+    assert_eq!(slowed.smallest_batch, MIN_PACED_BATCH, "{slowed:?}");
+    assert!(
+        slowed.backoffs > quiet.backoffs && slowed.rested > quiet.rested,
+        "slowed {slowed:?} against quiet {quiet:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_pacing_off_the_probe_is_not_read() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 50).await;
+    // The probe's lock held for the whole purge: a probe would wait for ever.
+    let mut holder = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PURGE_PROBE_LOCK)
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let store = Store::new(db.pool.clone());
+    let policy = ExpirePolicy {
+        batch_size: 20,
+        target_slowdown: 0.0,
+        ..ExpirePolicy::default()
+    };
+    let (report, stats) =
+        tokio::time::timeout(Duration::from_secs(30), store.expire_paced(&policy, |_| {}))
+            .await
+            .expect("no probe to wait on")
+            .expect("purge");
+    assert_eq!(report.expired, 50);
+    assert_eq!(stats.baseline, None);
+    assert_eq!(stats.backoffs, 0);
+}
