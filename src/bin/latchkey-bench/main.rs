@@ -76,6 +76,9 @@ pub(crate) struct Args {
     /// Seed of `malformed`'s generator: request `i` of a seed is the same on every run.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+    /// Largest growth of the service's resident memory over `malformed`'s storm, in percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) rss_tolerance: f64,
     /// The service binary that `memory` and `malformed` run as its own process
     /// (`latchkey serve`).
     #[arg(long, default_value = "target/release/latchkey")]

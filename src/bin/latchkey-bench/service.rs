@@ -189,6 +189,7 @@ pub(crate) async fn run_scenario(
             args.requests,
             args.seed,
             clients,
+            args.rss_tolerance,
         )
         .await;
     }
