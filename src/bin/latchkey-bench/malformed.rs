@@ -31,8 +31,6 @@ const QUIET_SECS: u64 = 11;
 const READINGS: usize = 5;
 /// Well-formed requests of each warm-up client.
 const WARM_UP_REQUESTS: usize = 100;
-/// Hostile requests of the warm-up storm (of another seed) before the reading before.
-const WARM_UP_STORM: u64 = 20_000;
 /// Added to the seed for the warm-up storm's own seed.
 const WARM_UP_SEED_OFFSET: u64 = 1 << 32;
 /// The allocator's setting the service runs with, unless the environment sets it.
@@ -45,6 +43,7 @@ pub(crate) async fn run(
     requests: u64,
     seed: u64,
     clients: usize,
+    warm_up_storm: u64,
     tolerance_pct: f64,
 ) -> anyhow::Result<()> {
     let url = options.to_url_lossy().to_string();
@@ -96,7 +95,7 @@ pub(crate) async fn run(
         .parse()
         .context("the service's address")?;
     let warm_seed = seed.wrapping_add(WARM_UP_SEED_OFFSET);
-    let warm = storm(addr, warm_seed, WARM_UP_STORM, clients, material.clone()).await;
+    let warm = storm(addr, warm_seed, warm_up_storm, clients, material.clone()).await;
     let before = settled(&server.base, pid).await?;
 
     let started = Instant::now();
@@ -134,7 +133,7 @@ pub(crate) async fn run(
     let anon_growth = after.anon() as f64 / before.anon() as f64 - 1.0;
     println!(
         "scenario=malformed requests={requests} seed={seed} clients={clients} server={} \
-         {PURGE_DELAY}={purge_delay} warm_up_storm={WARM_UP_STORM} (seed {warm_seed}, 5xx={}) \
+         {PURGE_DELAY}={purge_delay} warm_up_storm={warm_up_storm} (seed {warm_seed}, 5xx={}) \
          raw={} http={} seconds={:.1} req_per_s={:.0}",
         bin.display(),
         warm.count_5xx(),
