@@ -4,11 +4,12 @@
 //! resident memory after the storm is within `--rss-tolerance` (10%) of before, and login and
 //! refresh still work.
 //!
-//! The memory compared is what stays, not what the allocator holds for a while: the service
-//! runs with `MIMALLOC_PURGE_DELAY=0` (freed pages go back to the system at once), a first
-//! storm of another seed brings it to working size before the reading before, and each
-//! reading is the median of several, taken once tokio's idle blocking threads (where argon2
-//! ran) have exited.
+//! The readings leave out what the allocator and the runtime only hold for a while: the service
+//! runs with `MIMALLOC_PURGE_DELAY=0` (freed pages go back to the system at once), a warm-up
+//! storm of other seeds brings it to working size before the reading before, and each reading
+//! is the median of several, taken once tokio's idle blocking threads (where argon2 ran) have
+//! exited. What still moves between runs (the heap's layout at rest) is in
+//! `docs/RELIABILITY.md`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
