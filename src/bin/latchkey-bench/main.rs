@@ -76,6 +76,13 @@ pub(crate) struct Args {
     /// Seed of `malformed`'s generator: request `i` of a seed is the same on every run.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+    /// Hostile requests of `malformed`'s warm-up storm (of another seed), before the
+    /// reading the storm's is compared with.
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) warm_up_requests: u64,
+    /// Largest growth of the service's resident memory over `malformed`'s storm, in percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) rss_tolerance: f64,
     /// The service binary that `memory` and `malformed` run as its own process
     /// (`latchkey serve`).
     #[arg(long, default_value = "target/release/latchkey")]

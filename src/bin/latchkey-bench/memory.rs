@@ -32,7 +32,7 @@ pub(crate) async fn run(
     let setup = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let server = Server::start(bin, &url, &setup, true).await?;
+    let server = Server::start(bin, &url, &setup, true, &[]).await?;
     let pid = server.pid();
     let idle = Usage::read(pid)?;
     {

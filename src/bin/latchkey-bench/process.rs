@@ -95,16 +95,19 @@ pub(crate) struct LogCount {
 }
 
 impl Server {
-    /// Starts `bin serve` on a port the kernel picks, reads the address from its log
-    /// and waits for `/readyz`. With `echo`, its log is copied to stderr (else only counted).
+    /// Starts `bin serve` on a port the kernel picks, with `env` added to its environment,
+    /// reads the address from its log and waits for `/readyz`. With `echo`, its log is copied
+    /// to stderr (else only counted).
     pub(crate) async fn start(
         bin: &Path,
         url: &str,
         client: &reqwest::Client,
         echo: bool,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
             .args(["serve", "--bind", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env("DATABASE_URL", url)
             .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
             .env("NO_COLOR", "1")

@@ -189,6 +189,8 @@ pub(crate) async fn run_scenario(
             args.requests,
             args.seed,
             clients,
+            args.warm_up_requests,
+            args.rss_tolerance,
         )
         .await;
     }
