@@ -44,11 +44,12 @@ pub(crate) async fn updates(pool: &PgPool, settle: Duration) -> anyhow::Result<U
 }
 
 /// Runs `total` rotations from `tasks` connections, spread over up to `total` live sessions
-/// drawn at random. Returns (rotations done, failed, seconds).
+/// drawn at random, with the touch interval `touch` (default: the service's). Returns (rotations done, failed, seconds).
 pub(crate) async fn rotate(
     pool: &PgPool,
     total: u64,
     tasks: usize,
+    touch: Option<u64>,
 ) -> anyhow::Result<(u64, u64, f64)> {
     let picked: Vec<(Uuid, i64)> = sqlx::query_as(
         "SELECT id, version FROM latchkey.sessions
@@ -59,7 +60,11 @@ pub(crate) async fn rotate(
     .fetch_all(pool)
     .await?;
     anyhow::ensure!(picked.len() >= tasks, "too few live sessions to rotate");
-    let cfg = Arc::new(AuthConfig::default());
+    let mut cfg = AuthConfig::default();
+    if let Some(secs) = touch {
+        cfg.touch_interval_secs = secs;
+    }
+    let cfg = Arc::new(cfg);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let per = picked.len().div_ceil(tasks);
