@@ -44,6 +44,14 @@ impl Stats {
     pub(crate) fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
     }
+    /// Operations that failed.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors
+    }
+    /// The first failure's message, if any.
+    pub(crate) fn first_error(&self) -> Option<&str> {
+        self.first_error.as_deref()
+    }
     /// The `p` quantile of the successful operations' latency, in ms.
     pub(crate) fn pct(&self, p: f64) -> f64 {
         if self.lat_us.is_empty() {

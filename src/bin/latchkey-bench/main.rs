@@ -22,6 +22,7 @@ mod memory;
 mod pooler;
 mod process;
 mod refresh;
+mod scale;
 mod service;
 mod soak;
 mod store;
@@ -104,6 +105,19 @@ pub(crate) struct Args {
     /// (`pooler`): the scratch database is reached through it under its own name.
     #[arg(long, env = "LATCHKEY_BENCH_POOLER_URL")]
     pub(crate) pooler_url: Option<String>,
+    /// Sessions in the table for the second measurement (`scale`).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) scale_rows: i64,
+    /// Sessions in the table for the first measurement (`scale`).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) scale_base_rows: i64,
+    /// Rotations whose effect on the table and its indexes `scale` reports.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) scale_rotations: u64,
+    /// Touch interval of the rotations `scale` runs, in seconds (a rotation moves the indexed
+    /// expiry only when that moves it by at least this much). Default: the service's.
+    #[arg(long)]
+    pub(crate) scale_touch_secs: Option<u64>,
     /// Server to create the scratch database on.
     #[arg(
         long,
@@ -154,6 +168,10 @@ pub(crate) enum Scenario {
     /// `--clients` value of tasks against the service binary (`--server-bin`): no 5xx, no
     /// panic, memory within 10%, healthy after. Not part of `all`.
     Malformed,
+    /// Refresh, check, login and store with `--scale-base-rows` and then `--scale-rows`
+    /// sessions in the table (filled with SQL), bytes per session, and the growth and HOT
+    /// share after `--scale-rotations` rotations. Not part of `all`.
+    Scale,
 }
 
 #[tokio::main]
@@ -197,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
         let result = match scenario {
             Scenario::Store => store::run_scenario(options, &args).await,
             Scenario::Pooler => pooler::run_scenario(options, &name, &args).await,
+            Scenario::Scale => scale::run(options, &args).await,
             other => service::run_scenario(other, options, &args).await,
         };
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -209,7 +209,8 @@ pub(crate) async fn run_scenario(
         | Scenario::Pooler
         | Scenario::All
         | Scenario::Soak
-        | Scenario::Failover => Ok(()),
+        | Scenario::Failover
+        | Scenario::Scale => Ok(()),
     };
     svc.pool.close().await;
     svc.stop();

@@ -164,7 +164,7 @@ fn new_record() -> Record {
 /// Runs `op` from `clients` tasks for `duration`. Load, save and touch work on `seeds`, each
 /// task on its own slice (no two tasks contend for a row). Returns the sample and the records
 /// as stored afterwards (for create, the new ones).
-async fn run(
+pub(crate) async fn run(
     store: Arc<dyn SessionStore>,
     op: Op,
     clients: usize,
