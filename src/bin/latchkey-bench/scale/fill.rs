@@ -2,6 +2,7 @@
 //! generate_series`, in the real schema with its indexes, constraints and triggers), and the
 //! sizes of the table and of each of its indexes.
 
+use latchkey::store::{OwnerKey, RevokeReason};
 use std::time::Instant;
 
 use sqlx::PgPool;
@@ -29,9 +30,9 @@ INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, prev_token_hash,
     expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip, data)
 SELECT g.id,
        CASE WHEN g.i % 2 = 0 THEN 'stateless' ELSE 'stateful' END::latchkey.session_kind,
-       CASE WHEN g.i % 50 = 0 THEN 'user:' || md5('heavy' || (g.i / 50) % 10)::uuid
-            WHEN g.i % 7 = 0 THEN 'anon:' || g.id
-            ELSE 'user:' || md5('owner' || g.i / 4)::uuid END,
+       CASE WHEN g.i % 50 = 0 THEN $4 || md5('heavy' || (g.i / 50) % 10)::uuid
+            WHEN g.i % 7 = 0 THEN $5 || g.id
+            ELSE $4 || md5('owner' || g.i / 4)::uuid END,
        sha256(sha256(uuid_send(g.id) || $3)),
        CASE WHEN g.i % 2 = 0 THEN sha256(int8send(g.i)) END,
        CASE WHEN g.i % 2 = 0 THEN g.used - interval '5 minutes' END,
@@ -47,7 +48,7 @@ SELECT g.id,
        CASE WHEN g.state = 7 OR g.state = 8 THEN now() - interval '1 hour'
             ELSE g.used + interval '30 days' END,
        CASE WHEN g.state = 9 THEN g.used END,
-       CASE WHEN g.state = 9 THEN (ARRAY['logout', 'logout_all', 'reuse_detected', 'admin'])[1 + g.i % 4] END,
+       CASE WHEN g.state = 9 THEN ($6::text[])[1 + g.i % 4] END,
        (ARRAY['Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36',
               'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148',
               'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
@@ -80,6 +81,17 @@ pub(crate) async fn fill(pool: &PgPool, from: i64, to: i64) -> anyhow::Result<f6
                     .bind(lo)
                     .bind(hi)
                     .bind(SALT)
+                    .bind(OwnerKey::USER_PREFIX)
+                    .bind(OwnerKey::ANON_PREFIX)
+                    .bind(
+                        [
+                            RevokeReason::Logout,
+                            RevokeReason::LogoutAll,
+                            RevokeReason::ReuseDetected,
+                            RevokeReason::Admin,
+                        ]
+                        .map(RevokeReason::as_str),
+                    )
                     .execute(&pool)
                     .await
             }));
