@@ -29,7 +29,7 @@ impl BareStore {
         let drop = format!("DROP TABLE IF EXISTS {TABLE}");
         sqlx::query(&drop).execute(&pool).await?;
         let create =
-            format!("CREATE TABLE {TABLE} (LIKE sessions INCLUDING ALL) WITH (fillfactor = 80)");
+            format!("CREATE TABLE {TABLE} (LIKE latchkey.sessions INCLUDING ALL) WITH (fillfactor = 80)");
         sqlx::query(&create).execute(&pool).await?;
         Ok(Self { pool })
     }

@@ -149,9 +149,9 @@ impl Client for RawChain {
     }
 }
 
-/// `sql` on [`CAS_TABLE`] instead of `sessions`.
+/// `sql` on [`CAS_TABLE`] instead of `latchkey.sessions`.
 fn on_copy(sql: &str) -> String {
-    sql.replace("sessions", CAS_TABLE)
+    sql.replace("latchkey.sessions", CAS_TABLE)
 }
 
 /// Copies the sessions `ids` into a fresh [`CAS_TABLE`].
@@ -159,7 +159,7 @@ async fn copy_sessions(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<()> {
     let drop = format!("DROP TABLE IF EXISTS {CAS_TABLE}");
     sqlx::query(&drop).execute(pool).await?;
     let create =
-        format!("CREATE TABLE {CAS_TABLE} (LIKE sessions INCLUDING ALL) WITH (fillfactor = 80)");
+        format!("CREATE TABLE {CAS_TABLE} (LIKE latchkey.sessions INCLUDING ALL) WITH (fillfactor = 80)");
     sqlx::query(&create).execute(pool).await?;
     let copy =
         format!("INSERT INTO {CAS_TABLE} SELECT * FROM latchkey.sessions WHERE id = ANY ($1)");
