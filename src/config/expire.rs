@@ -1,0 +1,93 @@
+//! Flags of `latchkey expire`, and the parsers of their ranges.
+
+use clap::Args;
+
+/// Flags of `latchkey expire`.
+#[derive(Debug, Args, Clone)]
+pub struct ExpireArgs {
+    /// Rows per category deleted in one short transaction (1 to 100000).
+    #[arg(long, env = "LATCHKEY_EXPIRE_BATCH", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::store::MAX_EXPIRE_BATCH)))]
+    pub batch: u32,
+    /// Count what would be purged, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep revoked sessions this many days after their revocation (0 to 36500).
+    #[arg(long, env = "LATCHKEY_RETAIN_REVOKED_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub retain_revoked: u32,
+    /// Keep audit events (session_events) this many days (0 to 36500).
+    #[arg(long, env = "LATCHKEY_RETAIN_EVENTS_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub retain_events: u32,
+    /// After each batch, rest this many times as long as the batch took (0 to 100; 0 = back
+    /// to back). Trades purge time for the latency of the traffic running beside it.
+    #[arg(long, env = "LATCHKEY_EXPIRE_PAUSE_RATIO", default_value_t = 4.0,
+          value_parser = parse_pause_ratio)]
+    pub pause_ratio: f64,
+    /// Pace by the traffic: when a probe commit takes more than this many times its idle
+    /// time, halve the batch and double the rest (0 = off: the pause ratio alone; else 1 to
+    /// 100). The pause ratio stays the floor.
+    #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 1.5,
+          value_parser = parse_slowdown)]
+    pub target_slowdown: f64,
+    /// Rest so that the server writes at most this many MB of WAL per second while the purge
+    /// runs (0 = no budget).
+    #[arg(long, env = "LATCHKEY_EXPIRE_MAX_WAL_RATE", default_value_t = 0.0,
+          value_parser = parse_wal_rate)]
+    pub max_wal_rate: f64,
+    /// Also record an `expired` audit event for each purged session that was not revoked (on
+    /// a large purge these events are most of the writes: about three times the WAL).
+    #[arg(long, env = "LATCHKEY_EXPIRE_EXPIRED_EVENTS")]
+    pub expired_events: bool,
+    /// When stderr is not a terminal (cron, a log), print a progress line (rows so far, rate)
+    /// every this many seconds while the purge runs. On a terminal a progress bar with the rate
+    /// and the time left is drawn instead, from a count made first.
+    #[arg(long, env = "LATCHKEY_EXPIRE_PROGRESS_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_secs: u64,
+}
+
+/// A pause ratio: a finite number from 0 to 100.
+fn parse_pause_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=100.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number from 0 to 100")),
+    }
+}
+
+/// A target slowdown: 0 (off) or a finite number from 1 to 100.
+fn parse_slowdown(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r == 0.0 || (1.0..=100.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not 0 or a number from 1 to 100")),
+    }
+}
+
+/// A WAL budget in MB/s: a finite number from 0 to 100000.
+fn parse_wal_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=100_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number of MB/s from 0 to 100000")),
+    }
+}
+
+impl ExpireArgs {
+    /// The store policy these flags describe.
+    pub fn policy(&self) -> crate::store::ExpirePolicy {
+        crate::store::ExpirePolicy {
+            batch_size: self.batch,
+            retain_revoked_secs: f64::from(self.retain_revoked) * 86_400.0,
+            retain_events_secs: f64::from(self.retain_events) * 86_400.0,
+            dry_run: self.dry_run,
+            pause_ratio: self.pause_ratio,
+            expired_events: self.expired_events,
+            target_slowdown: self.target_slowdown,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 0..=1e11
+            max_wal_rate: (self.max_wal_rate * 1_000_000.0) as u64,
+        }
+    }
+}
