@@ -212,6 +212,12 @@ pub struct ServeArgs {
     /// A stateful check writes last_used_at at most this often per session (seconds).
     #[arg(long, env = "LATCHKEY_TOUCH_INTERVAL_SECS", default_value_t = 60)]
     pub touch_interval_secs: u64,
+    /// The idle expiry slides (on a refresh or a stateful check) only when it would move by
+    /// at least this many seconds, so most writes leave the indexed expires_at alone (HOT
+    /// updates); a session may idle out up to one step early. Shorter than --idle-ttl-secs
+    /// [default: the larger of --touch-interval-secs and 1% of --idle-ttl-secs].
+    #[arg(long, env = "LATCHKEY_EXPIRY_STEP_SECS")]
+    pub expiry_step_secs: Option<u64>,
     /// Record a `refreshed` audit event on every token rotation (one more row write per
     /// refresh). Off: the session row keeps its version and last rotation time, and a reuse
     /// records the chain in its `reuse_detected` event.

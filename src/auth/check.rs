@@ -24,7 +24,8 @@ fn caller(rec: SessionRecord, session: SessionSummary) -> Caller {
 impl Auth {
     /// Checks a stateful session token (the cookie) against the database: the current secret,
     /// or the previous one inside the grace window (a request that left before a refresh).
-    /// Slides the idle expiry at most once per touch interval.
+    /// Records the use at most once per touch interval, and then slides the idle expiry when
+    /// that moves it by at least the expiry step ([`Store::touch`](crate::store::Store::touch)).
     ///
     /// # Errors
     /// The token variants of [`AuthError`]; a rotated cookie after grace revokes the session.
@@ -55,6 +56,7 @@ impl Auth {
                     rec.id,
                     self.config.idle_ttl_secs as f64,
                     self.config.touch_interval_secs as f64,
+                    self.config.expiry_step_secs() as f64,
                 )
                 .await?;
             if let Some((last_used_at, expires_at)) = touched {

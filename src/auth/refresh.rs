@@ -151,7 +151,7 @@ impl Auth {
                             &RotatePolicy {
                                 grace_secs: self.config.grace_secs as f64,
                                 idle_ttl_secs: self.config.idle_ttl_secs as f64,
-                                slide_min_secs: self.config.touch_interval_secs as f64,
+                                slide_min_secs: self.config.expiry_step_secs() as f64,
                                 record_event: self.config.refresh_events,
                             },
                         )

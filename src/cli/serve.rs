@@ -87,6 +87,7 @@ fn settings(target: &Target, args: ServeArgs) -> anyhow::Result<Settings> {
             absolute_ttl_secs: args.absolute_ttl_secs,
             anon_ttl_secs: args.anon_ttl_secs,
             touch_interval_secs: args.touch_interval_secs,
+            expiry_step_override_secs: args.expiry_step_secs,
             refresh_events: args.refresh_events,
         },
         http: HttpConfig {

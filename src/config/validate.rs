@@ -77,7 +77,7 @@ impl ServeArgs {
     ///
     /// # Errors
     /// [`InvalidSetting`] naming the flag: a lifetime out of range or out of order
-    /// (grace < idle ≤ absolute), a JWT secret shorter than 32 bytes or published in
+    /// (grace, touch interval, expiry step < idle ≤ absolute), a JWT secret shorter than 32 bytes or published in
     /// latchkey's own files, a malformed origin, a zero limit.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.validate_lifetimes()?;
@@ -123,7 +123,7 @@ impl ServeArgs {
         Ok(())
     }
 
-    /// Lifetimes: each in its range, and grace < idle ≤ absolute.
+    /// Lifetimes: each in its range, and grace, touch interval, expiry step < idle ≤ absolute.
     fn validate_lifetimes(&self) -> Result<(), InvalidSetting> {
         let absolute = self.absolute_ttl_secs;
         let ranges = [
@@ -165,6 +165,12 @@ impl ServeArgs {
                 "touch-interval-secs",
                 self.touch_interval_secs,
                 "a session in use must be touched before it can idle out",
+            ),
+            (
+                "expiry-step-secs",
+                self.expiry_step_secs.unwrap_or(0),
+                "the idle expiry slides only by at least the step, so a step as long as the idle \
+                 lifetime would never slide it and a session in use would idle out",
             ),
         ] {
             if value >= self.idle_ttl_secs {

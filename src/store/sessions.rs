@@ -84,8 +84,9 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// Whether the last use is at least `interval_secs` old on the database clock: the idle
-    /// expiry may slide (one write per interval at most).
+    /// Whether the last use is at least `interval_secs` old on the database clock: the use may
+    /// be recorded, and the idle expiry slide ([`Store::touch`]; one write per interval at
+    /// most).
     pub fn touch_due(&self, interval_secs: f64) -> bool {
         self.last_used_at <= self.read_at - time::Duration::seconds_f64(interval_secs)
     }
@@ -118,7 +119,8 @@ pub struct RotatePolicy {
     pub idle_ttl_secs: f64,
     /// The idle expiry slides only when that moves it by at least this many seconds (or onto
     /// the absolute expiry): the indexed `expires_at` then stays put on most rotations, which
-    /// can be HOT updates. The stateful touch interval is the natural value.
+    /// can be HOT updates. The service passes its expiry step
+    /// ([`AuthConfig::expiry_step_secs`](crate::auth::AuthConfig::expiry_step_secs)).
     pub slide_min_secs: f64,
     /// Whether to append a `refreshed` event to the audit trail.
     pub record_event: bool,
@@ -319,8 +321,12 @@ impl Store {
         }))
     }
 
-    /// Slides the idle expiry of a live session, at most once per `interval_secs`.
-    /// Returns the new `(last_used_at, expires_at)` when a write happened.
+    /// Records the use of a live session, at most once per `interval_secs`: `last_used_at`
+    /// becomes now (an unindexed column: a HOT update), and the idle expiry slides to
+    /// `now + idle_ttl_secs` (capped by the absolute expiry) only when that moves it by at
+    /// least `step_secs` or onto the absolute expiry, the rule of [`Store::rotate`]; so most
+    /// touches leave the indexed `expires_at` alone too. Returns the new
+    /// `(last_used_at, expires_at)` when a write happened.
     ///
     /// # Errors
     /// Database failures.
@@ -329,12 +335,17 @@ impl Store {
         id: Uuid,
         idle_ttl_secs: f64,
         interval_secs: f64,
+        step_secs: f64,
     ) -> StoreResult<Option<(OffsetDateTime, OffsetDateTime)>> {
         let row = sqlx::query!(
             r#"
             UPDATE latchkey.sessions
             SET last_used_at = now(),
-                expires_at = least(now() + make_interval(secs => $2), absolute_expires_at)
+                expires_at = CASE
+                    WHEN least(now() + make_interval(secs => $2), absolute_expires_at)
+                         >= least(expires_at + make_interval(secs => $4), absolute_expires_at)
+                    THEN least(now() + make_interval(secs => $2), absolute_expires_at)
+                    ELSE expires_at END
             WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
               AND last_used_at <= now() - make_interval(secs => $3)
             RETURNING last_used_at, expires_at
@@ -342,6 +353,7 @@ impl Store {
             id,
             idle_ttl_secs,
             interval_secs,
+            step_secs,
         )
         .fetch_optional(&self.pool)
         .await?;

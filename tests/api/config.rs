@@ -56,6 +56,10 @@ fn serve_refuses_each_bad_setting_with_exit_2_naming_the_flag() {
             &["--touch-interval-secs", "600", "--idle-ttl-secs", "600"],
             "--touch-interval-secs",
         ),
+        (
+            &["--expiry-step-secs", "600", "--idle-ttl-secs", "600"],
+            "--expiry-step-secs",
+        ),
         (&["--events-keepalive-secs", "0"], "--events-keepalive-secs"),
         (
             &["--events-revalidate-secs", "0"],
@@ -189,7 +193,14 @@ async fn serve_starts_with_settings_at_the_edges_of_their_ranges() {
     let db = TestDb::new().await;
     let url = db.url();
     let edges: &[&[&str]] = &[
-        &["--grace-secs", "0", "--touch-interval-secs", "0"],
+        &[
+            "--grace-secs",
+            "0",
+            "--touch-interval-secs",
+            "0",
+            "--expiry-step-secs",
+            "0",
+        ],
         &[
             "--absolute-ttl-secs",
             "315360000",
@@ -210,6 +221,8 @@ async fn serve_starts_with_settings_at_the_edges_of_their_ranges() {
             "--grace-secs",
             "1",
             "--touch-interval-secs",
+            "1",
+            "--expiry-step-secs",
             "1",
         ],
     ];

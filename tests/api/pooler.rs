@@ -120,7 +120,7 @@ async fn every_operation_leaves_no_named_statement(store: &Store, pool: &Pool) -
         store.rotate(id, found.version, &[2; 32], b"sealed", &policy)
     );
     assert_eq!(rotated.expect("the CAS wins").version, found.version + 1);
-    op!("touch", store.touch(id, 3600.0, 0.0));
+    op!("touch", store.touch(id, 3600.0, 0.0, 0.0));
     op!(
         "record_event",
         store.record_event(id, &owner, EventKind::ModeMismatch, json!({}))
