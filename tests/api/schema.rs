@@ -355,3 +355,35 @@ async fn latchkey_works_from_a_search_path_that_includes_its_schema() {
     assert_eq!(decoded, latchkey::SessionKind::Stateless);
     latchkey_works(&pool).await;
 }
+
+#[tokio::test]
+async fn sessions_carries_its_own_autovacuum_settings_and_keeps_its_fillfactor() {
+    let db = TestDb::new().await;
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'latchkey.sessions'::regclass ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("reloptions");
+    assert_eq!(
+        options,
+        [
+            "autovacuum_analyze_scale_factor=0.02",
+            "autovacuum_vacuum_insert_scale_factor=0.02",
+            "autovacuum_vacuum_scale_factor=0.02",
+            "fillfactor=80",
+        ],
+        "sessions' storage parameters"
+    );
+    // The other tables keep the server's settings.
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class
+          WHERE relnamespace = 'latchkey'::regnamespace AND relkind = 'r'
+            AND relname <> 'sessions'
+            AND EXISTS (SELECT 1 FROM unnest(reloptions) AS o WHERE o LIKE 'autovacuum%')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("others");
+    assert_eq!(others, 0);
+}
