@@ -28,8 +28,9 @@ impl BareStore {
     pub(crate) async fn new(pool: PgPool) -> anyhow::Result<Self> {
         let drop = format!("DROP TABLE IF EXISTS {TABLE}");
         sqlx::query(&drop).execute(&pool).await?;
-        let create =
-            format!("CREATE TABLE {TABLE} (LIKE latchkey.sessions INCLUDING ALL) WITH (fillfactor = 80)");
+        let create = format!(
+            "CREATE TABLE {TABLE} (LIKE latchkey.sessions INCLUDING ALL) WITH (fillfactor = 80)"
+        );
         sqlx::query(&create).execute(&pool).await?;
         Ok(Self { pool })
     }

@@ -114,10 +114,12 @@ pub(crate) struct Args {
     /// Rotations whose effect on the table and its indexes `scale` reports.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) scale_rotations: u64,
-    /// Touch interval of the rotations `scale` runs, in seconds (a rotation moves the indexed
-    /// expiry only when that moves it by at least this much). Default: the service's.
-    #[arg(long)]
-    pub(crate) scale_touch_secs: Option<u64>,
+    /// Expiry step of the rotations `scale` runs, in seconds: a rotation moves the indexed
+    /// expiry only when that moves it by at least this much (the service's
+    /// `--expiry-step-secs`). Default: the service's default step (6048 s: 1% of the 7-day
+    /// idle TTL). `--scale-touch-secs` is its former name.
+    #[arg(long, alias = "scale-touch-secs")]
+    pub(crate) scale_step_secs: Option<u64>,
     /// Server to create the scratch database on.
     #[arg(
         long,

@@ -119,7 +119,7 @@ impl Client for RawChain {
         rand::rng().fill_bytes(&mut hash);
         rand::rng().fill_bytes(&mut sealed);
         let (slide_secs, event) = match self.rotate {
-            Rotate::Store => (self.cfg.touch_interval_secs as f64, self.cfg.refresh_events),
+            Rotate::Store => (self.cfg.expiry_step_secs() as f64, self.cfg.refresh_events),
             Rotate::Ladder { event } => (0.0, event),
             Rotate::Bare { .. } => (0.0, false),
         };
@@ -158,8 +158,9 @@ fn on_copy(sql: &str) -> String {
 async fn copy_sessions(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<()> {
     let drop = format!("DROP TABLE IF EXISTS {CAS_TABLE}");
     sqlx::query(&drop).execute(pool).await?;
-    let create =
-        format!("CREATE TABLE {CAS_TABLE} (LIKE latchkey.sessions INCLUDING ALL) WITH (fillfactor = 80)");
+    let create = format!(
+        "CREATE TABLE {CAS_TABLE} (LIKE latchkey.sessions INCLUDING ALL) WITH (fillfactor = 80)"
+    );
     sqlx::query(&create).execute(pool).await?;
     let copy =
         format!("INSERT INTO {CAS_TABLE} SELECT * FROM latchkey.sessions WHERE id = ANY ($1)");

@@ -170,25 +170,26 @@ pub(crate) async fn run(options: PgConnectOptions, args: &Args) -> anyhow::Resul
         );
     }
 
-    let result = rotations(&svc, args.scale_rotations, args.scale_touch_secs).await;
+    let result = rotations(&svc, args.scale_rotations, args.scale_step_secs).await;
     svc.pool.close().await;
     svc.stop();
     result
 }
 
-/// `total` rotations (touch interval `touch`, default the service's), then the growth of the table and its indexes and the HOT share.
-async fn rotations(svc: &Service, total: u64, touch: Option<u64>) -> anyhow::Result<()> {
+/// `total` rotations (expiry step `step`, default the service's), then the growth of the table
+/// and its indexes and the HOT share.
+async fn rotations(svc: &Service, total: u64, step: Option<u64>) -> anyhow::Result<()> {
     fill::settle(&svc.pool).await?;
     let before = fill::sizes(&svc.pool).await?;
     let upd0 = rotate::updates(&svc.pool, Duration::from_secs(11)).await?;
     let tasks = usize::try_from(crate::service::POOL)?;
-    let (done, failed, secs) = rotate::rotate(&svc.pool, total, tasks, touch).await?;
+    let (done, failed, secs) = rotate::rotate(&svc.pool, total, tasks, step).await?;
     let upd1 = rotate::updates(&svc.pool, Duration::from_secs(11)).await?;
     let after = fill::sizes(&svc.pool).await?;
     let (upd, hot) = (upd1.upd - upd0.upd, upd1.hot - upd0.hot);
-    let touch = touch.unwrap_or(latchkey::auth::AuthConfig::default().touch_interval_secs);
+    let step = step.unwrap_or(latchkey::auth::AuthConfig::default().expiry_step_secs());
     println!(
-        "# {done} rotations (touch interval {touch} s) in {secs:.1} s ({:.0}/s), {failed} lost their compare-and-swap",
+        "# {done} rotations (expiry step {step} s) in {secs:.1} s ({:.0}/s), {failed} lost their compare-and-swap",
         done as f64 / secs
     );
     println!(

@@ -44,12 +44,13 @@ pub(crate) async fn updates(pool: &PgPool, settle: Duration) -> anyhow::Result<U
 }
 
 /// Runs `total` rotations from `tasks` connections, spread over up to `total` live sessions
-/// drawn at random, with the touch interval `touch` (default: the service's). Returns (rotations done, failed, seconds).
+/// drawn at random, with the expiry step `step` (default: the service's default step). Returns
+/// (rotations done, failed, seconds).
 pub(crate) async fn rotate(
     pool: &PgPool,
     total: u64,
     tasks: usize,
-    touch: Option<u64>,
+    step: Option<u64>,
 ) -> anyhow::Result<(u64, u64, f64)> {
     let picked: Vec<(Uuid, i64)> = sqlx::query_as(
         "SELECT id, version FROM latchkey.sessions
@@ -60,11 +61,10 @@ pub(crate) async fn rotate(
     .fetch_all(pool)
     .await?;
     anyhow::ensure!(picked.len() >= tasks, "too few live sessions to rotate");
-    let mut cfg = AuthConfig::default();
-    if let Some(secs) = touch {
-        cfg.touch_interval_secs = secs;
-    }
-    let cfg = Arc::new(cfg);
+    let cfg = Arc::new(AuthConfig {
+        expiry_step_override_secs: step,
+        ..AuthConfig::default()
+    });
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let per = picked.len().div_ceil(tasks);
@@ -89,7 +89,7 @@ pub(crate) async fn rotate(
                     .bind(&sealed[..])
                     .bind(cfg.grace_secs as f64)
                     .bind(cfg.idle_ttl_secs as f64)
-                    .bind(cfg.touch_interval_secs as f64)
+                    .bind(cfg.expiry_step_secs() as f64)
                     .bind(cfg.refresh_events)
                     .fetch_optional(&pool)
                     .await?;
