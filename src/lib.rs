@@ -21,6 +21,8 @@
 //! protocol), `server` (the `latchkey` binary; the default), `fuzzing` (the HTTP layer's
 //! parsers for the fuzz targets in `fuzz/`; not part of the API).
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "axum")]
 pub mod app;
 #[cfg(feature = "axum")]

@@ -28,6 +28,7 @@ mod log_capture;
 mod login;
 mod logs;
 mod malformed;
+mod metrics_labels;
 mod migrations;
 mod modes;
 mod openapi;

@@ -4,12 +4,14 @@
 //! resident memory after the storm is within `--rss-tolerance` (10%) of before, and login and
 //! refresh still work.
 //!
-//! The readings leave out what the allocator and the runtime only hold for a while: the service
-//! runs with `MIMALLOC_PURGE_DELAY=0` (freed pages go back to the system at once), a warm-up
-//! storm of other seeds brings it to working size before the reading before, and each reading
-//! is the median of several, taken once tokio's idle blocking threads (where argon2 ran) have
-//! exited. What still moves between runs (the heap's layout at rest) is in
-//! `docs/RELIABILITY.md`.
+//! The readings leave out what the allocator, the runtime and the database pool only hold for a
+//! while: the service runs with `MIMALLOC_PURGE_DELAY=0` (freed pages go back to the system at
+//! once), a warm-up storm of other seeds brings it to working size before the reading before,
+//! every reading is taken with the pool at its full [`POOL`] connections (each holds most of a
+//! MiB: its TLS state, buffers and prepared statements; the service's `/metrics` says how many
+//! are open), and each reading is the median of several, taken once tokio's idle blocking
+//! threads (where argon2 ran) have exited. `docs/RELIABILITY.md` has the measurements behind
+//! each of these.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,12 @@ const WARM_UP_REQUESTS: usize = 100;
 const WARM_UP_SEED_OFFSET: u64 = 1 << 32;
 /// The allocator's setting the service runs with, unless the environment sets it.
 const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+/// The service's database pool: small enough that a few rounds of concurrent session checks
+/// open every connection (a service on two cores rarely has 16 statements in flight at once,
+/// so a pool of 16 stays part open, at a size that differs from one reading to the next).
+const POOL: u32 = 4;
+/// Rounds of concurrent session checks at most, to open every pool connection.
+const FILL_ROUNDS: usize = 20;
 
 /// Runs the storm and checks the service after it.
 pub(crate) async fn run(
@@ -52,14 +60,28 @@ pub(crate) async fn run(
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let purge_delay = std::env::var(PURGE_DELAY).unwrap_or_else(|_| "0".to_owned());
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let metrics_bind = format!("127.0.0.1:{metrics_port}");
+    let pool = POOL.to_string();
     let server = Server::start(
         bin,
         &url,
         &setup,
         false,
-        &[(PURGE_DELAY, purge_delay.as_str())],
+        &[
+            (PURGE_DELAY, purge_delay.as_str()),
+            ("LATCHKEY_METRICS_BIND", metrics_bind.as_str()),
+            ("LATCHKEY_DB_MAX_CONNECTIONS", pool.as_str()),
+        ],
     )
     .await?;
+    let meter = Meter {
+        base: server.base.clone(),
+        metrics: format!("http://{metrics_bind}/metrics"),
+        cookie: String::new(),
+    };
     {
         let (bin, url) = (PathBuf::from(bin), url.clone());
         tokio::task::spawn_blocking(move || add_user(&bin, &url)).await??;
@@ -81,6 +103,13 @@ pub(crate) async fn run(
         ],
         email: EMAIL.to_owned(),
     });
+    let meter = Meter {
+        cookie: stateful
+            .cookie
+            .clone()
+            .context("stateful login set no cookie")?,
+        ..meter
+    };
     let pid = server.pid();
     let idle = Usage::read(pid)?;
     // Well-formed traffic at the storm's concurrency first, one connection per request as in
@@ -89,6 +118,9 @@ pub(crate) async fn run(
     // size: the reading before the storm is of a service in use, and any growth after it is
     // the storm's own.
     warm_up(&server.base, &stateful, clients).await?;
+    // Every pool connection open before the warm-up storm, so each prepares its statements
+    // there and not first in the measured storm.
+    meter.fill_pool().await?;
     drop(setup);
     let addr: SocketAddr = server
         .base
@@ -117,12 +149,12 @@ pub(crate) async fn run(
     for (k, n) in second.answers {
         *warm.answers.entry(k).or_default() += n;
     }
-    let before = settled(&server.base, pid).await?;
+    let before = meter.settled(pid).await?;
 
     let started = Instant::now();
     let tally = storm(addr, seed, requests, clients, material).await;
     let elapsed = started.elapsed();
-    let after = settled(&server.base, pid).await?;
+    let after = meter.settled(pid).await?;
 
     // The service still serves a client it has not seen (the storm's address is throttled).
     let fresh = reqwest::Client::builder()
@@ -167,7 +199,7 @@ pub(crate) async fn run(
     println!(
         "malformed 5xx={} unanswered-complete(first 20)={:?} panics={panics} log_lines={lines} \
          rss_idle_kib={} rss_before_kib={} rss_after_kib={} growth={:+.1}% \
-         anon_before_kib={} anon_after_kib={} anon_growth={:+.1}% threads={}->{} health={}",
+         anon_before_kib={} anon_after_kib={} anon_growth={:+.1}% threads={}->{} pool={}->{} health={}",
         tally.count_5xx() + warm.count_5xx(),
         tally.unanswered,
         idle.rss,
@@ -179,6 +211,8 @@ pub(crate) async fn run(
         anon_growth * 100.0,
         before.threads(),
         after.threads(),
+        before.pool,
+        after.pool,
         match &health {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("FAILED ({e:#})"),
@@ -201,6 +235,12 @@ pub(crate) async fn run(
         failures.push(format!(
             "resident memory grew {:.1}% (bound {tolerance_pct}%)",
             growth * 100.0
+        ));
+    }
+    if before.pool != after.pool {
+        failures.push(format!(
+            "the readings saw {} and {} pool connections (of {POOL}): not comparable",
+            before.pool, after.pool
         ));
     }
     if let Err(e) = health {
@@ -249,13 +289,17 @@ async fn warm_up(base: &str, stateful: &Login, clients: usize) -> anyhow::Result
     Ok(())
 }
 
-/// Readings of the service's memory, one a second after [`QUIET_SECS`] of quiet.
-struct Readings(Vec<Usage>);
+/// Readings of the service's memory, one a second after [`QUIET_SECS`] of quiet, and the pool
+/// connections open throughout.
+struct Readings {
+    usage: Vec<Usage>,
+    pool: u64,
+}
 
 impl Readings {
     /// The median of one figure over the readings.
     fn median(&self, figure: impl Fn(&Usage) -> u64) -> u64 {
-        let mut v: Vec<u64> = self.0.iter().map(figure).collect();
+        let mut v: Vec<u64> = self.usage.iter().map(figure).collect();
         v.sort_unstable();
         v[v.len() / 2]
     }
@@ -276,32 +320,93 @@ impl Readings {
 impl std::fmt::Display for Readings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let all: Vec<String> = self
-            .0
+            .usage
             .iter()
-            .map(|u| format!("{}/{}/{}/{}", u.rss, u.anon, u.file, u.threads))
+            .map(|u| format!("{}/{}/{}/{}/{}", u.rss, u.anon, u.file, u.threads, u.fds))
             .collect();
-        write!(f, "{}", all.join(" "))
+        write!(f, "{} (pool {})", all.join(" "), self.pool)
     }
 }
 
-/// Waits [`QUIET_SECS`] (closed connections gone, idle blocking threads ended), then takes
-/// [`READINGS`] readings one a second, each after a `GET /healthz` as a load balancer's probe
-/// sends, from an address the storm does not use.
-async fn settled(base: &str, pid: u32) -> anyhow::Result<Readings> {
-    let probe = reqwest::Client::builder()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
-        .pool_max_idle_per_host(0)
-        .build()?;
-    tokio::time::sleep(Duration::from_secs(QUIET_SECS)).await;
-    let mut readings = Vec::with_capacity(READINGS);
-    for _ in 0..READINGS {
-        probe
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .context("GET /healthz")?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        readings.push(Usage::read(pid)?);
+/// What the bench reads the service's state through: its API (from 127.0.0.3, an address the
+/// storm does not use) and its `/metrics`.
+struct Meter {
+    base: String,
+    metrics: String,
+    /// The stateful login's `Cookie` header.
+    cookie: String,
+}
+
+impl Meter {
+    /// A client on 127.0.0.3, one connection per request.
+    fn client() -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+            .pool_max_idle_per_host(0)
+            .build()?)
     }
-    Ok(Readings(readings))
+
+    /// The pool's open connections (idle and in use), from the service's `/metrics`.
+    async fn pool_open(&self, client: &reqwest::Client) -> anyhow::Result<u64> {
+        let text = client.get(&self.metrics).send().await?.text().await?;
+        let open = text
+            .lines()
+            .filter(|l| l.starts_with("latchkey_db_pool_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        Ok(open)
+    }
+
+    /// Rounds of `4 × POOL` concurrent session checks until the pool has all its [`POOL`]
+    /// connections open; returns how many are.
+    async fn fill_pool(&self) -> anyhow::Result<u64> {
+        let client = Self::client()?;
+        let mut open = self.pool_open(&client).await?;
+        for _ in 0..FILL_ROUNDS {
+            if open >= u64::from(POOL) {
+                break;
+            }
+            let checks = (0..4 * POOL).map(|_| {
+                client
+                    .get(format!("{}/auth/session", self.base))
+                    .header("cookie", &self.cookie)
+                    .send()
+            });
+            for answer in futures_util::future::join_all(checks).await {
+                let status = answer?.status();
+                if !status.is_success() {
+                    bail!("a session check to fill the pool answered {status}");
+                }
+            }
+            open = self.pool_open(&client).await?;
+        }
+        Ok(open)
+    }
+
+    /// Fills the pool, waits [`QUIET_SECS`] (closed connections gone, idle blocking threads
+    /// ended), then takes [`READINGS`] readings one a second, each after a `GET /healthz` as a
+    /// load balancer's probe sends.
+    async fn settled(&self, pid: u32) -> anyhow::Result<Readings> {
+        let pool = self.fill_pool().await?;
+        let probe = Self::client()?;
+        tokio::time::sleep(Duration::from_secs(QUIET_SECS)).await;
+        let mut readings = Vec::with_capacity(READINGS);
+        for _ in 0..READINGS {
+            probe
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .context("GET /healthz")?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            readings.push(Usage::read(pid)?);
+        }
+        let pool_after = self.pool_open(&probe).await?;
+        if pool != pool_after {
+            bail!("the pool went from {pool} to {pool_after} connections during a reading");
+        }
+        Ok(Readings {
+            usage: readings,
+            pool,
+        })
+    }
 }
