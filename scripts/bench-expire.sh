@@ -94,13 +94,15 @@ latency() {
         printf "n=%d p50=%.2fms p99=%.2fms max=%.2fms\n", NR, v[int(NR*0.50)+1], v[int(NR*0.99)+1], v[NR] }'
 }
 
-load
-echo "== idle: refresh at $RATE/s, no purge, ${IDLE_SECS}s" >&2
-load_start "$IDLE_SECS" idle; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
-echo "refresh idle:            $(latency idle "$t0" "$t1")"
+# The p99 (ms) in a latency() line.
+p99() { sed -n 's/.*p99=\([0-9.]*\)ms.*/\1/p' <<<"$1"; }
 
-# Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load.
+load
+# Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load, after an idle window
+# of its own (same load, no purge): its p99 is compared with that window's, measured minutes
+# apart on the same table rather than once for all.
 fresh=1
+round=0
 for setting in $PURGES; do
   IFS=: read -r batch pause extra <<<"$setting"
   flags=(--batch "$batch" --pause-ratio "$pause")
@@ -111,6 +113,11 @@ for setting in $PURGES; do
   audit="${extra//:/}"
   [ "$fresh" = 1 ] || load
   fresh=0
+  round=$((round + 1))
+  echo "== idle: refresh at $RATE/s, no purge, ${IDLE_SECS}s" >&2
+  load_start "$IDLE_SECS" "idle$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
+  idle=$(latency "idle$round" "$t0" "$t1")
+  echo "refresh idle:            $idle"
   echo "== batched purge: latchkey expire ${flags[*]} under the same load" >&2
   load_start 900 "purge$batch-$pause${audit:-}"; sleep 2
   t0=$(now_ms)
@@ -120,7 +127,9 @@ for setting in $PURGES; do
   ms=$((t1 - t0))
   echo "latchkey expire ${flags[*]}: $summary"
   echo "  batched purge:         $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
-  echo "  refresh during purge:  $(latency "purge$batch-$pause${audit:-}" "$t0" "$t1")"
+  during=$(latency "purge$batch-$pause${audit:-}" "$t0" "$t1")
+  echo "  refresh during purge:  $during"
+  echo "  p99 during / idle:     $(awk -v a="$(p99 "$during")" -v b="$(p99 "$idle")" 'BEGIN { printf "%.2fx\n", a / b }')"
 done
 
 load
