@@ -77,11 +77,6 @@ pub(crate) async fn run(
         ],
     )
     .await?;
-    let meter = Meter {
-        base: server.base.clone(),
-        metrics: format!("http://{metrics_bind}/metrics"),
-        cookie: String::new(),
-    };
     {
         let (bin, url) = (PathBuf::from(bin), url.clone());
         tokio::task::spawn_blocking(move || add_user(&bin, &url)).await??;
@@ -104,11 +99,12 @@ pub(crate) async fn run(
         email: EMAIL.to_owned(),
     });
     let meter = Meter {
+        base: server.base.clone(),
+        metrics: format!("http://{metrics_bind}/metrics"),
         cookie: stateful
             .cookie
             .clone()
             .context("stateful login set no cookie")?,
-        ..meter
     };
     let pid = server.pid();
     let idle = Usage::read(pid)?;
