@@ -12,7 +12,6 @@ use latchkey::store::{NewSession, OwnerKey, RotatePolicy, Store};
 use latchkey::SessionKind;
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -313,11 +312,7 @@ enum Write {
 async fn write_after(aged_secs: u64, write: Write) -> Written {
     let cfg = AuthConfig::default();
     let db = TestDb::new().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(db.options.clone())
-        .await
-        .expect("pool");
+    let pool = db.one_connection().await;
     let store = Store::new(pool.clone());
     let sid = session(&store, &cfg).await;
     age(&pool, sid, aged_secs).await;
@@ -385,24 +380,17 @@ async fn writes_within_the_step_are_hot_and_after_it_move_the_expiry() {
     let (touch, step) = (cfg.touch_interval_secs, cfg.expiry_step_secs());
     for write in [Write::Rotate, Write::Touch] {
         // Past the touch interval (the old least slide), within the step.
-        assert_eq!(
-            write_after(touch * 2, write).await,
-            Written {
-                updates: 1,
-                hot: 1,
-                expiry_moved: false,
-                use_recorded: true
-            }
-        );
-        assert_eq!(
-            write_after(step - touch, write).await,
-            Written {
-                updates: 1,
-                hot: 1,
-                expiry_moved: false,
-                use_recorded: true
-            }
-        );
+        for aged in [touch * 2, step - touch] {
+            assert_eq!(
+                write_after(aged, write).await,
+                Written {
+                    updates: 1,
+                    hot: 1,
+                    expiry_moved: false,
+                    use_recorded: true
+                }
+            );
+        }
         // A step and more since the last slide.
         assert_eq!(
             write_after(step + 1, write).await,

@@ -190,6 +190,16 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A pool of one connection to this database: closing it ends the backend, which flushes
+    /// its statistics counters (`pg_stat_user_tables`) for the test to read.
+    pub async fn one_connection(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.options.clone())
+            .await
+            .expect("pool")
+    }
+
     /// A connection URL for this database (for the CLI).
     pub fn url(&self) -> String {
         server().url_of(&self._drop.name)

@@ -4,7 +4,6 @@
 //! rotation, as it did before).
 
 use latchkey::store::{RotatePolicy, Store};
-use sqlx::postgres::PgPoolOptions;
 
 use crate::helpers::{anonymous_stateless_session, TestDb};
 
@@ -16,11 +15,7 @@ async fn rotate_and_count(slide_min_secs: f64) -> (i64, i64) {
     let db = TestDb::new().await;
     // Its own connection, closed before reading the statistics: a backend flushes its
     // counters when it exits.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(db.options.clone())
-        .await
-        .expect("pool");
+    let pool = db.one_connection().await;
     let store = Store::new(pool.clone());
     let id = anonymous_stateless_session(&store, [1; 32], "hot").await;
     let policy = RotatePolicy {
