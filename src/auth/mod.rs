@@ -44,9 +44,10 @@ use throttle::{LoginThrottle, ThrottleConfig};
 pub struct Auth {
     store: Store,
     hasher: Arc<PasswordHasher>,
-    jwt: JwtKeys,
+    // Shared, not copied: the engine is cloned into every request's state.
+    jwt: Arc<JwtKeys>,
     rng: Arc<dyn SecretSource>,
-    config: AuthConfig,
+    config: Arc<AuthConfig>,
     metrics: Arc<Metrics>,
     throttle: Arc<LoginThrottle>,
 }
@@ -75,9 +76,9 @@ impl Auth {
         Self {
             store,
             hasher,
-            jwt,
+            jwt: Arc::new(jwt),
             rng,
-            config,
+            config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             throttle: Arc::new(throttle),
         }

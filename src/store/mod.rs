@@ -26,9 +26,9 @@ pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonEr
 pub use pace::{
     PaceStats, Pacer, Signals, Step, MAX_PACED_REST, MIN_PACED_BATCH, PURGE_PROBE_LOCK,
 };
-pub use sessions::{NewSession, RotatePolicy, Rotation, SessionRecord, SessionSummary};
 #[doc(hidden)]
-pub use sessions::{FIND_SESSION_SQL, ROTATE_SQL};
+pub use sessions::{rotate_sql, FIND_SESSION_SQL, ROTATE_AUDITED_SQL, ROTATE_SQL};
+pub use sessions::{NewSession, RotatePolicy, Rotation, SessionRecord, SessionSummary};
 pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, UserSummary, EMAIL_UNIQUE};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use latchkey::auth::AuthConfig;
-use latchkey::store::{FIND_SESSION_SQL, ROTATE_SQL};
+use latchkey::store::{rotate_sql, FIND_SESSION_SQL};
 use rand::RngCore;
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
@@ -43,9 +43,9 @@ const CAS_SQL: &str = "
 /// How a raw client rotates its session.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Rotate {
-    /// `ROTATE_SQL` with the service's settings.
+    /// The store's rotation statement (`rotate_sql`) with the service's settings.
     Store,
-    /// `ROTATE_SQL` with the per-refresh event, the expiry moving every time, and the session
+    /// The store's rotation statement with the per-refresh event, the expiry moving every time, and the session
     /// marked as streamed when `notify` (the rotation as it was before those costs came off).
     Ladder {
         /// Record the `refreshed` event.
@@ -126,7 +126,7 @@ impl Client for RawChain {
         let sql = match self.rotate {
             Rotate::Bare { copy: true } => on_copy(CAS_SQL),
             Rotate::Bare { copy: false } => CAS_SQL.to_owned(),
-            _ => ROTATE_SQL.to_owned(),
+            _ => rotate_sql(event).to_owned(),
         };
         let query = sqlx::query(&sql)
             .bind(self.id)
@@ -136,10 +136,7 @@ impl Client for RawChain {
             .bind(self.cfg.grace_secs as f64);
         let query = match self.rotate {
             Rotate::Bare { .. } => query,
-            _ => query
-                .bind(self.cfg.idle_ttl_secs as f64)
-                .bind(slide_secs)
-                .bind(event),
+            _ => query.bind(self.cfg.idle_ttl_secs as f64).bind(slide_secs),
         };
         query
             .fetch_optional(&self.pool)

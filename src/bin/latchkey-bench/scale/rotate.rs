@@ -1,4 +1,4 @@
-//! Many rotations, fast: the store's own rotation statement (`ROTATE_SQL`, the service's
+//! Many rotations, fast: the store's own rotation statement (`rotate_sql`, the service's
 //! settings) from every connection of the pool in a tight loop, as pgbench would run it, on
 //! live sessions drawn at random from the whole table; then the HOT share of the updates.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey::auth::AuthConfig;
-use latchkey::store::ROTATE_SQL;
+use latchkey::store::rotate_sql;
 use rand::RngCore;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -82,7 +82,7 @@ pub(crate) async fn rotate(
                 let mut sealed = [0u8; SEALED_LEN];
                 rand::rng().fill_bytes(&mut hash);
                 rand::rng().fill_bytes(&mut sealed);
-                let row = sqlx::query(ROTATE_SQL)
+                let row = sqlx::query(rotate_sql(cfg.refresh_events))
                     .bind(id)
                     .bind(version)
                     .bind(&hash[..])
@@ -90,7 +90,6 @@ pub(crate) async fn rotate(
                     .bind(cfg.grace_secs as f64)
                     .bind(cfg.idle_ttl_secs as f64)
                     .bind(cfg.expiry_step_secs() as f64)
-                    .bind(cfg.refresh_events)
                     .fetch_optional(&pool)
                     .await?;
                 match row {
