@@ -18,7 +18,17 @@ N="${N:-1000000}"
 PURGES="${PURGES:-200:4 200:4:fixed 1000:0:fixed}"
 RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
 CLIENTS="${CLIENTS:-4}"
-IDLE_SECS="${IDLE_SECS:-20}"
+IDLE_SECS="${IDLE_SECS:-30}"
+# Where the expired sessions' expiry puts them in the table: "scattered" (the default, the
+# worst case: consecutive expiries a day's 86,400 rows apart, so each batch, taken in expiry
+# order, touches a page per row) or "clustered" (expiry rising with the row's place, as
+# sessions created together and never used again expire together).
+ORDER="${ORDER:-scattered}"
+case "$ORDER" in
+  scattered) expiry="(i % 86400) * interval '1 second'" ;;
+  clustered) expiry="(i::bigint * 86400 / $N) * interval '1 second'" ;;
+  *) echo "ORDER is scattered or clustered" >&2; exit 2 ;;
+esac
 base="${DATABASE_URL_BASE:-postgres://postgres@127.0.0.1:5432}"
 db="latchkey_bench_expire"
 url="$base/$db"
@@ -37,7 +47,7 @@ now_ms() { date +%s%3N; }
 
 load() {
   local t0; t0=$(now_ms)
-  psql -q "$url" <<SQL
+  psql -q -v ON_ERROR_STOP=1 "$url" <<SQL
 TRUNCATE sessions, session_events;
 INSERT INTO sessions (id, kind, owner_key, token_hash, created_at, last_used_at, expires_at, absolute_expires_at)
 SELECT md5('live' || i)::uuid, 'stateless', 'user:' || md5('o' || (i % 200000))::uuid,
@@ -47,7 +57,7 @@ FROM generate_series(1, $N) AS i;
 INSERT INTO sessions (id, kind, owner_key, token_hash, created_at, last_used_at, expires_at, absolute_expires_at)
 SELECT md5('exp' || i)::uuid, 'stateful', 'user:' || md5('o' || (i % 200000))::uuid,
        sha256(convert_to('exp' || i, 'UTF8')), now() - interval '40 days', now() - interval '10 days',
-       now() - interval '3 days' + (i % 86400) * interval '1 second', now() + interval '1 day'
+       now() - interval '3 days' + $expiry, now() + interval '1 day'
 FROM generate_series(1, $N) AS i;
 VACUUM ANALYZE sessions;
 VACUUM ANALYZE session_events;
@@ -57,26 +67,28 @@ SQL
   echo "load: $((2 * N)) sessions in $(( ($(now_ms) - t0) / 1000 )) s" >&2
 }
 
-# The refresh statement of the store: CAS on version, new hash, event in the same statement.
+# The refresh's statements as the store runs them with the service's defaults: the session
+# read, then the compare-and-swap of src/store/sessions.rs (ROTATE_SQL: grace 30 s, idle TTL
+# 7 days, expiry step 6048 s, no per-refresh event), each in its own transaction.
+sealed="\\x$(printf 'ab%.0s' $(seq 72))"
 cat > "$work/refresh.sql" <<SQL
 \set n random(1, $N)
-WITH cur AS (
-  SELECT id, version FROM sessions WHERE id = md5('live' || :n)::uuid
-), upd AS (
-  UPDATE sessions s
-  SET prev_token_hash = token_hash,
-      prev_valid_until = now() + interval '30 seconds',
-      token_hash = sha256(convert_to(clock_timestamp()::text || :n, 'UTF8')),
-      sealed_successor = '\x00',
-      version = s.version + 1,
-      refreshed_at = now(), last_used_at = now(),
-      expires_at = least(now() + interval '7 days', absolute_expires_at)
-  FROM cur
-  WHERE s.id = cur.id AND s.version = cur.version AND s.revoked_at IS NULL AND s.expires_at > now()
-  RETURNING s.id, s.owner_key, s.version
-)
-INSERT INTO session_events (session_id, owner_key, event, detail)
-SELECT id, owner_key, 'refreshed', jsonb_build_object('version', version) FROM upd;
+SELECT version AS v FROM sessions WHERE id = md5('live' || :n)::uuid \gset
+UPDATE sessions
+SET prev_token_hash = token_hash,
+    prev_valid_until = now() + make_interval(secs => 30),
+    token_hash = sha256(convert_to(clock_timestamp()::text || :n, 'UTF8')),
+    sealed_successor = '$sealed',
+    version = version + 1,
+    refreshed_at = now(),
+    last_used_at = now(),
+    expires_at = CASE
+        WHEN least(now() + make_interval(secs => 604800), absolute_expires_at)
+             >= least(expires_at + make_interval(secs => 6048), absolute_expires_at)
+        THEN least(now() + make_interval(secs => 604800), absolute_expires_at)
+        ELSE expires_at END
+WHERE id = md5('live' || :n)::uuid AND version = :v AND revoked_at IS NULL AND expires_at > now()
+RETURNING id, owner_key, version, expires_at, absolute_expires_at;
 SQL
 
 # pgbench in the background for $1 seconds; per-transaction log under $work/$2.*
@@ -88,19 +100,24 @@ load_start() {
 
 # p50/p99/max latency (ms) of the logged transactions that ended between $2 and $3 (epoch ms).
 latency() {
-  cat "$work/$1".* | awk -v a="$2" -v b="$3" '{ t = $5 * 1000 + $6 / 1000; if (t >= a && t <= b) print $3 / 1000 }' \
-    | sort -n | awk '{ v[NR] = $1 } END {
-        if (NR == 0) { print "n=0"; exit }
-        printf "n=%d p50=%.2fms p99=%.2fms max=%.2fms\n", NR, v[int(NR*0.50)+1], v[int(NR*0.99)+1], v[NR] }'
+  cat "$work/$1".* | awk -v a="$2" -v b="$3" '{ t = $5 * 1000 + $6 / 1000; if (t >= a && t <= b) print $3 / 1000 }' | stats
+}
+
+# p50/p99/max of the latencies (ms) on stdin, one per line.
+stats() {
+  sort -n | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "n=0"; exit }
+    printf "n=%d p50=%.2fms p99=%.2fms max=%.2fms\n", NR, v[int(NR*0.50)+1], v[int(NR*0.99)+1], v[NR] }'
 }
 
 # The p99 (ms) in a latency() line.
 p99() { sed -n 's/.*p99=\([0-9.]*\)ms.*/\1/p' <<<"$1"; }
 
 load
-# Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load, after an idle window
-# of its own (same load, no purge): its p99 is compared with that window's, measured minutes
-# apart on the same table rather than once for all.
+# Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load, between two idle
+# windows of its own (the same load, no purge, IDLE_SECS each, one before and one after):
+# its p99 is compared with the p99 of the two windows' refreshes together, measured in the
+# same minutes on the same table rather than once for all.
 fresh=1
 round=0
 for setting in $PURGES; do
@@ -116,10 +133,10 @@ for setting in $PURGES; do
   round=$((round + 1))
   echo "== idle: refresh at $RATE/s, no purge, ${IDLE_SECS}s" >&2
   load_start "$IDLE_SECS" "idle$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
-  idle=$(latency "idle$round" "$t0" "$t1")
-  echo "refresh idle:            $idle"
+  before=$(latency "idle$round" "$t0" "$t1")
+  echo "refresh idle before:     $before"
   echo "== batched purge: latchkey expire ${flags[*]} under the same load" >&2
-  load_start 900 "purge$batch-$pause${audit:-}"; sleep 2
+  load_start 900 "purge$round"; sleep 2
   t0=$(now_ms)
   summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}")
   t1=$(now_ms)
@@ -127,8 +144,13 @@ for setting in $PURGES; do
   ms=$((t1 - t0))
   echo "latchkey expire ${flags[*]}: $summary"
   echo "  batched purge:         $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
-  during=$(latency "purge$batch-$pause${audit:-}" "$t0" "$t1")
+  during=$(latency "purge$round" "$t0" "$t1")
   echo "  refresh during purge:  $during"
+  echo "== idle again: ${IDLE_SECS}s" >&2
+  load_start "$IDLE_SECS" "after$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
+  echo "refresh idle after:      $(latency "after$round" "$t0" "$t1")"
+  idle=$(cat "$work/idle$round".* "$work/after$round".* | awk '{ print $3 / 1000 }' | stats)
+  echo "refresh idle (both):     $idle"
   echo "  p99 during / idle:     $(awk -v a="$(p99 "$during")" -v b="$(p99 "$idle")" 'BEGIN { printf "%.2fx\n", a / b }')"
 done
 
