@@ -217,12 +217,25 @@ pub(crate) async fn run_scenario(
     result
 }
 
-/// Per-client state of the HTTP refresh loop.
+/// Per-client state of the HTTP refresh loop. The refreshes go over a keep-alive HTTP/1.1
+/// connection of the chain's own (hyper's client, no pool or URL to parse per request), so
+/// that the load generator, which shares the machine with the service and PostgreSQL, takes
+/// as little of it as it can; the logins go through `client`.
 pub(crate) struct Chain {
     pub(crate) client: reqwest::Client,
     pub(crate) base: String,
     pub(crate) token: String,
     pub(crate) session_id: Uuid,
+    wire: Option<Wire>,
+}
+
+/// One HTTP/1.1 connection to the service.
+type Wire = hyper::client::conn::http1::SendRequest<String>;
+
+/// The successor in a refresh's answer.
+#[derive(serde::Deserialize)]
+struct Refreshed {
+    refresh_token: String,
 }
 
 impl Chain {
@@ -234,12 +247,64 @@ impl Chain {
             base: svc.base.clone(),
             token: field(&l.body, "refresh_token")?,
             session_id: Uuid::parse_str(&field(&l.body, "session_id")?)?,
+            wire: None,
         })
+    }
+
+    /// A connection to the service, opened on first use and after a failure.
+    async fn wire(&mut self) -> anyhow::Result<&mut Wire> {
+        if self.wire.as_ref().is_none_or(|w| w.is_closed()) {
+            let addr = self.base.trim_start_matches("http://");
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            self.wire = Some(sender);
+        }
+        self.wire.as_mut().context("no connection")
     }
 
     /// One refresh; on 200 the chain goes on from the successor.
     pub(crate) async fn refresh(&mut self) -> anyhow::Result<()> {
-        self.token = refresh(&self.client, &self.base, &self.token).await?;
+        let host = self.base.trim_start_matches("http://").to_owned();
+        let body = format!(r#"{{"refresh_token":"{}"}}"#, self.token);
+        let request = hyper::Request::post("/auth/refresh")
+            .header(hyper::header::HOST, host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(body)?;
+        let sent = async {
+            let wire = self.wire().await?;
+            wire.ready().await?;
+            anyhow::Ok(wire.send_request(request).await?)
+        }
+        .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.wire = None;
+                return Err(e);
+            }
+        };
+        let status = response.status();
+        let mut incoming = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            hyper::body::Body::poll_frame(std::pin::Pin::new(&mut incoming), cx)
+        })
+        .await
+        {
+            if let Ok(data) = frame?.into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        if status != hyper::StatusCode::OK {
+            anyhow::bail!(
+                "refresh answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        self.token = serde_json::from_slice::<Refreshed>(&bytes)?.refresh_token;
         Ok(())
     }
 }
