@@ -1,6 +1,6 @@
-//! The benchmark's raw-SQL baselines issue the store's own statements: the constants the
-//! library exports for them are the text of the store's `query!` literals, and they run
-//! against the migrated schema as the store's statements do.
+//! The benchmark's raw-SQL baselines issue the store's own statements: the read's constant is
+//! the text of the store's `query_as!` literal, the rotation's two constants are what
+//! `Store::rotate` runs, and they run against the migrated schema as the store's statements do.
 
 use latchkey::store::{OwnerKey, Store, FIND_SESSION_SQL, ROTATE_AUDITED_SQL, ROTATE_SQL};
 use sqlx::Row;
