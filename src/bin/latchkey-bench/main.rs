@@ -57,7 +57,8 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [Op::Create, Op::Load, Op::Save, Op::Touch])]
     pub(crate) ops: Vec<Op>,
     /// Measured runs per operation and store (`store`), alternating which store goes first;
-    /// the median run is reported.
+    /// the median run is reported. With `refresh`: pairs of the HTTP refresh and the bare
+    /// compare-and-swap, alternating which goes first, and the median of their ratios.
     #[arg(long, default_value_t = 1)]
     pub(crate) rounds: usize,
     /// Statements latchkey's store may run at once, coalescing what queues behind them

@@ -197,7 +197,14 @@ pub(crate) async fn run_scenario(
     let svc = Service::start(options).await?;
     let result = match scenario {
         Scenario::Refresh => {
-            refresh::run_scenario(&svc, &args.clients, duration, args.refresh_ladder).await
+            refresh::run_scenario(
+                &svc,
+                &args.clients,
+                duration,
+                args.rounds,
+                args.refresh_ladder,
+            )
+            .await
         }
         Scenario::Check => check::run_scenario(&svc, &args.clients, duration).await,
         Scenario::RefreshStorm => storm::run_scenario(&svc, args.tabs, duration).await,
@@ -317,12 +324,23 @@ pub(crate) async fn refresh_http(
     duration: Duration,
     label: &str,
 ) -> anyhow::Result<(Stats, Vec<Uuid>)> {
+    let chains = login_chains(svc, clients).await?;
+    let ids = chains.iter().map(|c| c.session_id).collect();
+    Ok((refresh_chains(chains, duration, label).await, ids))
+}
+
+/// `clients` stateless sessions logged in on `svc`, each the start of a refresh chain.
+pub(crate) async fn login_chains(svc: &Service, clients: usize) -> anyhow::Result<Vec<Chain>> {
     let mut chains = Vec::with_capacity(clients);
     for _ in 0..clients {
         chains.push(Chain::login(svc).await?);
     }
-    let ids = chains.iter().map(|c| c.session_id).collect();
-    let stats = drive(
+    Ok(chains)
+}
+
+/// Refreshes each of `chains` over HTTP, one request after another, for `duration`.
+pub(crate) async fn refresh_chains(chains: Vec<Chain>, duration: Duration, label: &str) -> Stats {
+    drive(
         label.to_owned(),
         chains,
         duration,
@@ -337,8 +355,7 @@ pub(crate) async fn refresh_http(
             (c, r)
         },
     )
-    .await;
-    Ok((stats, ids))
+    .await
 }
 
 /// Per-client state of the cookie check loop.
