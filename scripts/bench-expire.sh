@@ -24,6 +24,21 @@ IDLE_SECS="${IDLE_SECS:-30}"
 # order, touches a page per row) or "clustered" (expiry rising with the row's place, as
 # sessions created together and never used again expire together).
 ORDER="${ORDER:-scattered}"
+# PLAIN_DELETE=0 skips the closing plain DELETE (and the load before it).
+PLAIN_DELETE="${PLAIN_DELETE:-1}"
+# SLOW_DISK=IOPS:MBPS simulates a slow disk on a fast machine (root, cgroup v1 blkio): the
+# server's processes (postmaster and children, so every backend it forks later) go into the
+# blkio cgroup latchkey-slowdisk, whose writes to the data directory's device are throttled
+# to IOPS writes and MBPS MB per second. That throttles what the server writes itself (WAL
+# flushes, the checkpointer's and background writer's flushes); the kernel's own writeback
+# of dirty pages is not. SLOW_DISK_DEV=major:minor names the device when the data directory
+# sits on a partition. The server stays in the cgroup after the script (limits kept).
+SLOW_DISK="${SLOW_DISK:-}"
+# TABLE_SETTINGS="k = v, …": storage parameters set on sessions after the migrations (e.g.
+# "autovacuum_enabled = off", to see what autovacuum adds during a purge).
+TABLE_SETTINGS="${TABLE_SETTINGS:-}"
+# KEEP_LOGS=1 keeps pgbench's per-transaction logs (their directory is printed on stderr).
+KEEP_LOGS="${KEEP_LOGS:-0}"
 case "$ORDER" in
   scattered) expiry="(i % 86400) * interval '1 second'" ;;
   clustered) expiry="(i::bigint * 86400 / $N) * interval '1 second'" ;;
@@ -33,7 +48,8 @@ base="${DATABASE_URL_BASE:-postgres://postgres@127.0.0.1:5432}"
 db="latchkey_bench_expire"
 url="$base/$db"
 work="$(mktemp -d)"
-trap 'cat "$work"/*.out >&2 || true; rm -rf "$work"; psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+[ "$KEEP_LOGS" = 1 ] && echo "logs: $work" >&2
+trap 'cat "$work"/*.out >&2 || true; [ "$KEEP_LOGS" = 1 ] || rm -rf "$work"; psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
 # LATCHKEY_BIN: a latchkey binary to use instead of building the debug one.
 bin="${LATCHKEY_BIN:-}"
@@ -42,6 +58,21 @@ psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREAT
 DATABASE_URL="$url" "$bin" migrate >/dev/null
 # The tables live in the schema latchkey: psql and pgbench find them unqualified.
 psql -q "$base/postgres" -c "ALTER DATABASE $db SET search_path = latchkey, public"
+[ -z "$TABLE_SETTINGS" ] || psql -q -v ON_ERROR_STOP=1 "$url" -c "ALTER TABLE latchkey.sessions SET ($TABLE_SETTINGS)"
+
+if [ -n "$SLOW_DISK" ]; then
+  IFS=: read -r iops mbps <<<"$SLOW_DISK"
+  cg=/sys/fs/cgroup/blkio/latchkey-slowdisk
+  [ -d /sys/fs/cgroup/blkio ] || { echo "SLOW_DISK needs cgroup v1's blkio controller" >&2; exit 2; }
+  datadir=$(psql -Atq "$base/postgres" -c "SHOW data_directory")
+  dev="${SLOW_DISK_DEV:-$(stat -c '%Hd:%Ld' "$datadir")}"
+  mkdir -p "$cg"
+  echo "$dev $iops" >"$cg/blkio.throttle.write_iops_device"
+  echo "$dev $((mbps * 1024 * 1024))" >"$cg/blkio.throttle.write_bps_device"
+  postmaster=$(head -1 "$datadir/postmaster.pid")
+  for p in "$postmaster" $(pgrep -P "$postmaster"); do echo "$p" >"$cg/cgroup.procs"; done
+  echo "slow disk: the server's writes to $dev throttled to $iops IOPS, $mbps MB/s" >&2
+fi
 
 now_ms() { date +%s%3N; }
 
@@ -154,6 +185,7 @@ for setting in $PURGES; do
   echo "  p99 during / idle:     $(awk -v a="$(p99 "$during")" -v b="$(p99 "$idle")" 'BEGIN { printf "%.2fx\n", a / b }')"
 done
 
+[ "$PLAIN_DELETE" = 1 ] || exit 0
 load
 echo "== one plain DELETE under the same load" >&2
 load_start 900 delete; sleep 2

@@ -58,10 +58,11 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
 }
 
 /// How the purge was paced, one logfmt line on stderr: the probe's idle baseline, the
-/// back-offs, the smallest batch and the time rested.
+/// back-offs, the smallest batch, the time rested and the purge's own WAL (estimated, with
+/// a WAL budget).
 fn pace_line(p: &PaceStats) -> String {
     format!(
-        "paced: probe_baseline_ms={} backoffs={} smallest_batch={} rested_seconds={:.3}",
+        "paced: probe_baseline_ms={} backoffs={} smallest_batch={} rested_seconds={:.3} own_wal_mb={:.1}",
         p.baseline.map_or_else(
             || "none".to_owned(),
             |b| format!("{:.3}", b.as_secs_f64() * 1e3)
@@ -69,6 +70,7 @@ fn pace_line(p: &PaceStats) -> String {
         p.backoffs,
         p.smallest_batch,
         p.rested.as_secs_f64(),
+        p.own_wal as f64 / 1e6,
     )
 }
 

@@ -34,8 +34,9 @@ pub struct ExpireArgs {
     #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 1.5,
           value_parser = parse_slowdown)]
     pub target_slowdown: f64,
-    /// Rest so that the server writes at most this many MB of WAL per second while the purge
-    /// runs (0 = no budget).
+    /// Rest so that the purge writes at most this many MB of WAL per second of its own (the
+    /// server's WAL during its batches, less the traffic's, read during the rests; 0 = no
+    /// budget).
     #[arg(long, env = "LATCHKEY_EXPIRE_MAX_WAL_RATE", default_value_t = 0.0,
           value_parser = parse_wal_rate)]
     pub max_wal_rate: f64,

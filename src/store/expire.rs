@@ -46,8 +46,9 @@ pub struct ExpirePolicy {
     /// baseline, halve the batch and double the rest; `pause_ratio` stays the floor. 0 = off
     /// (the fixed ratio alone).
     pub target_slowdown: f64,
-    /// Rest long enough after each batch that the server's WAL (the purge's and the
-    /// traffic's) stays under this many bytes per second. 0 = no budget.
+    /// Rest long enough after each batch that the purge's own WAL (the server's during the
+    /// batch less the traffic's, whose rate is read during the rests) stays under this many
+    /// bytes per second. 0 = no budget.
     pub max_wal_rate: u64,
 }
 
@@ -244,6 +245,7 @@ impl Store {
         let mut batch_policy = *policy;
         let mut cursor = ExpireCursor::START;
         let mut from_start = true;
+        let mut wal_after: Option<(u64, Instant)> = None;
         loop {
             let from = if from_start {
                 ExpireCursor::START
@@ -251,12 +253,16 @@ impl Store {
                 cursor
             };
             batch_policy.batch_size = pacer.batch();
-            let wal_before = if policy.max_wal_rate > 0 {
+            let wal_before = if pacer.reads_wal() {
                 self.wal_position().await
             } else {
                 None
             };
             let began = Instant::now();
+            if let (Some(before), Some((after, at))) = (wal_before, wal_after) {
+                // Only the traffic wrote since the last batch's reading.
+                pacer.traffic_wal(before.saturating_sub(after), began - at);
+            }
             let (c, last) = self.expire_batch(&batch_policy, &from).await?;
             if c.is_empty() {
                 if from_start {
@@ -272,7 +278,8 @@ impl Store {
             report.events += c.events;
             report.batches += 1;
             progress(&report);
-            let signals = self.purge_signals(&pacer, began, wal_before).await;
+            let (signals, after) = self.purge_signals(&pacer, began, wal_before).await;
+            wal_after = after;
             let step = pacer.next(signals);
             if !step.rest.is_zero() {
                 tokio::time::sleep(step.rest).await;

@@ -8,8 +8,11 @@
 //! takes more than `target_slowdown` times its idle baseline (measured before the first
 //! batch), the batch is halved and the rest doubled; otherwise the batch grows back by a
 //! tenth of its configured size and the rest shrinks slowly. The rest never falls below the
-//! fixed ratio of [`ExpirePolicy::pause_after`], and never below what keeps the WAL under
-//! `max_wal_rate`.
+//! fixed ratio of [`ExpirePolicy::pause_after`].
+//!
+//! With a WAL budget (`max_wal_rate`), the rest is also long enough to keep the purge's own
+//! WAL under it: the server's WAL during a batch, less what the traffic wrote in as long (its
+//! rate read during the rests, when the purge writes nothing).
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,8 @@ pub struct PaceStats {
     pub smallest_batch: u32,
     /// Total time rested between batches.
     pub rested: Duration,
+    /// The purge's own WAL, estimated (bytes; 0 when the WAL was not read).
+    pub own_wal: u64,
 }
 
 /// The feedback controller (pure: signals in, next step out).
@@ -77,8 +82,20 @@ pub struct Pacer {
     pause_ratio: f64,
     target_slowdown: f64,
     max_wal_rate: u64,
+    /// The traffic's WAL rate (bytes/s), read during the rests.
+    traffic_rate: Option<f64>,
     floor: ExpirePolicy,
     stats: PaceStats,
+}
+
+/// Weight of the newest reading in the running estimate of the traffic's WAL rate.
+const EWMA: f64 = 0.3;
+
+/// Rests shorter than this tell nothing of the traffic's WAL rate.
+const MIN_TRAFFIC_WINDOW: Duration = Duration::from_millis(20);
+
+fn ewma(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |o| o + EWMA * (new - o))
 }
 
 impl Pacer {
@@ -100,6 +117,7 @@ impl Pacer {
                 0.0
             },
             max_wal_rate: policy.max_wal_rate,
+            traffic_rate: None,
             floor: *policy,
             stats: PaceStats {
                 smallest_batch: max_batch,
@@ -116,6 +134,21 @@ impl Pacer {
     /// Records the probe's idle baseline.
     pub fn set_baseline(&mut self, baseline: Option<Duration>) {
         self.stats.baseline = baseline;
+    }
+
+    /// Whether the WAL is read around each batch (there is a WAL budget).
+    pub fn reads_wal(&self) -> bool {
+        self.max_wal_rate > 0
+    }
+
+    /// Records the WAL the server wrote while no batch ran (`bytes` over `over`): the
+    /// traffic's rate, subtracted from what the server writes during a batch.
+    pub fn traffic_wal(&mut self, bytes: u64, over: Duration) {
+        if over >= MIN_TRAFFIC_WINDOW {
+            #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+            let rate = bytes as f64 / over.as_secs_f64();
+            self.traffic_rate = Some(ewma(self.traffic_rate, rate));
+        }
     }
 
     /// The current batch size.
@@ -147,6 +180,16 @@ impl Pacer {
                 .min(self.max_batch);
             self.stretch = (self.stretch - STRETCH_RELIEF).max(1.0);
         }
+        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+        let own = s.wal_bytes.map(|bytes| {
+            let traffic = self.traffic_rate.unwrap_or(0.0) * s.took.as_secs_f64();
+            (bytes as f64 - traffic).max(0.0)
+        });
+        if let Some(own) = own {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative
+            let own_bytes = own as u64;
+            self.stats.own_wal += own_bytes;
+        }
         self.stats.smallest_batch = self.stats.smallest_batch.min(self.batch);
         let floor = self.floor.pause_after(s.took);
         let stretched = if self.stretch > 1.0 {
@@ -154,11 +197,10 @@ impl Pacer {
         } else {
             Duration::ZERO
         };
-        let wal = match s.wal_bytes {
+        let wal = match own {
             #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
-            Some(bytes) if self.max_wal_rate > 0 => {
-                Duration::from_secs_f64(bytes as f64 / self.max_wal_rate as f64)
-                    .saturating_sub(s.took)
+            Some(own) if self.max_wal_rate > 0 => {
+                Duration::from_secs_f64(own / self.max_wal_rate as f64).saturating_sub(s.took)
             }
             _ => Duration::ZERO,
         };
@@ -227,31 +269,36 @@ impl Store {
         times.get(BASELINE_PROBES / 2).copied()
     }
 
-    /// The signals after a batch that began at `began` with the WAL at `wal_before`.
+    /// The signals after a batch that began at `began` with the WAL at `wal_before`, and the
+    /// WAL position read after it (with when it was read).
     pub(super) async fn purge_signals(
         &self,
         pacer: &Pacer,
         began: Instant,
         wal_before: Option<u64>,
-    ) -> Signals {
+    ) -> (Signals, Option<(u64, Instant)>) {
         let took = began.elapsed();
-        let wal_bytes = match wal_before {
-            Some(before) => self
-                .wal_position()
-                .await
-                .map(|after| after.saturating_sub(before)),
+        let after = match wal_before {
+            Some(_) => self.wal_position().await.map(|at| (at, Instant::now())),
             None => None,
+        };
+        let wal_bytes = match (wal_before, after) {
+            (Some(before), Some((at, _))) => Some(at.saturating_sub(before)),
+            _ => None,
         };
         let probe = if pacer.probes() {
             self.purge_probe(PROBES).await
         } else {
             None
         };
-        Signals {
-            took,
-            probe,
-            wal_bytes,
-        }
+        (
+            Signals {
+                took,
+                probe,
+                wal_bytes,
+            },
+            after,
+        )
     }
 }
 

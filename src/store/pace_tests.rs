@@ -226,3 +226,29 @@ fn one_slow_probe_in_three_moves_the_mean() {
     assert_eq!(mean(&[ms(1), ms(1), ms(40)]), Some(ms(14)));
     assert_eq!(mean(&[]), None);
 }
+
+fn batch_wrote(took: u64, wal_bytes: u64) -> Signals {
+    Signals {
+        took: ms(took),
+        probe: None,
+        wal_bytes: Some(wal_bytes),
+    }
+}
+
+#[test]
+fn the_traffics_wal_read_during_the_rests_is_not_counted_as_the_purges() {
+    // 1 MB/s of the purge's own WAL allowed; the traffic writes 1 MB/s by itself.
+    let mut p = Pacer::new(&policy(200, 0.0, 0.0, 1_000_000));
+    assert!(p.reads_wal());
+    p.traffic_wal(1_000_000, ms(1000));
+    // 2.5 MB during a batch of 500 ms: 0.5 MB of it the traffic's, 2 MB the purge's, which
+    // the budget spreads over 2 s: 1.5 s of rest after the batch.
+    let step = p.next(batch_wrote(500, 2_500_000));
+    assert!(step.rest.abs_diff(ms(1500)) < ms(1), "{:?}", step.rest);
+    assert_eq!(p.stats().own_wal, 2_000_000);
+    // Windows too short to tell are ignored; the traffic alone never makes the purge rest.
+    p.traffic_wal(50_000_000, ms(5));
+    let step = p.next(batch_wrote(500, 400_000));
+    assert_eq!(step.rest, Duration::ZERO);
+    assert!(!Pacer::new(&policy(200, 0.0, 0.0, 0)).reads_wal());
+}

@@ -1172,8 +1172,10 @@ async fn a_long_purge_off_a_terminal_logs_its_rows_and_rate_every_interval() {
             "expire",
             "--batch",
             "20",
+            // Rests three times each batch: over two seconds, so at least one line at 1 s
+            // even on a fast, idle machine.
             "--pause-ratio",
-            "1",
+            "3",
             "--progress-secs",
             "1",
         ],

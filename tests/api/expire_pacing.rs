@@ -1,5 +1,6 @@
 //! The purge paced by what it costs the traffic: against real PostgreSQL, a probe made slow
-//! by a lock held on it makes the purge back off, and the purge still completes.
+//! by a lock held on it makes the purge back off, and the purge still completes; a WAL budget
+//! rests by the purge's own WAL.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -146,4 +147,43 @@ async fn with_the_pacing_off_the_probe_is_not_read() {
     assert_eq!(report.expired, 50);
     assert_eq!(stats.baseline, None);
     assert_eq!(stats.backoffs, 0);
+}
+
+/// The server's WAL position in bytes.
+async fn wal_position(pool: &PgPool) -> u64 {
+    let at: String = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text")
+        .fetch_one(pool)
+        .await
+        .expect("wal position");
+    at.split('.')
+        .next()
+        .and_then(|b| b.parse().ok())
+        .expect("bytes")
+}
+
+#[tokio::test]
+async fn a_wal_budget_rests_by_the_purges_own_wal() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, ROWS).await;
+    let store = Store::new(db.pool.clone());
+    // No ratio and no probe: only the WAL budget (100 kB/s) can make the purge rest.
+    let policy = ExpirePolicy {
+        batch_size: 50,
+        pause_ratio: 0.0,
+        target_slowdown: 0.0,
+        max_wal_rate: 100_000,
+        ..ExpirePolicy::default()
+    };
+    let before = wal_position(&db.pool).await;
+    let (report, stats) = store.expire_paced(&policy, |_| {}).await.expect("purge");
+    let server = wal_position(&db.pool).await - before;
+    assert_eq!(report.expired, ROWS);
+    assert_eq!(sessions_left(&db.pool).await, 0);
+    // Deleting 300 rows writes WAL; the estimate of the purge's own never exceeds what the
+    // server wrote meanwhile (other tests' traffic included), and it made the purge rest.
+    assert!(
+        stats.own_wal > 0 && stats.own_wal <= server,
+        "{stats:?}, server {server}"
+    );
+    assert!(stats.rested > Duration::ZERO, "{stats:?}");
 }
