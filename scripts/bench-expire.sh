@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Expiry benchmark: purge 1M expired sessions among 1M live ones with `latchkey expire`
 # (batches, FOR UPDATE SKIP LOCKED) and with one plain DELETE, and measure the latency of the
-# refresh statement (compare-and-swap rotation + audit event, as in src/store/sessions.rs)
-# under a steady pgbench load: without a purge, during the batched purge, during the DELETE.
+# refresh's statements (the session read, then the store's compare-and-swap rotation,
+# ROTATE_SQL of src/store/sessions.rs) under a steady pgbench load: without a purge, during
+# the batched purge, during the DELETE.
 #
 #   scripts/bench-expire.sh            # N=1000000 live + N expired
 #   N=200000 PURGES="200:4 200:4:fixed 200:4:ev 1000:0:fixed" scripts/bench-expire.sh
@@ -100,7 +101,8 @@ SQL
 
 # The refresh's statements as the store runs them with the service's defaults: the session
 # read, then the compare-and-swap of src/store/sessions.rs (ROTATE_SQL: grace 30 s, idle TTL
-# 7 days, expiry step 6048 s, no per-refresh event), each in its own transaction.
+# 7 days, expiry step 6048 s, no per-refresh event), each in its own transaction;
+# tests/api/bench_sql.rs fails when this copy and ROTATE_SQL with the default settings differ.
 sealed="\\x$(printf 'ab%.0s' $(seq 72))"
 cat > "$work/refresh.sql" <<SQL
 \set n random(1, $N)

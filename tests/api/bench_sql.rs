@@ -1,7 +1,10 @@
 //! The benchmark's raw-SQL baselines issue the store's own statements: the read's constant is
 //! the text of the store's `query_as!` literal, the rotation's two constants are what
 //! `Store::rotate` runs, and they run against the migrated schema as the store's statements do.
+//! `scripts/bench-expire.sh` replays the rotation with pgbench: its copy is `ROTATE_SQL` with
+//! the default settings.
 
+use latchkey::auth::AuthConfig;
 use latchkey::store::{OwnerKey, Store, FIND_SESSION_SQL, ROTATE_AUDITED_SQL, ROTATE_SQL};
 use sqlx::Row;
 
@@ -32,6 +35,42 @@ fn the_exported_find_session_statement_is_the_text_of_the_stores_single_row_read
         normalised(FIND_SESSION_SQL),
         normalised(statement_after("async fn find_one(")),
         "FIND_SESSION_SQL and the query_as! literal in find_one differ: change both together"
+    );
+}
+
+/// The expiry benchmark's script, which pgbench replays the rotation from.
+const BENCH_EXPIRE_SH: &str = include_str!("../../scripts/bench-expire.sh");
+
+#[test]
+fn the_expiry_benchmark_replays_the_stores_rotation_with_the_default_settings() {
+    let cfg = AuthConfig::default();
+    // The script's pgbench variables and literals for the seven parameters, highest first
+    // (`$1` is a prefix of nothing else once `$10`… are absent).
+    let params = [
+        ("$7", cfg.expiry_step_secs().to_string()),
+        ("$6", cfg.idle_ttl_secs.to_string()),
+        ("$5", cfg.grace_secs.to_string()),
+        ("$4", "'$sealed'".to_owned()),
+        (
+            "$3",
+            "sha256(convert_to(clock_timestamp()::text || :n, 'UTF8'))".to_owned(),
+        ),
+        ("$2", ":v".to_owned()),
+        ("$1", "md5('live' || :n)::uuid".to_owned()),
+    ];
+    let mut expected = ROTATE_SQL.replace("latchkey.sessions", "sessions");
+    for (param, value) in &params {
+        expected = expected.replace(param, value);
+    }
+    let at = BENCH_EXPIRE_SH
+        .find("\nUPDATE sessions")
+        .expect("the rotation in scripts/bench-expire.sh");
+    let rest = &BENCH_EXPIRE_SH[at..];
+    let end = rest.find(';').expect("the statement's end");
+    assert_eq!(
+        normalised(&rest[..end]),
+        normalised(&expected),
+        "scripts/bench-expire.sh no longer replays ROTATE_SQL with the default settings"
     );
 }
 
