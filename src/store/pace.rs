@@ -185,11 +185,9 @@ impl Pacer {
             let traffic = self.traffic_rate.unwrap_or(0.0) * s.took.as_secs_f64();
             (bytes as f64 - traffic).max(0.0)
         });
-        if let Some(own) = own {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative
-            let own_bytes = own as u64;
-            self.stats.own_wal += own_bytes;
-        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative
+        let own_bytes = own.map_or(0, |own| own as u64);
+        self.stats.own_wal += own_bytes;
         self.stats.smallest_batch = self.stats.smallest_batch.min(self.batch);
         let floor = self.floor.pause_after(s.took);
         let stretched = if self.stretch > 1.0 {
