@@ -40,6 +40,10 @@ SLOW_DISK="${SLOW_DISK:-}"
 TABLE_SETTINGS="${TABLE_SETTINGS:-}"
 # KEEP_LOGS=1 keeps pgbench's per-transaction logs (their directory is printed on stderr).
 KEEP_LOGS="${KEEP_LOGS:-0}"
+# WAITS=1 samples pg_stat_activity every 20 ms during each purge and prints what the active
+# backends waited for (the refresh clients, the purge, the server's own processes), most
+# frequent first: where the traffic's tail goes.
+WAITS="${WAITS:-0}"
 case "$ORDER" in
   scattered) expiry="(i % 86400) * interval '1 second'" ;;
   clustered) expiry="(i::bigint * 86400 / $N) * interval '1 second'" ;;
@@ -170,9 +174,26 @@ for setting in $PURGES; do
   echo "refresh idle before:     $before"
   echo "== batched purge: latchkey expire ${flags[*]} under the same load" >&2
   load_start 900 "purge$round"; sleep 2
+  if [ "$WAITS" = 1 ]; then
+    psql -Atq "$url" >"$work/waits$round" 2>/dev/null <<'SQL' &
+SELECT floor(extract(epoch FROM clock_timestamp()))::bigint AS at,
+       coalesce(nullif(application_name, ''), backend_type) AS who,
+       coalesce(wait_event_type || ':' || wait_event, 'CPU') AS waits
+FROM pg_stat_activity
+WHERE state IS DISTINCT FROM 'idle' AND pid <> pg_backend_pid()
+  AND backend_type NOT IN ('walwriter', 'autovacuum launcher', 'logical replication launcher')
+\watch 0.02
+SQL
+    waits=$!
+  fi
   t0=$(now_ms)
   summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}")
   t1=$(now_ms)
+  if [ "$WAITS" = 1 ]; then
+    kill "$waits" 2>/dev/null || true; wait "$waits" 2>/dev/null || true
+    echo "  waits (samples of 20 ms, active backends):"
+    grep -v '^$' "$work/waits$round" | cut -d'|' -f2- | sort | uniq -c | sort -rn | head -15 | sed 's/^/    /'
+  fi
   kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   ms=$((t1 - t0))
   echo "latchkey expire ${flags[*]}: $summary"
