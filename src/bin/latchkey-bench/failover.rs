@@ -13,23 +13,17 @@
 //! and that each instance's `LISTEN` connection (live streams) is on the new primary.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use latchkey::embedded::{Cluster, ClusterOptions, STANDBY_NAME};
 use sqlx::{Connection, PgConnection};
-use tokio::sync::watch;
 
-use crate::soak::clients::{self, Ctx, Kind};
+use crate::soak::clients::{self, Kind};
 use crate::soak::faults::{self, FaultKind, FaultRecord};
-use crate::soak::instances::{Instance, InstanceConfig};
-use crate::soak::report::{self, Tally};
-use crate::soak::{grace_used, prepare_database, wait_and_check, DATABASE};
+use crate::soak::report;
+use crate::soak::{grace_used, prepare_database, wait_and_check, Fleet, DATABASE, INSTANCES};
 use crate::Args;
-
-/// Instances of the service.
-const INSTANCES: usize = 2;
 
 /// Runs the scenario; an error when a promise was broken or it could not run.
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
@@ -126,42 +120,20 @@ async fn switch(
     make_synchronous(primary).await?;
     prepare_database(primary, users).await?;
     let primary_node = format!("127.0.0.1:{}", primary.port());
-    let config = InstanceConfig {
-        bin: args.server_bin.clone(),
-        database_url: primary.url(DATABASE).replacen(
-            &primary_node,
-            &format!("{primary_node},127.0.0.1:{}", standby.port()),
-            1,
-        ) + "?target_session_attrs=read-write",
-        jwt_secret: format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        ),
-        log_dir: dir.to_owned(),
-    };
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(1024)
-        .build()?;
-    let mut instances = Vec::new();
-    for n in 0..INSTANCES {
-        let mut instance = Instance::new(faults::instance_name(n))?;
-        instance.start(&config, &http).await?;
-        instances.push(instance);
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let began = Instant::now();
-    let tally = Arc::new(Tally::new(began));
-    let ctx = Ctx {
-        http: http.clone(),
-        streams: reqwest::Client::new(),
-        bases: Arc::new(instances.iter().map(|i| i.base.clone()).collect()),
-        tally: tally.clone(),
-        stop: stop_rx,
-        deadline: began + duration + Duration::from_secs(60),
-        think: Duration::from_millis(args.soak_think_ms),
-    };
+    let database_url = primary.url(DATABASE).replacen(
+        &primary_node,
+        &format!("{primary_node},127.0.0.1:{}", standby.port()),
+        1,
+    ) + "?target_session_attrs=read-write";
+    let Fleet {
+        http,
+        mut instances,
+        ctx,
+        tally,
+        stop: stop_tx,
+        began,
+        ..
+    } = Fleet::start(args, database_url, dir, duration).await?;
     let header = format!(
         "failover: {} s, {clients} refresh clients (stateless chains), {INSTANCES} instances of \
          {} given both nodes, a private primary and its synchronous standby; the primary \

@@ -34,7 +34,82 @@ use report::{Ending, Tally};
 /// The database the instances share in the private cluster.
 pub(crate) const DATABASE: &str = "latchkey";
 /// Instances of the service.
-const INSTANCES: usize = 2;
+pub(crate) const INSTANCES: usize = 2;
+
+/// [`INSTANCES`] service processes on one database, started, with the HTTP client that
+/// reaches them and the context their clients share: what the soak and the primary switch
+/// both run against.
+pub(crate) struct Fleet {
+    /// How the instances were started (to start one again).
+    pub(crate) config: InstanceConfig,
+    /// The client of the requests (no redirects, a large idle pool).
+    pub(crate) http: reqwest::Client,
+    /// The running instances.
+    pub(crate) instances: Vec<Instance>,
+    /// The clients' shared context; `stop` ends them.
+    pub(crate) ctx: Ctx,
+    /// Where the clients count their answers.
+    pub(crate) tally: Arc<Tally>,
+    /// Sending `true` stops the clients.
+    pub(crate) stop: watch::Sender<bool>,
+    /// When the run began (the instances are up).
+    pub(crate) began: Instant,
+}
+
+impl Fleet {
+    /// Starts the instances on `database_url`, logging into `dir`, for a run of `duration`
+    /// (the clients give up a minute after it).
+    pub(crate) async fn start(
+        args: &Args,
+        database_url: String,
+        dir: &Path,
+        duration: Duration,
+    ) -> anyhow::Result<Self> {
+        let config = InstanceConfig {
+            bin: args.server_bin.clone(),
+            database_url,
+            jwt_secret: format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
+            log_dir: dir.to_owned(),
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(1024)
+            .build()?;
+        let mut instances = Vec::new();
+        for n in 0..INSTANCES {
+            let mut instance = Instance::new(faults::instance_name(n))?;
+            instance.start(&config, &http).await?;
+            instances.push(instance);
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let began = Instant::now();
+        let tally = Arc::new(Tally::new(began));
+        let ctx = Ctx {
+            http: http.clone(),
+            streams: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()?,
+            bases: Arc::new(instances.iter().map(|i| i.base.clone()).collect()),
+            tally: tally.clone(),
+            stop: stop_rx,
+            deadline: began + duration + Duration::from_secs(60),
+            think: Duration::from_millis(args.soak_think_ms),
+        };
+        Ok(Self {
+            config,
+            http,
+            instances,
+            ctx,
+            tally,
+            stop,
+            began,
+        })
+    }
+}
 
 /// Runs the soak; an error when a promise was broken or the soak could not run.
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
@@ -71,43 +146,19 @@ async fn soak(args: &Args, cluster: Arc<Cluster>, dir: &Path) -> anyhow::Result<
     let users = clients.div_ceil(8);
     prepare_database(&cluster, users).await?;
     let proxy = proxy::DbProxy::start(format!("127.0.0.1:{}", cluster.port())).await?;
-    let config = InstanceConfig {
-        bin: args.server_bin.clone(),
-        database_url: cluster.url(DATABASE).replace(
-            &format!("@127.0.0.1:{}/", cluster.port()),
-            &format!("@127.0.0.1:{}/", proxy.port),
-        ),
-        jwt_secret: format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        ),
-        log_dir: dir.to_owned(),
-    };
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(1024)
-        .build()?;
-    let mut instances = Vec::new();
-    for n in 0..INSTANCES {
-        let mut instance = Instance::new(faults::instance_name(n))?;
-        instance.start(&config, &http).await?;
-        instances.push(instance);
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let began = Instant::now();
-    let tally = Arc::new(Tally::new(began));
-    let ctx = Ctx {
-        http: http.clone(),
-        streams: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?,
-        bases: Arc::new(instances.iter().map(|i| i.base.clone()).collect()),
-        tally: tally.clone(),
-        stop: stop_rx,
-        deadline: began + duration + Duration::from_secs(60),
-        think: Duration::from_millis(args.soak_think_ms),
-    };
+    let database_url = cluster.url(DATABASE).replace(
+        &format!("@127.0.0.1:{}/", cluster.port()),
+        &format!("@127.0.0.1:{}/", proxy.port),
+    );
+    let Fleet {
+        config,
+        http,
+        mut instances,
+        ctx,
+        tally,
+        stop: stop_tx,
+        began,
+    } = Fleet::start(args, database_url, dir, duration).await?;
     let mix = mix(clients);
     let header = format!(
         "soak: {} s, {clients} clients ({} stateless chains, {} stateful, {} logins, {} event \
