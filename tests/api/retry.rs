@@ -106,6 +106,38 @@ async fn refresh_on(client: &reqwest::Client, base: &str, token: &str) -> Tokens
     decode(res).await
 }
 
+/// The raw answer to a refresh of `token`.
+async fn post_refresh(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/auth/refresh"))
+        .json(&serde_json::json!({ "refresh_token": token }))
+        .send()
+        .await
+        .expect("refresh")
+}
+
+/// The refresh of `token`, tried again while it answers 503 (up to 5 s): the service is
+/// reconnecting to the database.
+async fn refresh_until_up(app: &TestApp, token: &str) -> Tokens {
+    let mut retry = app.refresh_json(token).await;
+    for _ in 0..50 {
+        if retry.status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        retry = app.refresh_json(token).await;
+    }
+    retry
+}
+
+/// The client was answered (or cut off) while the rotation was still in PostgreSQL: not
+/// committed then (`why`), it commits afterwards; the rotations are made fast again.
+async fn commit_lands_after_the_answer(pool: &PgPool, id: Uuid, why: &str) {
+    assert_eq!(version(pool, id).await, 1, "{why}");
+    wait_version(pool, id, 2).await;
+    delay_rotations(pool, 0.0).await;
+}
+
 /// The successor is the session's live token: it rotates once more (to `version + 1`) and
 /// its access token opens the session.
 async fn assert_live_successor(app: &TestApp, retry: &Tokens, id: Uuid, version_now: i64) {
@@ -203,25 +235,12 @@ async fn a_503_before_the_commit_leaves_the_token_current_and_the_retry_rotates_
     let (token, id) = (login.refresh_token(), login.session_id());
 
     proxy.cut();
-    let res = app
-        .client
-        .post(app.url("/auth/refresh"))
-        .json(&serde_json::json!({ "refresh_token": token }))
-        .send()
-        .await
-        .expect("refresh");
+    let res = post_refresh(&app, &token).await;
     assert_503_with_retry_after(&res, "refresh with the database cut");
     assert_eq!(version(&app.db.pool, id).await, 1, "nothing applied");
 
     proxy.restore();
-    let mut retry = app.refresh_json(&token).await;
-    for _ in 0..50 {
-        if retry.status != StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        retry = app.refresh_json(&token).await;
-    }
+    let retry = refresh_until_up(&app, &token).await;
     assert_eq!(version(&app.db.pool, id).await, 2);
     assert_live_successor(&app, &retry, id, 2).await;
 }
@@ -237,22 +256,10 @@ async fn a_503_from_the_request_timeout_whose_commit_lands_after_it_is_retried_i
     let (token, id) = (login.refresh_token(), login.session_id());
 
     delay_rotations(&app.db.pool, 2.5).await;
-    let res = app
-        .client
-        .post(app.url("/auth/refresh"))
-        .json(&serde_json::json!({ "refresh_token": token }))
-        .send()
-        .await
-        .expect("refresh");
+    let res = post_refresh(&app, &token).await;
     assert_503_with_retry_after(&res, "refresh past the request timeout");
-    assert_eq!(
-        version(&app.db.pool, id).await,
-        1,
-        "answered before the commit"
-    );
     // The statement was already in PostgreSQL: it commits after the client heard 503.
-    wait_version(&app.db.pool, id, 2).await;
-    delay_rotations(&app.db.pool, 0.0).await;
+    commit_lands_after_the_answer(&app.db.pool, id, "answered before the commit").await;
 
     let retry = app.refresh_json(&token).await;
     assert_eq!(
@@ -289,23 +296,10 @@ async fn a_503_from_a_connection_cut_after_the_statement_reached_postgres_is_ret
     proxy.cut(); // the UPDATE is sleeping in PostgreSQL; its answer will find no one
     let res = first.await.expect("join").expect("refresh");
     assert_503_with_retry_after(&res, "refresh whose connection was cut");
-    assert_eq!(
-        version(&app.db.pool, id).await,
-        1,
-        "answered before the commit"
-    );
-    wait_version(&app.db.pool, id, 2).await;
-    delay_rotations(&app.db.pool, 0.0).await;
+    commit_lands_after_the_answer(&app.db.pool, id, "answered before the commit").await;
 
     proxy.restore();
-    let mut retry = app.refresh_json(&token).await;
-    for _ in 0..50 {
-        if retry.status != StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        retry = app.refresh_json(&token).await;
-    }
+    let retry = refresh_until_up(&app, &token).await;
     assert_eq!(
         version(&app.db.pool, id).await,
         2,
@@ -363,14 +357,8 @@ async fn an_instance_killed_between_the_commit_and_its_answer_leaves_a_successor
     a.wait().expect("reap A");
     let lost = first.await.expect("join");
     assert!(lost.is_err(), "A answered before dying: {lost:?}");
-    assert_eq!(
-        version(&app.db.pool, id).await,
-        1,
-        "A died before the commit landed"
-    );
     // A's statement outlives A: PostgreSQL commits the rotation nobody was told about.
-    wait_version(&app.db.pool, id, 2).await;
-    delay_rotations(&app.db.pool, 0.0).await;
+    commit_lands_after_the_answer(&app.db.pool, id, "A died before the commit landed").await;
 
     let retry = refresh_on(&client, &base_b, &token).await;
     assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
