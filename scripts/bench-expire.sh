@@ -192,7 +192,7 @@ SQL
   if [ "$WAITS" = 1 ]; then
     kill "$waits" 2>/dev/null || true; wait "$waits" 2>/dev/null || true
     echo "  waits (samples of 20 ms, active backends):"
-    grep -v '^$' "$work/waits$round" | cut -d'|' -f2- | sort | uniq -c | sort -rn | head -15 | sed 's/^/    /'
+    { grep -v '^$' "$work/waits$round" || true; } | cut -d'|' -f2- | sort | uniq -c | sort -rn | head -15 | sed 's/^/    /'
   fi
   kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   ms=$((t1 - t0))
