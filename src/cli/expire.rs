@@ -18,7 +18,8 @@ use super::{open_store, Target};
 
 /// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
 pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(target, 1).await?;
+    // Two connections: the batches, and the probe that paces them.
+    let store = open_store(target, 2).await?;
     let started = Instant::now();
     let mut progress = if std::io::stderr().is_terminal() && !args.dry_run {
         // What the bar runs to: the rows due now, counted as a dry run does.
@@ -57,18 +58,19 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// How the purge was paced, one logfmt line on stderr: the probe's idle baseline, the
-/// back-offs, the smallest batch, the time rested and the purge's own WAL (estimated, with
-/// a WAL budget).
+/// How the purge was paced, one logfmt line on stderr: the probe's idle tail, the probes
+/// read and how many were slow, the largest stretch of the rest, the time rested and the
+/// purge's own WAL (estimated, with a WAL budget).
 fn pace_line(p: &PaceStats) -> String {
     format!(
-        "paced: probe_baseline_ms={} backoffs={} smallest_batch={} rested_seconds={:.3} own_wal_mb={:.1}",
+        "paced: probe_baseline_ms={} probes={} slow_probes={} largest_stretch={} rested_seconds={:.3} own_wal_mb={:.1}",
         p.baseline.map_or_else(
             || "none".to_owned(),
             |b| format!("{:.3}", b.as_secs_f64() * 1e3)
         ),
-        p.backoffs,
-        p.smallest_batch,
+        p.probes,
+        p.slow_probes,
+        p.largest_stretch,
         p.rested.as_secs_f64(),
         p.own_wal as f64 / 1e6,
     )
@@ -256,8 +258,8 @@ async fn sweep(store: &Store, metrics: &Metrics) {
             batches = s.batches,
             ms = s.ms,
             logins = s.logins,
-            backoffs = pace.backoffs,
-            smallest_batch = pace.smallest_batch,
+            slow_probes = pace.slow_probes,
+            largest_stretch = pace.largest_stretch,
             rested_ms = u64::try_from(pace.rested.as_millis()).unwrap_or(u64::MAX),
             "sweeper purged"
         );

@@ -34,8 +34,9 @@ pub(super) async fn serve(target: &Target, args: ServeArgs) -> anyhow::Result<Ex
     let settings = settings(target, args)?;
     let app = Application::build(settings, pool).await?;
     if sweep_interval_secs > 0 {
-        // The purge's batches run untimed, on a connection of their own, as `latchkey expire`;
-        // a sweep that finds the database gone fails and the next one tries again.
+        // The purge's batches and its probe run untimed, on two connections of their own, as
+        // `latchkey expire`'s; a sweep that finds the database gone fails and the next one
+        // tries again.
         let untimed = StatementTimeouts {
             statement: Duration::ZERO,
             lock: Duration::ZERO,
@@ -47,7 +48,7 @@ pub(super) async fn serve(target: &Target, args: ServeArgs) -> anyhow::Result<Ex
                 .context("parsing the database URL")?,
             None => target.options()?,
         };
-        let pg = crate::db::pool_options(1).connect_lazy_with(options);
+        let pg = crate::db::pool_options(2).connect_lazy_with(options);
         if let Some(f) = &follower {
             f.follow(&pg, |node| node);
         }

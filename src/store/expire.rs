@@ -10,12 +10,14 @@
 //! cursor went past it is behind the cursor: the purge ends only when a batch from the start
 //! (no cursor) finds nothing.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
-use super::pace::{PaceStats, Pacer};
+use super::pace::{PaceStats, Pacer, Signals, PROBE_EVERY};
 use super::{Store, StoreResult};
 
 /// Largest batch the SQL function accepts.
@@ -41,10 +43,10 @@ pub struct ExpirePolicy {
     /// not been revoked. Off by default: on a large purge those rows and their index entries
     /// are most of the writes (about three times the WAL; `docs/BENCHMARKS.md`, Expiry).
     pub expired_events: bool,
-    /// Pace by what the purge costs the traffic ([`super::pace`]): when a probe standing for
-    /// the traffic (a trivial committed transaction) takes more than this many times its idle
-    /// baseline, halve the batch and double the rest; `pause_ratio` stays the floor. 0 = off
-    /// (the fixed ratio alone).
+    /// Pace by what the purge costs the traffic ([`super::pace`]): a probe standing for the
+    /// traffic (a random page read and a commit) runs beside the purge, and each one that
+    /// takes more than this many times its idle tail doubles the rest; `pause_ratio` stays
+    /// the floor. 0 = off (the fixed ratio alone).
     pub target_slowdown: f64,
     /// Rest long enough after each batch that the purge's own WAL (the server's during the
     /// batch less the traffic's, whose rate is read during the rests) stays under this many
@@ -81,7 +83,7 @@ impl Default for ExpirePolicy {
             dry_run: false,
             pause_ratio: 4.0,
             expired_events: false,
-            target_slowdown: 1.5,
+            target_slowdown: 2.0,
             max_wal_rate: 0,
         }
     }
@@ -213,36 +215,59 @@ impl Store {
         Ok(self.expire_paced(policy, progress).await?.0)
     }
 
-    /// [`Store::expire`], also returning how the purge was paced: after each batch a
-    /// [`Pacer`] reads the probe and the WAL written and sets the next batch size (at most
-    /// `policy.batch_size`) and the rest before it (`docs/dba.md`, The purge's pace).
+    /// [`Store::expire`], also returning how the purge was paced: a [`Pacer`] sets the rest
+    /// after each batch from a probe committing beside the purge and from the WAL written
+    /// (`docs/dba.md`, The purge's pace).
     ///
     /// # Errors
     /// As [`Store::expire`].
     pub async fn expire_paced(
         &self,
         policy: &ExpirePolicy,
-        mut progress: impl FnMut(&ExpireReport),
+        progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<(ExpireReport, PaceStats)> {
-        let mut report = ExpireReport {
-            dry_run: policy.dry_run,
-            ..ExpireReport::default()
-        };
-        let mut pacer = Pacer::new(policy);
+        let pacer = Mutex::new(Pacer::new(policy));
         if policy.dry_run {
             let (c, _) = self.expire_batch(policy, &ExpireCursor::START).await?;
             let most = c.expired.max(c.revoked).max(c.events);
             let size = i64::from(policy.batch_size.max(1));
-            report.expired = c.expired;
-            report.revoked = c.revoked;
-            report.events = c.events;
-            report.batches = (most + size - 1) / size;
-            return Ok((report, pacer.stats()));
+            let report = ExpireReport {
+                expired: c.expired,
+                revoked: c.revoked,
+                events: c.events,
+                batches: (most + size - 1) / size,
+                dry_run: true,
+            };
+            return Ok((report, lock(&pacer).stats()));
         }
-        if pacer.probes() {
-            pacer.set_baseline(self.purge_baseline().await);
-        }
+        let probe = Probe {
+            pacer: &pacer,
+            in_flight: Mutex::new(None),
+            calibrated: Notify::new(),
+        };
+        let report = if lock(&pacer).probes() {
+            tokio::select! {
+                r = self.purge_loop(policy, &probe, progress) => r?,
+                never = self.probe_loop(&probe) => match never {},
+            }
+        } else {
+            self.purge_loop(policy, &probe, progress).await?
+        };
+        let stats = lock(&pacer).stats();
+        Ok((report, stats))
+    }
+
+    /// The batches of [`Store::expire_paced`], each followed by its rest.
+    async fn purge_loop(
+        &self,
+        policy: &ExpirePolicy,
+        probe: &Probe<'_>,
+        mut progress: impl FnMut(&ExpireReport),
+    ) -> StoreResult<ExpireReport> {
+        let mut report = ExpireReport::default();
         let mut batch_policy = *policy;
+        batch_policy.batch_size = lock(probe.pacer).batch();
+        let reads_wal = lock(probe.pacer).reads_wal();
         let mut cursor = ExpireCursor::START;
         let mut from_start = true;
         let mut wal_after: Option<(u64, Instant)> = None;
@@ -252,8 +277,7 @@ impl Store {
             } else {
                 cursor
             };
-            batch_policy.batch_size = pacer.batch();
-            let wal_before = if pacer.reads_wal() {
+            let wal_before = if reads_wal {
                 self.wal_position().await
             } else {
                 None
@@ -261,31 +285,99 @@ impl Store {
             let began = Instant::now();
             if let (Some(before), Some((after, at))) = (wal_before, wal_after) {
                 // Only the traffic wrote since the last batch's reading.
-                pacer.traffic_wal(before.saturating_sub(after), began - at);
+                lock(probe.pacer).traffic_wal(before.saturating_sub(after), began - at);
             }
             let (c, last) = self.expire_batch(&batch_policy, &from).await?;
             if c.is_empty() {
                 if from_start {
-                    return Ok((report, pacer.stats()));
+                    return Ok(report);
                 }
                 from_start = true;
                 continue;
             }
             from_start = false;
             cursor.advance(&last);
+            let took = began.elapsed();
+            let wal_bytes = match wal_before {
+                Some(before) => self.wal_position().await.map(|at| {
+                    wal_after = Some((at, Instant::now()));
+                    at.saturating_sub(before)
+                }),
+                None => None,
+            };
+            if report.batches == 0
+                && lock(probe.pacer).probes()
+                && c.expired.max(c.revoked).max(c.events) >= i64::from(batch_policy.batch_size)
+            {
+                // A full first batch: more is due, so the probe starts. (A purge that ends
+                // with its first batch, a sweep that finds little, commits no probe.)
+                let idle = self.purge_calibration().await;
+                lock(probe.pacer).calibrate(&idle);
+                probe.calibrated.notify_one();
+            }
             report.expired += c.expired;
             report.revoked += c.revoked;
             report.events += c.events;
             report.batches += 1;
             progress(&report);
-            let (signals, after) = self.purge_signals(&pacer, began, wal_before).await;
-            wal_after = after;
-            let step = pacer.next(signals);
-            if !step.rest.is_zero() {
-                tokio::time::sleep(step.rest).await;
+            lock(probe.pacer).next(Signals { took, wal_bytes });
+            probe.rest().await;
+        }
+    }
+
+    /// The probe of a paced purge, every [`PROBE_EVERY`] once calibrated; never returns.
+    async fn probe_loop(&self, probe: &Probe<'_>) -> std::convert::Infallible {
+        probe.calibrated.notified().await;
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            *lock(&probe.in_flight) = Some(Instant::now());
+            let took = self.purge_probe().await;
+            *lock(&probe.in_flight) = None;
+            if let Some(took) = took {
+                lock(probe.pacer).probed(took);
             }
         }
     }
+}
+
+/// What the batches and the probe of one purge share.
+struct Probe<'a> {
+    pacer: &'a Mutex<Pacer>,
+    /// When the probe under way began.
+    in_flight: Mutex<Option<Instant>>,
+    /// Woken once the idle time is read: the probe starts.
+    calibrated: Notify,
+}
+
+impl Probe<'_> {
+    /// Rests after a batch: at least as long as the pacer asks, re-read every [`PROBE_EVERY`]
+    /// (a stall during the rest lengthens it), and on until no probe is overdue.
+    async fn rest(&self) {
+        let from = Instant::now();
+        loop {
+            let waiting = lock(&self.in_flight).map(|t| t.elapsed());
+            let (rest, overdue) = {
+                let p = lock(self.pacer);
+                (p.rest(), waiting.is_some_and(|w| p.overdue(w)))
+            };
+            let rested = from.elapsed();
+            if rested >= rest && !overdue {
+                break;
+            }
+            let nap = if overdue {
+                PROBE_EVERY
+            } else {
+                (rest - rested).min(PROBE_EVERY)
+            };
+            tokio::time::sleep(nap).await;
+        }
+        lock(self.pacer).rested(from.elapsed());
+    }
+}
+
+/// A mutex's guard, poisoned or not (nothing panics while holding these).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use login_session::LoginSessionStore;
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
 pub use pace::{
-    PaceStats, Pacer, Signals, Step, MAX_PACED_REST, MIN_PACED_BATCH, PURGE_PROBE_LOCK,
+    PaceStats, Pacer, Signals, CALIBRATION_PROBES, MAX_DOUBLINGS, MAX_PACED_REST, MIN_BASELINE,
+    PROBE_EVERY, PURGE_PROBE_LOCK, QUIET_PER_SLOW, START_DOUBLINGS,
 };
 #[doc(hidden)]
 pub use sessions::{rotate_sql, FIND_SESSION_SQL, ROTATE_AUDITED_SQL, ROTATE_SQL};

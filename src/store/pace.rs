@@ -1,14 +1,25 @@
 //! How fast the purge may go: paced by what it costs the traffic beside it.
 //!
-//! After each batch the purge reads two cheap signals from PostgreSQL: a probe that stands
-//! for the traffic (the mean time of a few trivial committed transactions, each assigning
-//! a transaction id so its commit waits for the WAL flush, as a refresh's commit does) and
-//! the WAL the server wrote while the batch ran. [`Pacer`] turns them into the next batch
-//! size and the rest before it, additive increase / multiplicative decrease: when the probe
-//! takes more than `target_slowdown` times its idle baseline (measured before the first
-//! batch), the batch is halved and the rest doubled; otherwise the batch grows back by a
-//! tenth of its configured size and the rest shrinks slowly. The rest never falls below the
-//! fixed ratio of [`ExpirePolicy::pause_after`].
+//! While a purge runs, a probe standing for the traffic ([`PROBE_SQL`]: it reads a heap page
+//! of `sessions` at random, writes a WAL record and commits, as a refresh does) runs every
+//! [`PROBE_EVERY`] on a connection of its own, during the batches and the rests alike. The
+//! probe's idle tail is read once, from [`CALIBRATION_PROBES`] probes right after the first
+//! full batch (the second slowest, about their 99th percentile, at least [`MIN_BASELINE`]); a
+//! probe is *slow* when it takes more than `target_slowdown` times that. Keeping about one
+//! probe in `QUIET_PER_SLOW + 1` slow then keeps the traffic's 99th percentile within about
+//! `target_slowdown` times its idle one, as far as the probe stands for the traffic.
+//!
+//! [`Pacer`] turns the readings into a stretch on the rest after each batch, an integral
+//! rule: every slow reading doubles the stretch, every quiet one takes back a
+//! [`QUIET_PER_SLOW`]th of a doubling, so the stretch settles where about one probe in
+//! `QUIET_PER_SLOW + 1` is slow, whatever the disk. A probe still waiting counts as a slow
+//! reading for each [`PROBE_EVERY`] it has waited (what a probe every 40 ms would have seen
+//! during that stall), no batch starts while one is overdue, and the rest is re-read while it
+//! runs, so a stall that begins during a rest lengthens it at once. The purge starts
+//! stretched ([`START_DOUBLINGS`]) and earns its pace: its first batches dirty pages that were
+//! clean and log each whole page, the costliest of the purge. The batch size stays the
+//! configured one: on a disk short of write operations, smaller batches would only mean more
+//! commits. The rest never falls below the fixed ratio of [`ExpirePolicy::pause_after`].
 //!
 //! With a WAL budget (`max_wal_rate`), the rest is also long enough to keep the purge's own
 //! WAL under it: the server's WAL during a batch, less what the traffic wrote in as long (its
@@ -20,70 +31,85 @@ use super::expire::ExpirePolicy;
 use super::Store;
 
 /// Key of the advisory lock the probe takes in shared mode (the bytes of `lkpurge` and a
-/// one). Holding it exclusively (`SELECT pg_advisory_lock(…)`) makes every probe wait, so a
-/// paced purge backs off to its slowest pace until it is released.
+/// one). Holding it exclusively (`SELECT pg_advisory_lock(…)`) makes the probe wait, so a
+/// paced purge starts no batch until it is released, and goes on from its slowest pace.
 pub const PURGE_PROBE_LOCK: i64 = 0x6c6b_7075_7267_6501;
 
-/// Smallest batch a back-off goes down to.
-pub const MIN_PACED_BATCH: u32 = 10;
+/// The probe: a transaction that takes [`PURGE_PROBE_LOCK`] in shared mode, reads one heap
+/// page of `sessions` at random (a TID scan: like a refresh, it needs a buffer for a page that
+/// may not be in memory, and may have to write out a dirty one to get it) and writes a WAL
+/// record (a transactional logical message, prefix `latchkey.purge_probe`, empty), so its
+/// commit waits for the WAL flush, as a refresh's does. (A transaction that only assigns a
+/// transaction id writes no WAL before its commit record, and PostgreSQL commits it without
+/// waiting for the flush.)
+const PROBE_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)::text
+    || pg_logical_emit_message(true, 'latchkey.purge_probe', '')::text
+    || (SELECT count(*) FROM latchkey.sessions
+        WHERE ctid = (SELECT format('(%s,1)', floor(random()
+            * (pg_relation_size('latchkey.sessions') / current_setting('block_size')::int)))::tid))::text";
+
+/// How often the probe commits while a purge runs.
+pub const PROBE_EVERY: Duration = Duration::from_millis(40);
+/// Probes read for the idle time, [`PROBE_EVERY`] apart; the second slowest (about their
+/// 99th percentile) is kept.
+pub const CALIBRATION_PROBES: usize = 100;
+/// Quiet readings that take back one doubling of the stretch.
+pub const QUIET_PER_SLOW: u32 = 99;
+/// Doublings of the rest a probing purge starts with (a stretch of 8).
+pub const START_DOUBLINGS: u32 = 3;
+/// Most doublings of the rest (a stretch of 64).
+pub const MAX_DOUBLINGS: u32 = 6;
 /// Longest rest the pacer asks for, whatever the signals.
 pub const MAX_PACED_REST: Duration = Duration::from_secs(10);
-/// Largest factor a back-off stretches the rest by.
-const MAX_STRETCH: f64 = 64.0;
-/// How much the stretch shrinks after a batch that cost the traffic nothing.
-const STRETCH_RELIEF: f64 = 0.5;
-/// Baselines shorter than this count as this: a probe of 0.2 ms against 0.1 ms is noise.
-const MIN_BASELINE: Duration = Duration::from_millis(1);
-/// Probes of the baseline (the median is kept) and after each batch (the mean is kept).
-const BASELINE_PROBES: usize = 5;
-const PROBES: usize = 3;
+/// Idle tails shorter than this count as this. A commit of a few hundred microseconds doubles
+/// on any hiccup (a batch holding one of two cores); a refresh, whose tail on the same server
+/// is several milliseconds, does not notice. A probe is slow at twice this at least: a stall.
+pub const MIN_BASELINE: Duration = Duration::from_millis(2);
 
 /// What the purge read after a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Signals {
     /// How long the batch took.
     pub took: Duration,
-    /// The probe's mean time after the batch (`None`: the probe failed or is off).
-    pub probe: Option<Duration>,
     /// Bytes of WAL the server wrote while the batch ran (`None`: unknown).
     pub wal_bytes: Option<u64>,
-}
-
-/// What the pacer decided: the size of the next batch and the rest before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    /// Rows per category of the next batch.
-    pub batch: u32,
-    /// Rest before it.
-    pub rest: Duration,
 }
 
 /// How a purge was paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PaceStats {
-    /// The probe's idle baseline (`None` when pacing by the probe was off or failed).
+    /// The probe's idle time (`None` when pacing by the probe was off, failed, or the purge
+    /// ended with its first batch).
     pub baseline: Option<Duration>,
-    /// Batches after which the pacer backed off.
-    pub backoffs: u64,
-    /// Smallest batch size used.
-    pub smallest_batch: u32,
+    /// Probes read after the calibration.
+    pub probes: u64,
+    /// Slow readings (each doubled the stretch; a probe that waited counts once for each
+    /// [`PROBE_EVERY`] it waited).
+    pub slow_probes: u64,
+    /// Largest stretch of the rest (rounded up; 1 = never stretched past the ratio).
+    pub largest_stretch: u32,
     /// Total time rested between batches.
     pub rested: Duration,
     /// The purge's own WAL, estimated (bytes; 0 when the WAL was not read).
     pub own_wal: u64,
 }
 
-/// The feedback controller (pure: signals in, next step out).
+/// The feedback controller (pure: readings in, rests out).
 #[derive(Debug, Clone)]
 pub struct Pacer {
-    max_batch: u32,
     batch: u32,
-    stretch: f64,
+    /// log2 of the stretch on the rest, in [`QUIET_PER_SLOW`]ths.
+    level: u32,
     pause_ratio: f64,
     target_slowdown: f64,
+    /// A probe slower than this is slow (`None`: not calibrated yet).
+    slow_above: Option<Duration>,
     max_wal_rate: u64,
     /// The traffic's WAL rate (bytes/s), read during the rests.
     traffic_rate: Option<f64>,
+    /// The last batch's time and the rest its own WAL asks for.
+    last_took: Duration,
+    wal_rest: Duration,
     floor: ExpirePolicy,
     stats: PaceStats,
 }
@@ -99,31 +125,37 @@ fn ewma(old: Option<f64>, new: f64) -> f64 {
 }
 
 impl Pacer {
-    /// A pacer for `policy`, starting at its batch size with no stretch.
+    /// A pacer for `policy`: its batch size, and when it probes, the start's stretch.
     pub fn new(policy: &ExpirePolicy) -> Self {
-        let max_batch = policy.batch_size.max(1);
-        Self {
-            max_batch,
-            batch: max_batch,
-            stretch: 1.0,
+        let target_slowdown = if policy.target_slowdown.is_finite() {
+            policy.target_slowdown.max(0.0)
+        } else {
+            0.0
+        };
+        let level = if target_slowdown > 0.0 {
+            START_DOUBLINGS * QUIET_PER_SLOW
+        } else {
+            0
+        };
+        let mut p = Self {
+            batch: policy.batch_size.max(1),
+            level,
             pause_ratio: if policy.pause_ratio.is_finite() {
                 policy.pause_ratio.clamp(0.0, 100.0)
             } else {
                 0.0
             },
-            target_slowdown: if policy.target_slowdown.is_finite() {
-                policy.target_slowdown.max(0.0)
-            } else {
-                0.0
-            },
+            target_slowdown,
+            slow_above: None,
             max_wal_rate: policy.max_wal_rate,
             traffic_rate: None,
+            last_took: Duration::ZERO,
+            wal_rest: Duration::ZERO,
             floor: *policy,
-            stats: PaceStats {
-                smallest_batch: max_batch,
-                ..PaceStats::default()
-            },
-        }
+            stats: PaceStats::default(),
+        };
+        p.note_stretch();
+        p
     }
 
     /// Whether the probe is read at all (`target_slowdown` > 0).
@@ -131,9 +163,71 @@ impl Pacer {
         self.target_slowdown > 0.0
     }
 
-    /// Records the probe's idle baseline.
-    pub fn set_baseline(&mut self, baseline: Option<Duration>) {
-        self.stats.baseline = baseline;
+    /// Records the probe's idle time from `idle` readings: the second slowest (one stray
+    /// reading is not the idle time). No readings leave the pacing by the ratio alone.
+    pub fn calibrate(&mut self, idle: &[Duration]) {
+        let mut idle = idle.to_vec();
+        idle.sort_unstable();
+        let base = idle
+            .len()
+            .checked_sub(2)
+            .or(idle.len().checked_sub(1))
+            .map(|i| idle[i]);
+        self.stats.baseline = base;
+        self.slow_above = base
+            .filter(|_| self.probes())
+            .map(|b| b.max(MIN_BASELINE).mul_f64(self.target_slowdown));
+        if self.slow_above.is_none() {
+            // Nothing to read the traffic by: the ratio alone.
+            self.level = 0;
+        }
+        self.note_stretch();
+    }
+
+    /// A probe slower than this is slow (`None`: not calibrated, or not probing).
+    pub fn slow_above(&self) -> Option<Duration> {
+        self.slow_above
+    }
+
+    /// Whether a probe that has been waiting `waiting` is already slow: no batch starts then.
+    pub fn overdue(&self, waiting: Duration) -> bool {
+        self.slow_above.is_some_and(|slow| waiting > slow)
+    }
+
+    /// Records a probe that took `took`.
+    pub fn probed(&mut self, took: Duration) {
+        let Some(slow) = self.slow_above else { return };
+        self.stats.probes += 1;
+        if took > slow {
+            // A probe that waited stands for all those that would have run meanwhile.
+            let readings =
+                u32::try_from(took.as_nanos() / PROBE_EVERY.as_nanos() + 1).unwrap_or(u32::MAX);
+            self.stats.slow_probes = self.stats.slow_probes.saturating_add(u64::from(readings));
+            self.level = readings
+                .saturating_mul(QUIET_PER_SLOW)
+                .saturating_add(self.level)
+                .min(MAX_DOUBLINGS * QUIET_PER_SLOW);
+        } else {
+            self.level = self.level.saturating_sub(1);
+        }
+        tracing::trace!(
+            ms = took.as_secs_f64() * 1e3,
+            slow = took > slow,
+            stretch = self.stretch(),
+            "purge probe"
+        );
+        self.note_stretch();
+    }
+
+    fn note_stretch(&mut self) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=64
+        let s = self.stretch().ceil() as u32;
+        self.stats.largest_stretch = self.stats.largest_stretch.max(s);
+    }
+
+    /// The stretch on the rest now (1 = the ratio alone).
+    pub fn stretch(&self) -> f64 {
+        (f64::from(self.level) / f64::from(QUIET_PER_SLOW)).exp2()
     }
 
     /// Whether the WAL is read around each batch (there is a WAL budget).
@@ -151,7 +245,7 @@ impl Pacer {
         }
     }
 
-    /// The current batch size.
+    /// The batch size.
     pub fn batch(&self) -> u32 {
         self.batch
     }
@@ -161,25 +255,8 @@ impl Pacer {
         self.stats
     }
 
-    /// The next step after a batch that produced `s`.
-    pub fn next(&mut self, s: Signals) -> Step {
-        let congested = match (self.stats.baseline, s.probe) {
-            (Some(base), Some(probe)) if self.probes() => {
-                probe.as_secs_f64() > base.max(MIN_BASELINE).as_secs_f64() * self.target_slowdown
-            }
-            _ => false,
-        };
-        if congested {
-            self.batch = (self.batch / 2).max(MIN_PACED_BATCH.min(self.max_batch));
-            self.stretch = (self.stretch * 2.0).min(MAX_STRETCH);
-            self.stats.backoffs += 1;
-        } else {
-            self.batch = self
-                .batch
-                .saturating_add((self.max_batch / 10).max(1))
-                .min(self.max_batch);
-            self.stretch = (self.stretch - STRETCH_RELIEF).max(1.0);
-        }
+    /// Records a batch that produced `s`; returns the rest after it at the current stretch.
+    pub fn next(&mut self, s: Signals) -> Duration {
         #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
         let own = s.wal_bytes.map(|bytes| {
             let traffic = self.traffic_rate.unwrap_or(0.0) * s.took.as_secs_f64();
@@ -188,56 +265,52 @@ impl Pacer {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative
         let own_bytes = own.map_or(0, |own| own as u64);
         self.stats.own_wal += own_bytes;
-        self.stats.smallest_batch = self.stats.smallest_batch.min(self.batch);
-        let floor = self.floor.pause_after(s.took);
-        let stretched = if self.stretch > 1.0 {
-            s.took.mul_f64(self.pause_ratio.max(1.0) * self.stretch)
-        } else {
-            Duration::ZERO
-        };
-        let wal = match own {
+        self.wal_rest = match own {
             #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
             Some(own) if self.max_wal_rate > 0 => {
                 Duration::from_secs_f64(own / self.max_wal_rate as f64).saturating_sub(s.took)
             }
             _ => Duration::ZERO,
         };
-        let rest = floor.max(stretched).max(wal).min(MAX_PACED_REST);
-        self.stats.rested += rest;
-        Step {
-            batch: self.batch,
-            rest,
-        }
+        self.last_took = s.took;
+        self.rest()
+    }
+
+    /// The rest after the last batch at the current stretch: the longest of the fixed
+    /// ratio's, the stretched one and the WAL budget's, at most [`MAX_PACED_REST`].
+    pub fn rest(&self) -> Duration {
+        let floor = self.floor.pause_after(self.last_took);
+        let stretched = if self.level > 0 {
+            self.last_took
+                .mul_f64(self.pause_ratio.max(1.0) * self.stretch())
+        } else {
+            Duration::ZERO
+        };
+        floor.max(stretched).max(self.wal_rest).min(MAX_PACED_REST)
+    }
+
+    /// Records time rested.
+    pub fn rested(&mut self, d: Duration) {
+        self.stats.rested += d;
     }
 }
 
-/// The mean of some durations: one slow commit in three moves it, as a tail does the traffic's.
-fn mean(v: &[Duration]) -> Option<Duration> {
-    let n = u32::try_from(v.len()).ok().filter(|n| *n > 0)?;
-    Some(v.iter().sum::<Duration>() / n)
-}
-
 impl Store {
-    /// One reading of the probe: the mean time of `n` trivial committed transactions, each
-    /// taking [`PURGE_PROBE_LOCK`] in shared mode and assigning a transaction id, so its
-    /// commit waits for the WAL flush as the traffic's do. `None` if any fails.
-    pub async fn purge_probe(&self, n: usize) -> Option<Duration> {
-        let mut times = Vec::with_capacity(n);
-        for _ in 0..n {
-            let began = Instant::now();
-            let r = sqlx::query_scalar::<_, String>(
-                "SELECT pg_advisory_xact_lock_shared($1)::text || pg_current_xact_id()::text",
-            )
+    /// One probe ([`PROBE_SQL`]): its time, or `None` if it failed. The time includes any wait for a connection of
+    /// the pool, which is why the purge's pools have two: one for the batches, one for it.
+    pub async fn purge_probe(&self) -> Option<Duration> {
+        let began = Instant::now();
+        let r = sqlx::query_scalar::<_, String>(PROBE_SQL)
             .bind(PURGE_PROBE_LOCK)
             .fetch_one(&self.pool)
             .await;
-            if let Err(e) = r {
+        match r {
+            Ok(_) => Some(began.elapsed()),
+            Err(e) => {
                 tracing::debug!(error = %e, "purge probe failed; pacing by the ratio alone");
-                return None;
+                None
             }
-            times.push(began.elapsed());
         }
-        mean(&times)
     }
 
     /// The server's WAL position in bytes, or `None` where it cannot be read (a standby).
@@ -255,48 +328,21 @@ impl Store {
         }
     }
 
-    /// The probe's idle baseline, read before the first batch: the median of a few probes
-    /// after one that may open a connection.
-    pub(super) async fn purge_baseline(&self) -> Option<Duration> {
-        self.purge_probe(1).await?;
-        let mut times = Vec::with_capacity(BASELINE_PROBES);
-        for _ in 0..BASELINE_PROBES {
-            times.push(self.purge_probe(1).await?);
+    /// The probe's idle readings: [`CALIBRATION_PROBES`] probes a little apart, after one
+    /// that may open a connection. Empty if any fails.
+    pub(super) async fn purge_calibration(&self) -> Vec<Duration> {
+        if self.purge_probe().await.is_none() {
+            return Vec::new();
         }
-        times.sort_unstable();
-        times.get(BASELINE_PROBES / 2).copied()
-    }
-
-    /// The signals after a batch that began at `began` with the WAL at `wal_before`, and the
-    /// WAL position read after it (with when it was read).
-    pub(super) async fn purge_signals(
-        &self,
-        pacer: &Pacer,
-        began: Instant,
-        wal_before: Option<u64>,
-    ) -> (Signals, Option<(u64, Instant)>) {
-        let took = began.elapsed();
-        let after = match wal_before {
-            Some(_) => self.wal_position().await.map(|at| (at, Instant::now())),
-            None => None,
-        };
-        let wal_bytes = match (wal_before, after) {
-            (Some(before), Some((at, _))) => Some(at.saturating_sub(before)),
-            _ => None,
-        };
-        let probe = if pacer.probes() {
-            self.purge_probe(PROBES).await
-        } else {
-            None
-        };
-        (
-            Signals {
-                took,
-                probe,
-                wal_bytes,
-            },
-            after,
-        )
+        let mut times = Vec::with_capacity(CALIBRATION_PROBES);
+        for _ in 0..CALIBRATION_PROBES {
+            tokio::time::sleep(PROBE_EVERY).await;
+            match self.purge_probe().await {
+                Some(t) => times.push(t),
+                None => return Vec::new(),
+            }
+        }
+        times
     }
 }
 

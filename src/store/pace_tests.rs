@@ -1,4 +1,4 @@
-//! The pacer's decisions, from signals alone.
+//! The pacer's decisions, from readings alone.
 
 use super::*;
 
@@ -16,221 +16,199 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn signals(took: u64, probe: Option<u64>) -> Signals {
+fn batch(took: u64) -> Signals {
     Signals {
         took: ms(took),
-        probe: probe.map(ms),
         wal_bytes: None,
     }
 }
 
-#[test]
-fn a_quiet_probe_keeps_the_batch_and_the_ratio_floor() {
+/// A probing pacer (ratio 4, slow above 1.5 × its idle tail) calibrated at an idle tail of 2 ms.
+fn calibrated() -> Pacer {
     let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
-    p.set_baseline(Some(ms(2)));
+    let mut idle = vec![ms(2); 24];
+    idle.push(ms(40));
+    p.calibrate(&idle);
+    p
+}
+
+fn close(a: Duration, b: Duration) -> bool {
+    a.abs_diff(b) < Duration::from_micros(50)
+}
+
+#[test]
+fn a_probing_purge_starts_stretched_and_earns_its_pace() {
+    let mut p = calibrated();
+    assert_eq!(p.batch(), 200);
+    // 20 ms × 4 × 8 at the start.
+    assert!(close(p.next(batch(20)), ms(640)));
+    // Each quiet reading takes back a 99th of a doubling: 99 halve the stretch.
+    for _ in 0..QUIET_PER_SLOW {
+        p.probed(ms(2));
+    }
+    assert!(close(p.rest(), ms(320)), "{:?}", p.rest());
+    for _ in 0..2 * QUIET_PER_SLOW {
+        p.probed(ms(2));
+    }
+    assert!(close(p.rest(), ms(80)), "{:?}", p.rest());
+    // Never below the ratio's floor, however quiet.
+    for _ in 0..1000 {
+        p.probed(ms(2));
+    }
+    assert_eq!(p.rest(), ms(80));
+    assert_eq!(p.stats().slow_probes, 0);
+    assert_eq!(p.stats().probes, u64::from(3 * QUIET_PER_SLOW) + 1000);
+    assert_eq!(p.stats().largest_stretch, 8);
+}
+
+#[test]
+fn each_slow_reading_doubles_the_rest_up_to_the_cap() {
+    let mut p = calibrated();
+    for _ in 0..3 * QUIET_PER_SLOW {
+        p.probed(ms(2));
+    }
+    assert!(close(p.next(batch(20)), ms(80)));
+    // Slow: over 1.5 × 2 ms.
+    p.probed(ms(4));
+    assert!(close(p.rest(), ms(160)), "{:?}", p.rest());
+    p.probed(ms(4));
+    assert!(close(p.rest(), ms(320)), "{:?}", p.rest());
+    for _ in 0..10 {
+        p.probed(ms(4));
+    }
+    // The stretch stops at 64: 20 ms × 4 × 64.
+    assert!(close(p.rest(), ms(5120)), "{:?}", p.rest());
+    assert_eq!(p.stats().slow_probes, 12);
+    assert_eq!(p.stats().largest_stretch, 64);
+    // And the rest at 10 s, whatever the batch took.
+    assert_eq!(p.next(batch(500)), MAX_PACED_REST);
+}
+
+#[test]
+fn one_slow_reading_in_two_hundred_holds_the_stretch_where_it_is() {
+    let mut p = calibrated();
+    p.next(batch(20));
+    let before = p.rest();
     for _ in 0..5 {
-        let step = p.next(signals(20, Some(2)));
-        assert_eq!(
-            step,
-            Step {
-                batch: 200,
-                rest: ms(80)
-            }
-        );
+        p.probed(ms(10));
+        for _ in 0..QUIET_PER_SLOW {
+            p.probed(ms(2));
+        }
     }
-    assert_eq!(p.stats().backoffs, 0);
-    assert_eq!(p.stats().smallest_batch, 200);
-    assert_eq!(p.stats().rested, ms(400));
+    assert!(close(p.rest(), before), "{:?} against {before:?}", p.rest());
 }
 
 #[test]
-fn a_slow_probe_halves_the_batch_and_doubles_the_rest_each_time() {
+fn a_probe_that_waited_counts_for_every_probe_it_stood_for() {
+    let mut p = calibrated();
+    for _ in 0..3 * QUIET_PER_SLOW {
+        p.probed(ms(2));
+    }
+    p.next(batch(20));
+    // 130 ms: the probes of 0, 40, 80 and 120 ms would all have been slow.
+    p.probed(ms(130));
+    assert_eq!(p.stats().slow_probes, 4);
+    assert!(close(p.rest(), ms(80 * 16)), "{:?}", p.rest());
+}
+
+#[test]
+fn a_stall_during_the_rest_lengthens_it() {
+    let mut p = calibrated();
+    let first = p.next(batch(20));
+    p.probed(ms(9));
+    assert!(p.rest() > first, "{:?} after {first:?}", p.rest());
+}
+
+#[test]
+fn the_idle_tail_is_the_second_slowest_calibration_probe_and_at_least_the_floor() {
+    let p = calibrated();
+    assert_eq!(p.stats().baseline, Some(ms(2)));
+    assert_eq!(p.slow_above(), Some(ms(3)));
+    assert!(!p.overdue(ms(3)));
+    assert!(p.overdue(ms(4)));
+
     let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
-    p.set_baseline(Some(ms(2)));
-    // 4 ms > 1.5 × 2 ms: congested.
-    assert_eq!(
-        p.next(signals(20, Some(4))),
-        Step {
-            batch: 100,
-            rest: ms(160)
-        }
-    );
-    assert_eq!(
-        p.next(signals(20, Some(4))),
-        Step {
-            batch: 50,
-            rest: ms(320)
-        }
-    );
-    assert_eq!(
-        p.next(signals(20, Some(4))),
-        Step {
-            batch: 25,
-            rest: ms(640)
-        }
-    );
-    assert_eq!(
-        p.next(signals(20, Some(4))),
-        Step {
-            batch: 12,
-            rest: ms(1280)
-        }
-    );
-    // Never below the smallest batch.
-    assert_eq!(p.next(signals(20, Some(4))).batch, MIN_PACED_BATCH);
-    assert_eq!(p.next(signals(20, Some(4))).batch, MIN_PACED_BATCH);
-    assert_eq!(p.stats().backoffs, 6);
-    assert_eq!(p.stats().smallest_batch, MIN_PACED_BATCH);
+    p.calibrate(&[Duration::from_micros(100); CALIBRATION_PROBES]);
+    assert_eq!(p.slow_above(), Some(MIN_BASELINE.mul_f64(1.5)));
+    // 2.5 ms is 25 × the idle time but under 1.5 × 2 ms: quiet.
+    p.next(batch(20));
+    let before = p.rest();
+    p.probed(Duration::from_micros(2500));
+    assert!(p.rest() < before);
+    assert_eq!(p.stats().slow_probes, 0);
 }
 
 #[test]
-fn after_a_back_off_the_batch_grows_back_by_a_tenth_and_the_rest_shrinks_slowly() {
+fn before_the_calibration_readings_count_for_nothing() {
     let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
-    p.set_baseline(Some(ms(2)));
-    p.next(signals(20, Some(10))); // 100, stretch 2
-    p.next(signals(20, Some(10))); // 50, stretch 4
-                                   // Quiet again: +20 rows a batch, the stretch 4 → 3.5 → 3 → …
-    assert_eq!(
-        p.next(signals(20, Some(2))),
-        Step {
-            batch: 70,
-            rest: ms(280)
-        }
-    );
-    assert_eq!(
-        p.next(signals(20, Some(2))),
-        Step {
-            batch: 90,
-            rest: ms(240)
-        }
-    );
-    let mut last = Step {
-        batch: 0,
-        rest: Duration::ZERO,
-    };
-    for _ in 0..20 {
-        last = p.next(signals(20, Some(2)));
-    }
-    assert_eq!(
-        last,
-        Step {
-            batch: 200,
-            rest: ms(80)
-        },
-        "back to the configured pace"
-    );
+    assert!(p.probes());
+    assert!(!p.overdue(ms(1000)));
+    p.probed(ms(1000));
+    assert_eq!(p.stats().probes, 0);
+    assert_eq!(p.stats().slow_probes, 0);
+    // No calibration readings (a probe failed): the ratio alone, nothing reads.
+    p.calibrate(&[]);
+    assert_eq!(p.slow_above(), None);
+    assert_eq!(p.next(batch(20)), ms(80));
 }
 
 #[test]
-fn the_rest_is_capped_and_the_stretch_too() {
-    let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
-    p.set_baseline(Some(ms(2)));
-    for _ in 0..20 {
-        let step = p.next(signals(500, Some(50)));
-        assert!(step.rest <= MAX_PACED_REST);
-    }
-    assert_eq!(p.next(signals(500, Some(50))).rest, MAX_PACED_REST);
-    // A stretch capped at 64: thirteen quiet batches bring it to 57.5 (1 ms × 4 × 57.5), not
-    // from 2^21.
-    for _ in 0..12 {
-        p.next(signals(1, Some(1)));
-    }
-    let rest = p.next(signals(1, Some(1))).rest;
-    assert!(
-        rest.abs_diff(ms(230)) < Duration::from_micros(1),
-        "{rest:?}"
-    );
+fn without_a_target_only_the_ratio_paces() {
+    let mut p = Pacer::new(&policy(200, 4.0, 0.0, 0));
+    assert!(!p.probes());
+    p.calibrate(&[ms(2); CALIBRATION_PROBES]);
+    assert_eq!(p.slow_above(), None);
+    assert_eq!(p.next(batch(20)), ms(80));
+    p.probed(ms(100));
+    assert_eq!(p.rest(), ms(80));
+    assert_eq!(p.stats().slow_probes, 0);
+    assert_eq!(p.stats().largest_stretch, 1);
 }
 
 #[test]
-fn tiny_baselines_count_as_one_millisecond() {
-    let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
-    p.set_baseline(Some(Duration::from_micros(100)));
-    // 1.2 ms is 12 × the baseline but under 1.5 × 1 ms: not congested.
-    let step = p.next(Signals {
-        took: ms(20),
-        probe: Some(Duration::from_micros(1200)),
-        wal_bytes: None,
-    });
-    assert_eq!(step.batch, 200);
-    assert_eq!(p.stats().backoffs, 0);
-}
-
-#[test]
-fn without_a_target_or_a_baseline_or_a_probe_only_the_ratio_paces() {
-    for (target, baseline, probe) in [
-        (0.0, Some(2), Some(100)),
-        (1.5, None, Some(100)),
-        (1.5, Some(2), None),
-    ] {
-        let mut p = Pacer::new(&policy(200, 4.0, target, 0));
-        p.set_baseline(baseline.map(ms));
-        assert_eq!(
-            p.next(signals(20, probe)),
-            Step {
-                batch: 200,
-                rest: ms(80)
-            }
-        );
-        assert_eq!(p.stats().backoffs, 0);
-    }
-    assert!(!Pacer::new(&policy(200, 4.0, 0.0, 0)).probes());
-}
-
-#[test]
-fn with_a_ratio_of_zero_a_back_off_still_rests() {
+fn with_a_ratio_of_zero_a_stretch_still_rests() {
     let mut p = Pacer::new(&policy(200, 0.0, 1.5, 0));
-    p.set_baseline(Some(ms(2)));
-    assert_eq!(p.next(signals(20, Some(2))).rest, Duration::ZERO);
-    assert_eq!(p.next(signals(20, Some(9))).rest, ms(40));
+    p.calibrate(&[ms(2); CALIBRATION_PROBES]);
+    // 20 ms × 1 × 8 at the start.
+    assert!(close(p.next(batch(20)), ms(160)));
+    for _ in 0..3 * QUIET_PER_SLOW {
+        p.probed(ms(2));
+    }
+    assert_eq!(p.rest(), Duration::ZERO);
 }
 
 #[test]
 fn the_wal_budget_sets_the_rest_when_it_is_the_longest() {
     // 8 MB of WAL against 4 MB/s: the batch and its rest must span 2 s.
     let mut p = Pacer::new(&policy(200, 4.0, 0.0, 4_000_000));
-    let step = p.next(Signals {
+    let rest = p.next(Signals {
         took: ms(500),
-        probe: None,
         wal_bytes: Some(8_000_000),
     });
-    assert_eq!(step.rest, ms(1500));
+    assert_eq!(rest, ms(1500));
     // Little WAL: the ratio's floor wins.
-    let step = p.next(Signals {
+    let rest = p.next(Signals {
         took: ms(20),
-        probe: None,
         wal_bytes: Some(4_000),
     });
-    assert_eq!(step.rest, ms(80));
+    assert_eq!(rest, ms(80));
     // No reading: no budget applied.
-    let step = p.next(signals(20, None));
-    assert_eq!(step.rest, ms(80));
+    assert_eq!(p.next(batch(20)), ms(80));
 }
 
 #[test]
 fn nonsense_settings_fall_back_to_no_pacing() {
     let mut p = Pacer::new(&policy(0, f64::NAN, f64::NAN, 0));
-    p.set_baseline(Some(ms(1)));
+    p.calibrate(&[ms(1)]);
     assert!(!p.probes());
-    assert_eq!(
-        p.next(signals(20, Some(100))),
-        Step {
-            batch: 1,
-            rest: Duration::ZERO
-        }
-    );
-}
-
-#[test]
-fn one_slow_probe_in_three_moves_the_mean() {
-    assert_eq!(mean(&[ms(1), ms(1), ms(40)]), Some(ms(14)));
-    assert_eq!(mean(&[]), None);
+    p.probed(ms(100));
+    assert_eq!(p.batch(), 1);
+    assert_eq!(p.next(batch(20)), Duration::ZERO);
 }
 
 fn batch_wrote(took: u64, wal_bytes: u64) -> Signals {
     Signals {
         took: ms(took),
-        probe: None,
         wal_bytes: Some(wal_bytes),
     }
 }
@@ -243,12 +221,11 @@ fn the_traffics_wal_read_during_the_rests_is_not_counted_as_the_purges() {
     p.traffic_wal(1_000_000, ms(1000));
     // 2.5 MB during a batch of 500 ms: 0.5 MB of it the traffic's, 2 MB the purge's, which
     // the budget spreads over 2 s: 1.5 s of rest after the batch.
-    let step = p.next(batch_wrote(500, 2_500_000));
-    assert!(step.rest.abs_diff(ms(1500)) < ms(1), "{:?}", step.rest);
+    let rest = p.next(batch_wrote(500, 2_500_000));
+    assert!(rest.abs_diff(ms(1500)) < ms(1), "{rest:?}");
     assert_eq!(p.stats().own_wal, 2_000_000);
     // Windows too short to tell are ignored; the traffic alone never makes the purge rest.
     p.traffic_wal(50_000_000, ms(5));
-    let step = p.next(batch_wrote(500, 400_000));
-    assert_eq!(step.rest, Duration::ZERO);
+    assert_eq!(p.next(batch_wrote(500, 400_000)), Duration::ZERO);
     assert!(!Pacer::new(&policy(200, 0.0, 0.0, 0)).reads_wal());
 }

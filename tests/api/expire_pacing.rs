@@ -1,18 +1,18 @@
 //! The purge paced by what it costs the traffic: against real PostgreSQL, a probe made slow
-//! by a lock held on it makes the purge back off, and the purge still completes; a WAL budget
-//! rests by the purge's own WAL.
+//! by a lock held on it makes the purge back off, and the purge still completes; the lock held
+//! for good pauses it; a WAL budget rests by the purge's own WAL.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey::store::{ExpirePolicy, PaceStats, Store, MIN_PACED_BATCH, PURGE_PROBE_LOCK};
+use latchkey::store::{ExpirePolicy, PaceStats, Store, MAX_DOUBLINGS, PURGE_PROBE_LOCK};
 use sqlx::{Connection, PgPool};
 
 use crate::helpers::TestDb;
 
 /// Expired sessions to purge.
-const ROWS: i64 = 300;
+const ROWS: i64 = 1000;
 
 async fn seed_expired(pool: &PgPool, rows: i64) {
     sqlx::query(
@@ -34,10 +34,13 @@ async fn sessions_left(pool: &PgPool) -> i64 {
         .expect("count")
 }
 
+/// Ten batches of 100, each followed by a rest of at least four times its time (32 times at
+/// the start's stretch of 8): the purge lasts long enough for its probe, every 40 ms, to
+/// meet the lock.
 fn paced() -> ExpirePolicy {
     ExpirePolicy {
         batch_size: 100,
-        pause_ratio: 0.0,
+        pause_ratio: 4.0,
         target_slowdown: 1.5,
         ..ExpirePolicy::default()
     }
@@ -107,17 +110,66 @@ async fn a_slowed_probe_makes_the_purge_back_off_and_it_still_completes() {
     assert_eq!(sessions_left(&slowed_db.pool).await, 0);
 
     assert!(quiet.baseline.is_some() && slowed.baseline.is_some());
-    // Held 100 ms in 102, the mean of three probes is far past 1.5× a baseline of a few
-    // milliseconds: nearly every batch backs off, down to the smallest batch.
+    // Held 100 ms in 102, nearly every probe waits far past 1.5× an idle time of a few
+    // milliseconds: the rest stretches to its cap.
+    assert!(slowed.slow_probes >= 4, "slow readings: {slowed:?}");
+    assert_eq!(slowed.largest_stretch, 1 << MAX_DOUBLINGS, "{slowed:?}");
     assert!(
-        slowed.backoffs >= 4,
-        "backed off after most batches: {slowed:?}"
-    );
-    assert_eq!(slowed.smallest_batch, MIN_PACED_BATCH, "{slowed:?}");
-    assert!(
-        slowed.backoffs > quiet.backoffs && slowed.rested > quiet.rested,
+        slowed.slow_probes > quiet.slow_probes && slowed.rested > quiet.rested,
         "slowed {slowed:?} against quiet {quiet:?}"
     );
+}
+
+#[tokio::test]
+async fn the_probe_lock_held_pauses_the_purge_until_it_is_released() {
+    let rows = 1000;
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, rows).await;
+    let mut holder = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PURGE_PROBE_LOCK)
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let store = Store::new(db.pool.clone());
+    let batches = Arc::new(AtomicI64::new(0));
+    let purge = {
+        let batches = batches.clone();
+        tokio::spawn(async move {
+            store
+                .expire_paced(&paced(), move |r| {
+                    batches.store(r.batches, Ordering::SeqCst)
+                })
+                .await
+        })
+    };
+    // The first batch runs; then the probe, reading its idle time, waits on the lock, and
+    // no batch starts while it does. (Counted on the lock holder's connection.)
+    let count = "SELECT count(*) FROM latchkey.sessions";
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let left: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut holder)
+            .await
+            .expect("count");
+        assert_eq!(left, rows - 100, "paused after its first batch");
+    }
+    assert!(batches.load(Ordering::SeqCst) <= 1);
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PURGE_PROBE_LOCK)
+        .execute(&mut holder)
+        .await
+        .expect("unlock");
+    let (report, stats) = tokio::time::timeout(Duration::from_secs(60), purge)
+        .await
+        .expect("the purge goes on once the lock is released")
+        .expect("task")
+        .expect("purge");
+    assert_eq!(report.expired, rows);
+    assert_eq!(sessions_left(&db.pool).await, 0);
+    assert!(stats.baseline.is_some(), "{stats:?}");
 }
 
 #[tokio::test]
@@ -146,7 +198,7 @@ async fn with_the_pacing_off_the_probe_is_not_read() {
             .expect("purge");
     assert_eq!(report.expired, 50);
     assert_eq!(stats.baseline, None);
-    assert_eq!(stats.backoffs, 0);
+    assert_eq!(stats.slow_probes, 0);
 }
 
 /// The server's WAL position in bytes.
