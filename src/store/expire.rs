@@ -305,15 +305,16 @@ impl Store {
                 }),
                 None => None,
             };
-            if report.batches == 0
-                && lock(probe.pacer).probes()
-                && c.expired.max(c.revoked).max(c.events) >= i64::from(batch_policy.batch_size)
-            {
-                // A full first batch: more is due, so the probe starts. (A purge that ends
-                // with its first batch, a sweep that finds little, commits no probe.)
-                let idle = self.purge_calibration().await;
-                lock(probe.pacer).calibrate(&idle);
-                probe.calibrated.notify_one();
+            if report.batches == 0 && lock(probe.pacer).probes() {
+                if c.expired.max(c.revoked).max(c.events) >= i64::from(batch_policy.batch_size) {
+                    // A full first batch: more is due, so the probe starts.
+                    let idle = self.purge_calibration().await;
+                    lock(probe.pacer).calibrate(&idle);
+                    probe.calibrated.notify_one();
+                } else {
+                    // Little is due (a sweep that finds a few rows): no probe, the ratio alone.
+                    lock(probe.pacer).calibrate(&[]);
+                }
             }
             report.expired += c.expired;
             report.revoked += c.revoked;

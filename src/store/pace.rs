@@ -137,7 +137,7 @@ impl Pacer {
         } else {
             0
         };
-        let mut p = Self {
+        Self {
             batch: policy.batch_size.max(1),
             level,
             pause_ratio: if policy.pause_ratio.is_finite() {
@@ -152,10 +152,12 @@ impl Pacer {
             last_took: Duration::ZERO,
             wal_rest: Duration::ZERO,
             floor: *policy,
-            stats: PaceStats::default(),
-        };
-        p.note_stretch();
-        p
+            // The start's stretch counts once the probe is calibrated: it is dropped if not.
+            stats: PaceStats {
+                largest_stretch: 1,
+                ..PaceStats::default()
+            },
+        }
     }
 
     /// Whether the probe is read at all (`target_slowdown` > 0).

@@ -173,6 +173,33 @@ async fn the_probe_lock_held_pauses_the_purge_until_it_is_released() {
 }
 
 #[tokio::test]
+async fn a_purge_whose_first_batch_is_not_full_runs_no_probe() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 50).await;
+    // The probe's lock held for the whole purge: a probe would wait for ever.
+    let mut holder = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PURGE_PROBE_LOCK)
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let store = Store::new(db.pool.clone());
+    let (report, stats) = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.expire_paced(&paced(), |_| {}),
+    )
+    .await
+    .expect("no probe to wait on")
+    .expect("purge");
+    assert_eq!(report.expired, 50);
+    assert_eq!(stats.baseline, None);
+    assert_eq!(stats.probes, 0);
+    assert_eq!(stats.largest_stretch, 1, "the ratio alone: {stats:?}");
+}
+
+#[tokio::test]
 async fn with_the_pacing_off_the_probe_is_not_read() {
     let db = TestDb::new().await;
     seed_expired(&db.pool, 50).await;
