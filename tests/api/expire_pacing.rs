@@ -125,14 +125,7 @@ async fn the_probe_lock_held_pauses_the_purge_until_it_is_released() {
     let rows = 1000;
     let db = TestDb::new().await;
     seed_expired(&db.pool, rows).await;
-    let mut holder = sqlx::PgConnection::connect(&db.url())
-        .await
-        .expect("connect");
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(PURGE_PROBE_LOCK)
-        .execute(&mut holder)
-        .await
-        .expect("lock");
+    let mut holder = hold_probe_lock(&db).await;
     let store = Store::new(db.pool.clone());
     let batches = Arc::new(AtomicI64::new(0));
     let purge = {
@@ -172,11 +165,9 @@ async fn the_probe_lock_held_pauses_the_purge_until_it_is_released() {
     assert!(stats.baseline.is_some(), "{stats:?}");
 }
 
-#[tokio::test]
-async fn a_purge_whose_first_batch_is_not_full_runs_no_probe() {
-    let db = TestDb::new().await;
-    seed_expired(&db.pool, 50).await;
-    // The probe's lock held for the whole purge: a probe would wait for ever.
+/// A connection of its own holding the probe's lock exclusively: a probe waits until it is
+/// released or the connection ends.
+async fn hold_probe_lock(db: &TestDb) -> sqlx::PgConnection {
     let mut holder = sqlx::PgConnection::connect(&db.url())
         .await
         .expect("connect");
@@ -185,47 +176,44 @@ async fn a_purge_whose_first_batch_is_not_full_runs_no_probe() {
         .execute(&mut holder)
         .await
         .expect("lock");
-    let store = Store::new(db.pool.clone());
-    let (report, stats) = tokio::time::timeout(
-        Duration::from_secs(30),
-        store.expire_paced(&paced(), |_| {}),
-    )
-    .await
-    .expect("no probe to wait on")
-    .expect("purge");
-    assert_eq!(report.expired, 50);
-    assert_eq!(stats.baseline, None);
-    assert_eq!(stats.probes, 0);
-    assert_eq!(stats.largest_stretch, 1, "the ratio alone: {stats:?}");
+    holder
 }
 
-#[tokio::test]
-async fn with_the_pacing_off_the_probe_is_not_read() {
+/// Purges 50 expired sessions with `policy` while the probe's lock is held the whole time: a
+/// purge that read a probe would wait for ever, so this one must read none.
+async fn purge_50_without_a_probe(policy: &ExpirePolicy) -> PaceStats {
     let db = TestDb::new().await;
     seed_expired(&db.pool, 50).await;
-    // The probe's lock held for the whole purge: a probe would wait for ever.
-    let mut holder = sqlx::PgConnection::connect(&db.url())
-        .await
-        .expect("connect");
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(PURGE_PROBE_LOCK)
-        .execute(&mut holder)
-        .await
-        .expect("lock");
+    let _holder = hold_probe_lock(&db).await;
     let store = Store::new(db.pool.clone());
-    let policy = ExpirePolicy {
-        batch_size: 20,
-        target_slowdown: 0.0,
-        ..ExpirePolicy::default()
-    };
     let (report, stats) =
-        tokio::time::timeout(Duration::from_secs(30), store.expire_paced(&policy, |_| {}))
+        tokio::time::timeout(Duration::from_secs(30), store.expire_paced(policy, |_| {}))
             .await
             .expect("no probe to wait on")
             .expect("purge");
     assert_eq!(report.expired, 50);
     assert_eq!(stats.baseline, None);
+    assert_eq!(stats.probes, 0);
     assert_eq!(stats.slow_probes, 0);
+    stats
+}
+
+#[tokio::test]
+async fn a_purge_whose_first_batch_is_not_full_runs_no_probe() {
+    // Batches of 100: the first finds the 50 rows.
+    let stats = purge_50_without_a_probe(&paced()).await;
+    assert_eq!(stats.largest_stretch, 1, "the ratio alone: {stats:?}");
+}
+
+#[tokio::test]
+async fn with_the_pacing_off_the_probe_is_not_read() {
+    // Batches of 20: full, but no probe to start.
+    purge_50_without_a_probe(&ExpirePolicy {
+        batch_size: 20,
+        target_slowdown: 0.0,
+        ..ExpirePolicy::default()
+    })
+    .await;
 }
 
 /// The server's WAL position in bytes.
