@@ -226,7 +226,6 @@ impl Store {
         policy: &ExpirePolicy,
         progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<(ExpireReport, PaceStats)> {
-        let pacer = Mutex::new(Pacer::new(policy));
         if policy.dry_run {
             let (c, _) = self.expire_batch(policy, &ExpireCursor::START).await?;
             let most = c.expired.max(c.revoked).max(c.events);
@@ -238,14 +237,14 @@ impl Store {
                 batches: (most + size - 1) / size,
                 dry_run: true,
             };
-            return Ok((report, lock(&pacer).stats()));
+            return Ok((report, Pacer::new(policy).stats()));
         }
         let probe = Probe {
-            pacer: &pacer,
+            pacer: Mutex::new(Pacer::new(policy)),
             in_flight: Mutex::new(None),
             calibrated: Notify::new(),
         };
-        let report = if lock(&pacer).probes() {
+        let report = if lock(&probe.pacer).probes() {
             tokio::select! {
                 r = self.purge_loop(policy, &probe, progress) => r?,
                 never = self.probe_loop(&probe) => match never {},
@@ -253,7 +252,7 @@ impl Store {
         } else {
             self.purge_loop(policy, &probe, progress).await?
         };
-        let stats = lock(&pacer).stats();
+        let stats = lock(&probe.pacer).stats();
         Ok((report, stats))
     }
 
@@ -261,13 +260,13 @@ impl Store {
     async fn purge_loop(
         &self,
         policy: &ExpirePolicy,
-        probe: &Probe<'_>,
+        probe: &Probe,
         mut progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<ExpireReport> {
         let mut report = ExpireReport::default();
         let mut batch_policy = *policy;
-        batch_policy.batch_size = lock(probe.pacer).batch();
-        let reads_wal = lock(probe.pacer).reads_wal();
+        batch_policy.batch_size = lock(&probe.pacer).batch();
+        let reads_wal = lock(&probe.pacer).reads_wal();
         let mut cursor = ExpireCursor::START;
         let mut from_start = true;
         let mut wal_after: Option<(u64, Instant)> = None;
@@ -285,7 +284,7 @@ impl Store {
             let began = Instant::now();
             if let (Some(before), Some((after, at))) = (wal_before, wal_after) {
                 // Only the traffic wrote since the last batch's reading.
-                lock(probe.pacer).traffic_wal(before.saturating_sub(after), began - at);
+                lock(&probe.pacer).traffic_wal(before.saturating_sub(after), began - at);
             }
             let (c, last) = self.expire_batch(&batch_policy, &from).await?;
             if c.is_empty() {
@@ -305,15 +304,15 @@ impl Store {
                 }),
                 None => None,
             };
-            if report.batches == 0 && lock(probe.pacer).probes() {
+            if report.batches == 0 && lock(&probe.pacer).probes() {
                 if c.expired.max(c.revoked).max(c.events) >= i64::from(batch_policy.batch_size) {
                     // A full first batch: more is due, so the probe starts.
                     let idle = self.purge_calibration().await;
-                    lock(probe.pacer).calibrate(&idle);
+                    lock(&probe.pacer).calibrate(&idle);
                     probe.calibrated.notify_one();
                 } else {
                     // Little is due (a sweep that finds a few rows): no probe, the ratio alone.
-                    lock(probe.pacer).calibrate(&[]);
+                    lock(&probe.pacer).calibrate(&[]);
                 }
             }
             report.expired += c.expired;
@@ -321,13 +320,13 @@ impl Store {
             report.events += c.events;
             report.batches += 1;
             progress(&report);
-            lock(probe.pacer).next(Signals { took, wal_bytes });
+            lock(&probe.pacer).next(Signals { took, wal_bytes });
             probe.rest().await;
         }
     }
 
     /// The probe of a paced purge, every [`PROBE_EVERY`] once calibrated; never returns.
-    async fn probe_loop(&self, probe: &Probe<'_>) -> std::convert::Infallible {
+    async fn probe_loop(&self, probe: &Probe) -> std::convert::Infallible {
         probe.calibrated.notified().await;
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
@@ -335,22 +334,22 @@ impl Store {
             let took = self.purge_probe().await;
             *lock(&probe.in_flight) = None;
             if let Some(took) = took {
-                lock(probe.pacer).probed(took);
+                lock(&probe.pacer).probed(took);
             }
         }
     }
 }
 
 /// What the batches and the probe of one purge share.
-struct Probe<'a> {
-    pacer: &'a Mutex<Pacer>,
+struct Probe {
+    pacer: Mutex<Pacer>,
     /// When the probe under way began.
     in_flight: Mutex<Option<Instant>>,
     /// Woken once the idle time is read: the probe starts.
     calibrated: Notify,
 }
 
-impl Probe<'_> {
+impl Probe {
     /// Rests after a batch: at least as long as the pacer asks, re-read every [`PROBE_EVERY`]
     /// (a stall during the rest lengthens it), and on until no probe is overdue.
     async fn rest(&self) {
@@ -358,7 +357,7 @@ impl Probe<'_> {
         loop {
             let waiting = lock(&self.in_flight).map(|t| t.elapsed());
             let (rest, overdue) = {
-                let p = lock(self.pacer);
+                let p = lock(&self.pacer);
                 (p.rest(), waiting.is_some_and(|w| p.overdue(w)))
             };
             let rested = from.elapsed();
@@ -372,7 +371,7 @@ impl Probe<'_> {
             };
             tokio::time::sleep(nap).await;
         }
-        lock(self.pacer).rested(from.elapsed());
+        lock(&self.pacer).rested(from.elapsed());
     }
 }
 
