@@ -4,6 +4,9 @@
 //! migrations: each call purges one bounded batch of each category in its own short
 //! transaction, picking rows with `FOR UPDATE SKIP LOCKED`. [`Store::expire`] calls it until a
 //! batch comes back empty; the procedure `latchkey_expire()` does the same from SQL (pg_cron).
+//! Expired sessions go page by page: a batch takes the expired rows of the heap pages of the
+//! earliest ones, so each page is written once for all its expired rows (`docs/dba.md`,
+//! Expiry).
 //!
 //! Each batch resumes where the previous one stopped ([`ExpireCursor`]), so it does not step
 //! again over the index entries of the rows already deleted. A row that was locked when the
@@ -107,9 +110,11 @@ impl ExpireCounts {
     }
 }
 
-/// Where the next batch of each category starts (`>=`, so rows sharing the key are not lost):
-/// the largest key deleted so far in that category, or `None` for the start of its index.
-/// Returned by [`Store::expire_batch`] as the largest key each batch deleted.
+/// Where the next batch of each category starts (`>=`, so rows sharing the key are not lost),
+/// or `None` for the start of its index. Returned by [`Store::expire_batch`]: for expired
+/// sessions, where the next batch resumes (every expired row before it is gone, or was locked
+/// when the batch went past it); for revoked sessions and events, the largest key the batch
+/// deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExpireCursor {
     /// `expires_at` of expired sessions.
@@ -128,8 +133,8 @@ impl ExpireCursor {
         events: None,
     };
 
-    /// Moves each category that a batch deleted something in to the batch's last key; the
-    /// others stay where they were.
+    /// Moves each category that a batch deleted something in to where the batch says it
+    /// resumes; the others stay where they were.
     pub fn advance(&mut self, last: &ExpireCursor) {
         self.expired = last.expired.or(self.expired);
         self.revoked = last.revoked.or(self.revoked);
@@ -155,8 +160,8 @@ pub struct ExpireReport {
 impl Store {
     /// One call of `latchkey_expire_batch()`: purges at most `batch_size` rows of each
     /// category, starting at `from`, in one short transaction (or counts everything on a dry
-    /// run, whatever `from`). Returns the counts and the largest key deleted per category
-    /// (`None` where nothing was), to pass to [`ExpireCursor::advance`].
+    /// run, whatever `from`). Returns the counts and where each category resumes (`None` where
+    /// nothing was deleted), to pass to [`ExpireCursor::advance`].
     ///
     /// # Errors
     /// Database failures; an invalid policy is refused by the function (`22023`).

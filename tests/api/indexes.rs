@@ -41,10 +41,35 @@ const STORE_ARRAYS: [(&str, &str); 5] = [
 const FUNCTION_STATEMENTS: &[FunctionStatement] = &[
     (
         "latchkey_expire_batch",
-        "DELETE FROM sessions WHERE id = ANY (ARRAY(SELECT id FROM sessions WHERE expires_at >= expired_start \
-         AND expires_at <= now() ORDER BY expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED)) \
-         RETURNING id, owner_key, expires_at, absolute_expires_at, revoked_at",
+        "SELECT s.rel, s.blk, min(s.expires_at) AS first, max(s.expires_at) AS last \
+         FROM (SELECT tableoid AS rel, (ctid::text::point)[0]::bigint AS blk, expires_at \
+         FROM sessions WHERE expires_at >= expired_start AND expires_at <= now() \
+         ORDER BY expires_at LIMIT batch_size) AS s \
+         GROUP BY s.rel, s.blk ORDER BY first, s.rel, s.blk",
         &[("batch_size", "$1::int"), ("expired_start", "$2::timestamptz")],
+    ),
+    (
+        "latchkey_expire_batch",
+        "SELECT id FROM sessions WHERE ctid >= format('(%s,0)', pg.blk)::tid \
+         AND ctid < format('(%s,0)', pg.blk + 1)::tid AND tableoid = pg.rel AND expires_at <= now() \
+         ORDER BY expires_at, id LIMIT room FOR UPDATE SKIP LOCKED",
+        &[
+            ("pg.blk", "$1::bigint"),
+            ("pg.rel", "$2::oid"),
+            ("room", "$3::int"),
+        ],
+    ),
+    (
+        "latchkey_expire_batch",
+        "SELECT id, expires_at FROM sessions WHERE expires_at >= expired_start AND expires_at <= now() \
+         ORDER BY expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED",
+        &[("batch_size", "$1::int"), ("expired_start", "$2::timestamptz")],
+    ),
+    (
+        "latchkey_expire_batch",
+        "DELETE FROM sessions WHERE id = ANY (chosen) \
+         RETURNING id, owner_key, expires_at, absolute_expires_at, revoked_at",
+        &[("chosen", "$1::uuid[]")],
     ),
     (
         "latchkey_expire_batch",

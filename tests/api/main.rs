@@ -15,6 +15,7 @@ mod endpoints;
 mod events;
 mod expire;
 mod expire_pacing;
+mod expire_pages;
 mod expiry_step;
 mod faults;
 mod healthcheck;
