@@ -57,6 +57,16 @@ async fn pages(pool: &PgPool) -> BTreeMap<Uuid, (i64, bool)> {
     .collect()
 }
 
+/// The session ids a query returns.
+async fn ids(pool: &PgPool, sql: &str) -> BTreeSet<Uuid> {
+    sqlx::query_scalar(sql)
+        .fetch_all(pool)
+        .await
+        .expect("ids")
+        .into_iter()
+        .collect()
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(pool)
@@ -201,12 +211,7 @@ async fn when_every_row_of_the_seeds_pages_is_locked_the_batch_takes_the_earlies
         batch.0.expired, 10,
         "the batch took the earliest rows no one held"
     );
-    let left: BTreeSet<Uuid> = sqlx::query_scalar("SELECT id FROM latchkey.sessions")
-        .fetch_all(&db.pool)
-        .await
-        .expect("ids")
-        .into_iter()
-        .collect();
+    let left = ids(&db.pool, "SELECT id FROM latchkey.sessions").await;
     assert!(held.is_subset(&left), "a held row was deleted");
 
     tx.rollback().await.expect("release");
@@ -226,13 +231,11 @@ async fn on_sessions_partitioned_by_id_the_purge_takes_the_expired_rows_and_only
         .await
         .expect("sql/partitioned_sessions.sql");
     seed_scattered(&db.pool).await;
-    let live: BTreeSet<Uuid> =
-        sqlx::query_scalar("SELECT id FROM latchkey.sessions WHERE expires_at > now()")
-            .fetch_all(&db.pool)
-            .await
-            .expect("live")
-            .into_iter()
-            .collect();
+    let live = ids(
+        &db.pool,
+        "SELECT id FROM latchkey.sessions WHERE expires_at > now()",
+    )
+    .await;
     assert_eq!(live.len(), 600);
 
     // Each part numbers its pages from 0: a batch reads the pages of its seeds' own parts.
@@ -241,12 +244,7 @@ async fn on_sessions_partitioned_by_id_the_purge_takes_the_expired_rows_and_only
         .await
         .expect("purge");
     assert_eq!(report.expired, 600);
-    let left: BTreeSet<Uuid> = sqlx::query_scalar("SELECT id FROM latchkey.sessions")
-        .fetch_all(&db.pool)
-        .await
-        .expect("ids")
-        .into_iter()
-        .collect();
+    let left = ids(&db.pool, "SELECT id FROM latchkey.sessions").await;
     assert_eq!(left, live, "exactly the live sessions stay");
     assert_eq!(
         count(
