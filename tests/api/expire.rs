@@ -1196,10 +1196,16 @@ async fn a_long_purge_off_a_terminal_logs_its_rows_and_rate_every_interval() {
                 .collect();
         let rows: i64 = pairs["rows"].parse().expect("rows");
         let rate: f64 = pairs["rows_per_sec"].parse().expect("rate");
-        assert!(rows > last_rows && rows < 8000, "{line}");
+        // The last batch's line may say 8000: the purge still makes its closing passes.
+        assert!(rows > last_rows && rows <= 8000, "{line}");
         assert!(rate > 0.0, "{line}");
         last_rows = rows;
     }
+    let first = lines[0];
+    assert!(
+        !first.contains("rows=8000 "),
+        "a line while the purge ran: {err}"
+    );
     assert!(out.starts_with("expired=8000 "), "{out}");
 }
 
