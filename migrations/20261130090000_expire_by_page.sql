@@ -58,12 +58,11 @@ DECLARE
     revoked_start  timestamptz := coalesce(revoked_from, '-infinity');
     events_start   timestamptz := coalesce(events_from, '-infinity');
     -- The expired sessions this batch takes (locked), its room for more, and where the next
-    -- batch resumes.
+    -- batch resumes (NULL while no seed was seen).
     chosen         uuid[] := '{}';
     page_ids       uuid[];
     room           integer := batch_size;
     resume         timestamptz;
-    seen           boolean := false;
     pg             record;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 100000 THEN
@@ -105,7 +104,6 @@ BEGIN
         GROUP BY s.rel, s.blk
         ORDER BY first, s.rel, s.blk
     LOOP
-        seen := true;
         SELECT coalesce(array_agg(r.id), '{}') INTO page_ids
         FROM (SELECT id FROM sessions
               WHERE ctid >= format('(%s,0)', pg.blk)::tid
@@ -125,7 +123,8 @@ BEGIN
         END IF;
     END LOOP;
 
-    IF seen AND cardinality(chosen) = 0 THEN
+    -- resume is set once there was a seed.
+    IF resume IS NOT NULL AND cardinality(chosen) = 0 THEN
         -- Every expired row of the seeds' pages is locked by another transaction (a purge
         -- beside this one): take the earliest rows that are not, one page each, as before.
         SELECT coalesce(array_agg(r.id), '{}'), max(r.expires_at) INTO chosen, resume
