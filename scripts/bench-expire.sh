@@ -48,6 +48,12 @@ TABLE_SETTINGS="${TABLE_SETTINGS:-}"
 FAST_LOAD="${FAST_LOAD:-0}"
 # KEEP_LOGS=1 keeps pgbench's per-transaction logs (their directory is printed on stderr).
 KEEP_LOGS="${KEEP_LOGS:-0}"
+# VACUUM_AFTER=delay_ms:cost_limit runs one VACUUM of sessions after each purge's second idle
+# window, under the same load, with those cost settings (vacuum_cost_delay, vacuum_cost_limit),
+# and prints its time and the refresh p99 during it against the idle windows: what the dead rows
+# a purge leaves cost the traffic when one vacuum takes them (with TABLE_SETTINGS
+# "autovacuum_enabled = off", nothing else does).
+VACUUM_AFTER="${VACUUM_AFTER:-}"
 # WAITS=1 samples pg_stat_activity every 20 ms during each purge and prints what the active
 # backends waited for (the refresh clients, the purge, the server's own processes), most
 # frequent first: where the traffic's tail goes.
@@ -236,6 +242,21 @@ SQL
   # carries autovacuum's pass over the rows it deleted).
   echo "  p99 during / quieter:  $(awk -v a="$(p99 "$during")" -v b="$(p99 "$before")" -v c="$(p99 "$after")" \
     'BEGIN { q = (b < c ? b : c); printf "%.2fx\n", a / q }')"
+  if [ -n "$VACUUM_AFTER" ]; then
+    IFS=: read -r vdelay vlimit <<<"$VACUUM_AFTER"
+    echo "== one VACUUM of sessions (cost delay ${vdelay} ms, limit ${vlimit}) under the same load" >&2
+    load_start "$PURGE_LOAD_SECS" "vacuum$round"; sleep 2
+    t0=$(now_ms)
+    psql -q -v ON_ERROR_STOP=1 "$url" -c "SET vacuum_cost_delay = '${vdelay}ms'" \
+      -c "SET vacuum_cost_limit = $vlimit" -c "VACUUM sessions"
+    t1=$(now_ms)
+    kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    vac=$(latency "vacuum$round" "$t0" "$t1")
+    echo "VACUUM (delay ${vdelay} ms, limit ${vlimit}): $((t1 - t0)) ms"
+    echo "  refresh during VACUUM: $vac"
+    echo "  p99 during / idle:     $(awk -v a="$(p99 "$vac")" -v b="$(p99 "$idle")" \
+      'BEGIN { if (a == "") print "- (no refresh ended during it)"; else printf "%.2fx\n", a / b }')"
+  fi
 done
 
 [ "$PLAIN_DELETE" = 1 ] || exit 0
