@@ -13,9 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000000}"
-# batch:pause_ratio[:ev][:fixed] settings; the first is latchkey expire's default (paced by
-# the traffic), the second the fixed ratio alone (the default before the pacing), the third
-# back to back; ":ev" adds --expired-events, ":fixed" --target-slowdown 0.
+# batch:pause_ratio[:ev][:fixed][:hold] settings; the first is latchkey expire's default (paced
+# by the traffic), the second the fixed ratio alone (the default before the pacing), the third
+# back to back; ":ev" adds --expired-events, ":fixed" --target-slowdown 0, ":hold"
+# --vacuum-after (autovacuum held off sessions during the purge, one throttled VACUUM after it:
+# the refreshes are measured over both, and over each apart).
 PURGES="${PURGES:-200:4 200:4:fixed 1000:0:fixed}"
 RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
 CLIENTS="${CLIENTS:-4}"
@@ -177,6 +179,11 @@ stats() {
 # The p99 (ms) in a latency() line.
 p99() { sed -n 's/.*p99=\([0-9.]*\)ms.*/\1/p' <<<"$1"; }
 
+# "$1 / $2" as a ratio ("2.05x"), or "-" when either is missing (no refresh ended in a window).
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2fx\n", a / b }'
+}
+
 load
 # Each purge setting "batch:pause_ratio" in PURGES runs on a fresh load, between two idle
 # windows of its own (the same load, no purge, IDLE_SECS each, one before and one after):
@@ -191,6 +198,7 @@ for setting in $PURGES; do
   # "fixed": the pause ratio alone, no pacing by the traffic (--target-slowdown 0).
   case ":${extra:-}:" in *:ev:*) flags+=(--expired-events) ;; esac
   case ":${extra:-}:" in *:fixed:*) flags+=(--target-slowdown 0) ;; esac
+  case ":${extra:-}:" in *:hold:*) flags+=(--vacuum-after) ;; esac
   audit="${extra//:/}"
   [ "$fresh" = 1 ] || load
   fresh=0
@@ -218,8 +226,11 @@ SQL
     waits=$!
   fi
   t0=$(now_ms)
-  summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}")
+  summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}" 2>"$work/expire$round.err")
   t1=$(now_ms)
+  cat "$work/expire$round.err" >&2
+  # With --vacuum-after, the vacuum's time: the purge's batches ended that long before t1.
+  vac_ms=$(sed -n 's/^vacuumed: seconds=\([0-9.]*\).*/\1/p' "$work/expire$round.err" | awk '{ printf "%d", $1 * 1000 }')
   if [ "$WAITS" = 1 ]; then
     kill "$waits" 2>/dev/null || true; wait "$waits" 2>/dev/null || true
     echo "  waits (samples of 20 ms, active backends):"
@@ -231,17 +242,29 @@ SQL
   echo "  batched purge:         $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
   during=$(latency "purge$round" "$t0" "$t1")
   echo "  refresh during purge:  $during"
+  if [ -n "$vac_ms" ]; then
+    batches=$(latency "purge$round" "$t0" "$((t1 - vac_ms))")
+    vacuum=$(latency "purge$round" "$((t1 - vac_ms))" "$t1")
+    echo "    batches alone:       $batches"
+    echo "    VACUUM alone:        $vacuum (${vac_ms} ms)"
+  fi
   echo "== idle again: ${IDLE_SECS}s" >&2
   load_start "$IDLE_SECS" "after$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
   after=$(latency "after$round" "$t0" "$t1")
   echo "refresh idle after:      $after"
   idle=$(cat "$work/idle$round".* "$work/after$round".* | awk '{ print $3 / 1000 }' | stats)
   echo "refresh idle (both):     $idle"
-  echo "  p99 during / idle:     $(awk -v a="$(p99 "$during")" -v b="$(p99 "$idle")" 'BEGIN { printf "%.2fx\n", a / b }')"
+  echo "  p99 during / idle:     $(ratio "$(p99 "$during")" "$(p99 "$idle")")"
   # The stricter yardstick: the quieter of the two windows alone (the one after a large purge
   # carries autovacuum's pass over the rows it deleted).
-  echo "  p99 during / quieter:  $(awk -v a="$(p99 "$during")" -v b="$(p99 "$before")" -v c="$(p99 "$after")" \
-    'BEGIN { q = (b < c ? b : c); printf "%.2fx\n", a / q }')"
+  quieter=$(printf '%s\n%s\n' "$(p99 "$before")" "$(p99 "$after")" | sort -g | head -1)
+  echo "  p99 during / quieter:  $(ratio "$(p99 "$during")" "$quieter")"
+  if [ -n "$vac_ms" ]; then
+    for part in "batches:$batches" "VACUUM:$vacuum"; do
+      p=$(p99 "${part#*:}")
+      echo "    ${part%%:*} alone / idle: $(ratio "$p" "$(p99 "$idle")"), / quieter: $(ratio "$p" "$quieter")"
+    done
+  fi
   if [ -n "$VACUUM_AFTER" ]; then
     IFS=: read -r vdelay vlimit <<<"$VACUUM_AFTER"
     echo "== one VACUUM of sessions (cost delay ${vdelay} ms, limit ${vlimit}) under the same load" >&2
@@ -254,8 +277,7 @@ SQL
     vac=$(latency "vacuum$round" "$t0" "$t1")
     echo "VACUUM (delay ${vdelay} ms, limit ${vlimit}): $((t1 - t0)) ms"
     echo "  refresh during VACUUM: $vac"
-    echo "  p99 during / idle:     $(awk -v a="$(p99 "$vac")" -v b="$(p99 "$idle")" \
-      'BEGIN { if (a == "") print "- (no refresh ended during it)"; else printf "%.2fx\n", a / b }')"
+    echo "  p99 during / idle:     $(ratio "$(p99 "$vac")" "$(p99 "$idle")")"
   fi
 done
 

@@ -11,16 +11,37 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::ExpireArgs;
+use crate::db::Pooler;
 use crate::metrics::Metrics;
-use crate::store::{ExpirePolicy, ExpireReport, PaceStats, Store};
+use crate::store::{AutovacuumHold, ExpirePolicy, ExpireReport, PaceStats, Store};
 
 use super::{open_store, Target};
 
+/// How long `--vacuum-after` waits for another maintenance command to release `sessions`.
+const HOLD_WAIT: Duration = Duration::from_secs(10);
+
 /// `latchkey expire`: batches until nothing is left, then one summary line on stdout.
 pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result<ExitCode> {
+    let vacuum_after = args.vacuum_after && !args.dry_run;
+    if vacuum_after && target.pooler != Pooler::None && target.direct == target.url {
+        eprintln!(
+            "error: --vacuum-after holds a transaction and sets its vacuum's costs on a connection of its own, which a transaction-mode pooler would not keep: give --listen-database-url, straight to the server"
+        );
+        return Ok(ExitCode::from(super::serve::EXIT_BAD_SETTING));
+    }
     // Two connections: the batches, and the probe that paces them.
     let store = open_store(target, 2).await?;
     let started = Instant::now();
+    // Before anything is deleted: a purge that cannot vacuum after must not hold autovacuum.
+    let hold = if vacuum_after {
+        Some(
+            AutovacuumHold::take(&target.direct, HOLD_WAIT)
+                .await
+                .context("holding autovacuum off sessions")?,
+        )
+    } else {
+        None
+    };
     let mut progress = if std::io::stderr().is_terminal() && !args.dry_run {
         // What the bar runs to: the rows due now, counted as a dry run does.
         let due = store
@@ -44,6 +65,19 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
     progress.finish();
     if report.batches > 1 {
         eprintln!("{}", pace_line(&pace));
+    }
+    if let Some(hold) = hold {
+        let cost = args.vacuum_cost();
+        let took = hold
+            .vacuum(cost)
+            .await
+            .context("vacuuming sessions after the purge")?;
+        eprintln!(
+            "vacuumed: seconds={:.3} cost_delay_ms={} cost_limit={}",
+            took.as_secs_f64(),
+            cost.delay_ms,
+            cost.limit
+        );
     }
     let logins = store
         .purge_login_records(&args.policy())

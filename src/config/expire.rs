@@ -51,6 +51,22 @@ pub struct ExpireArgs {
     #[arg(long, env = "LATCHKEY_EXPIRE_PROGRESS_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_secs: u64,
+    /// Keep autovacuum off `sessions` while the purge runs, then run one `VACUUM (ANALYZE)`
+    /// of it throttled by --vacuum-cost-delay and --vacuum-cost-limit: for a large backlog,
+    /// where autovacuum's passes over the table during the purge cost the traffic more than
+    /// the purge (`docs/dba.md`, A large backlog). Autovacuum is held off by a lock on a
+    /// connection of the purge's own (straight to the server: --listen-database-url behind a
+    /// pooler), so a purge that dies leaves nothing set. Needs the table's owner.
+    #[arg(long, env = "LATCHKEY_EXPIRE_VACUUM_AFTER")]
+    pub vacuum_after: bool,
+    /// With --vacuum-after: the vacuum's `vacuum_cost_delay` in milliseconds (0 to 100).
+    #[arg(long, env = "LATCHKEY_EXPIRE_VACUUM_COST_DELAY", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub vacuum_cost_delay: u32,
+    /// With --vacuum-after: the vacuum's `vacuum_cost_limit` (1 to 10000).
+    #[arg(long, env = "LATCHKEY_EXPIRE_VACUUM_COST_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub vacuum_cost_limit: u32,
 }
 
 /// A pause ratio: a finite number from 0 to 100.
@@ -78,6 +94,14 @@ fn parse_wal_rate(s: &str) -> Result<f64, String> {
 }
 
 impl ExpireArgs {
+    /// The cost settings of the vacuum after the purge.
+    pub fn vacuum_cost(&self) -> crate::store::VacuumCost {
+        crate::store::VacuumCost {
+            delay_ms: self.vacuum_cost_delay,
+            limit: self.vacuum_cost_limit,
+        }
+    }
+
     /// The store policy these flags describe.
     pub fn policy(&self) -> crate::store::ExpirePolicy {
         crate::store::ExpirePolicy {

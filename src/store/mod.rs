@@ -16,6 +16,7 @@ mod sessions;
 mod throttle;
 mod tower;
 mod users;
+mod vacuum;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use coalesce::Coalescing;
@@ -33,6 +34,7 @@ pub use sessions::{NewSession, RotatePolicy, Rotation, SessionRecord, SessionSum
 pub use throttle::{Backoff, FailureKind, ThrottleKey};
 pub use tower::{bind_owner, bound_owner, unbind_owner, Owner, PgSessionStore, OWNER_FIELD};
 pub use users::{UserRecord, UserSummary, EMAIL_UNIQUE};
+pub use vacuum::{AutovacuumHold, HoldError, VacuumCost};
 
 use std::sync::Arc;
 

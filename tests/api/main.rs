@@ -16,6 +16,7 @@ mod events;
 mod expire;
 mod expire_pacing;
 mod expire_pages;
+mod expire_vacuum;
 mod expiry_step;
 mod faults;
 mod healthcheck;

@@ -1,0 +1,303 @@
+//! `latchkey expire --vacuum-after`: autovacuum held off `sessions` by a lock while the purge
+//! runs, one `VACUUM (ANALYZE)` after it, and nothing left behind by a purge that dies.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::helpers::TestDb;
+
+/// `n` expired sessions.
+async fn seed_expired(pool: &PgPool, n: i32) {
+    sqlx::query(
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+         SELECT md5('vac' || i)::uuid, 'stateful', 'user:' || md5('owner' || (i % 9))::uuid,
+                sha256(convert_to('vac' || i, 'UTF8')), now() - interval '1 minute',
+                now() + interval '2 days'
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .expect("seed");
+}
+
+async fn url_of(db: &TestDb) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .expect("name");
+    crate::helpers::server().url_of(&name)
+}
+
+/// `latchkey expire` with `args`, running; stdout and stderr piped.
+fn spawn(url: &str, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .arg("expire")
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run latchkey")
+}
+
+/// The lock autovacuum needs, tried as autovacuum tries it (without waiting): whether it
+/// would get the table now.
+async fn autovacuum_would_get_the_table(url: &str) -> bool {
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    let mut tx = conn.begin().await.expect("begin");
+    let got = sqlx::query("LOCK TABLE latchkey.sessions IN SHARE UPDATE EXCLUSIVE MODE NOWAIT")
+        .execute(&mut *tx)
+        .await;
+    let would = match got {
+        Ok(_) => true,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => false,
+        Err(e) => panic!("lock: {e}"),
+    };
+    // Let go at once, so the lock is not taken for the purge's.
+    tx.rollback().await.expect("rollback");
+    conn.close().await.expect("close");
+    would
+}
+
+/// The backend holding `SHARE UPDATE EXCLUSIVE` on `sessions`: its state, whether it holds
+/// back the vacuum horizon (an xmin or an xid).
+async fn holder(pool: &PgPool) -> Option<(String, bool)> {
+    sqlx::query_as::<_, (String, bool)>(
+        "SELECT a.state, a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL
+         FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE l.relation = 'latchkey.sessions'::regclass
+           AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted",
+    )
+    .fetch_optional(pool)
+    .await
+    .expect("pg_locks")
+}
+
+async fn remaining(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM latchkey.sessions")
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+/// Polls `holder` every 20 ms until the purge holds the table (and has deleted something),
+/// or panics after 20 s.
+async fn wait_for_the_hold(pool: &PgPool, seeded: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((state, horizon)) = holder(pool).await {
+            if remaining(pool).await < seeded {
+                assert_eq!(state, "idle in transaction", "the hold runs no statement");
+                assert!(!horizon, "the hold keeps no xmin and no xid");
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the purge never held the table");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// (vacuums, analyzes, autovacuums) of `sessions` so far.
+async fn vacuum_counts(pool: &PgPool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT vacuum_count, analyze_count, autovacuum_count FROM pg_stat_user_tables
+         WHERE relid = 'latchkey.sessions'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_user_tables")
+}
+
+#[tokio::test]
+async fn the_purge_holds_autovacuum_off_the_table_then_vacuums_it_once() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 4000).await;
+    let url = url_of(&db).await;
+    let before = vacuum_counts(&db.pool).await;
+    // Batches of 20, resting five times each: the purge lasts seconds.
+    let child = spawn(
+        &url,
+        &["--vacuum-after", "--batch", "20", "--pause-ratio", "5"],
+    );
+    wait_for_the_hold(&db.pool, 4000).await;
+    assert!(
+        !autovacuum_would_get_the_table(&url).await,
+        "while the purge runs, autovacuum would skip sessions"
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("expired=4000 "), "{stdout}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("vacuumed: "))
+        .unwrap_or_else(|| panic!("a vacuumed line: {stderr}"));
+    assert!(
+        line.contains(" cost_delay_ms=20 cost_limit=100"),
+        "the default costs: {line}"
+    );
+    assert_eq!(remaining(&db.pool).await, 0);
+    assert!(holder(&db.pool).await.is_none(), "the hold ended");
+    assert!(autovacuum_would_get_the_table(&url).await);
+    let after = vacuum_counts(&db.pool).await;
+    assert_eq!(after.0, before.0 + 1, "one VACUUM: {before:?} → {after:?}");
+    assert_eq!(
+        after.1,
+        before.1 + 1,
+        "with ANALYZE: {before:?} → {after:?}"
+    );
+    // The vacuum took every deleted row: the table, empty, was truncated to nothing.
+    let bytes: i64 = sqlx::query_scalar("SELECT pg_relation_size('latchkey.sessions')")
+        .fetch_one(&db.pool)
+        .await
+        .expect("size");
+    assert_eq!(bytes, 0, "the vacuum truncated the emptied table");
+    // The catalog was not touched: no storage parameter was set, even for a while.
+    let options: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT reloptions FROM pg_class WHERE oid = 'latchkey.sessions'::regclass",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("reloptions");
+    assert!(
+        !options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.starts_with("autovacuum_enabled")),
+        "autovacuum_enabled untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_killed_while_it_holds_autovacuum_off_leaves_the_table_free() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 4000).await;
+    let url = url_of(&db).await;
+    let mut child = spawn(
+        &url,
+        &["--vacuum-after", "--batch", "10", "--pause-ratio", "20"],
+    );
+    wait_for_the_hold(&db.pool, 4000).await;
+    assert!(!autovacuum_would_get_the_table(&url).await);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let left = remaining(&db.pool).await;
+    assert!(left > 0, "killed midway: {left} of 4000 left");
+    // The server sees the connection close at once: the hold goes with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !autovacuum_would_get_the_table(&url).await {
+        assert!(
+            Instant::now() < deadline,
+            "the killed purge's hold outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(holder(&db.pool).await.is_none());
+    let (vacuums, _, _) = vacuum_counts(&db.pool).await;
+    assert_eq!(vacuums, 0, "it never got to its vacuum");
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_vacuum_the_table_is_refused_before_anything_is_purged() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 100).await;
+    let role = format!("lk_not_owner_{}", uuid::Uuid::new_v4().simple());
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .expect("name");
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA latchkey TO {role}"),
+        format!("GRANT SELECT, DELETE, UPDATE ON ALL TABLES IN SCHEMA latchkey TO {role}"),
+        format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA latchkey TO {role}"),
+    ] {
+        sqlx::query(&sql).execute(&db.pool).await.expect(&sql);
+    }
+    let url =
+        crate::helpers::server()
+            .url_of(&name)
+            .replacen("://postgres@", &format!("://{role}@"), 1);
+    assert!(url.contains(&role), "the tests' URL names postgres: {url}");
+    let out =
+        tokio::task::spawn_blocking(move || spawn(&url, &["--vacuum-after"]).wait_with_output())
+            .await
+            .expect("join")
+            .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    for sql in [
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA latchkey FROM {role}"),
+        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA latchkey FROM {role}"),
+        format!("REVOKE ALL ON SCHEMA latchkey FROM {role}"),
+        format!("DROP ROLE {role}"),
+    ] {
+        sqlx::query(&sql).execute(&db.pool).await.expect(&sql);
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{role} may not VACUUM latchkey.sessions")),
+        "{stderr}"
+    );
+    assert_eq!(remaining(&db.pool).await, 100, "nothing purged");
+}
+
+#[tokio::test]
+async fn behind_a_transaction_pooler_without_a_direct_url_it_is_refused() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 10).await;
+    let url = url_of(&db).await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["--pooler", "transaction", "expire", "--vacuum-after"])
+            .env("DATABASE_URL", url)
+            .output()
+            .expect("run latchkey")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("give --listen-database-url"), "{stderr}");
+    assert_eq!(remaining(&db.pool).await, 10, "nothing purged");
+}
+
+#[tokio::test]
+async fn another_maintenance_command_on_the_table_makes_it_wait_then_give_up_untouched() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 10).await;
+    let url = url_of(&db).await;
+    // A maintenance command (as CREATE INDEX CONCURRENTLY or a VACUUM would) holds the table.
+    let mut other = PgConnection::connect(&url).await.expect("connect");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE latchkey.sessions IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    let began = Instant::now();
+    let u = url.clone();
+    let out =
+        tokio::task::spawn_blocking(move || spawn(&u, &["--vacuum-after"]).wait_with_output())
+            .await
+            .expect("join")
+            .expect("wait");
+    let waited = began.elapsed();
+    tx.rollback().await.expect("rollback");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("held by another maintenance command"),
+        "{stderr}"
+    );
+    assert!(waited >= Duration::from_secs(10), "it waited: {waited:?}");
+    assert_eq!(remaining(&db.pool).await, 10, "nothing purged");
+}
