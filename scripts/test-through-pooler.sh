@@ -11,7 +11,7 @@
 #
 # The subset: the pooler module (every store operation, racing refreshes, the CLI adding
 # users one after another, the purge procedure and the SQL functions), login, refresh (races,
-# grace, reuse), live streams, the purge, the CLI commands, and the tower-sessions conformance
+# grace, reuse), live streams, the purge (with --vacuum-after), the CLI commands, and the tower-sessions conformance
 # suite on the pooled store. Extra arguments go to the test binary (e.g. a narrower filter).
 #
 #   scripts/test-through-pooler.sh            # the subset
@@ -29,7 +29,7 @@ pg_port=${PGPORT:-5432}
 pgbouncer_start 8
 
 if [ $# -eq 0 ]; then
-  set -- pooler:: login:: refresh:: events:: expire:: cli:: tower_conformance::latchkey_store_behind_a_pooler::
+  set -- pooler:: login:: refresh:: events:: expire:: expire_vacuum:: cli:: tower_conformance::latchkey_store_behind_a_pooler::
 fi
 # The tests' own server: the one behind the pooler.
 DATABASE_URL="postgres://postgres@$pg_host:$pg_port/postgres" \

@@ -5,7 +5,7 @@
 //! pass reads every index whole: on a slow disk those passes, not the purge, push the
 //! traffic's tail past twice its idle value (`docs/BENCHMARKS.md`, Expiry). With
 //! [`AutovacuumHold`], `latchkey expire --vacuum-after` keeps autovacuum off the table while
-//! it purges and then runs one `VACUUM (ANALYZE)` over everything it deleted, throttled by
+//! it purges and then runs one `VACUUM (ANALYZE, TRUNCATE false)` over everything it deleted, throttled by
 //! [`VacuumCost`].
 //!
 //! The hold is a lock, not a setting: a transaction on a connection of its own holds
@@ -113,8 +113,8 @@ impl AutovacuumHold {
         Ok(Self { conn })
     }
 
-    /// Ends the hold and runs `VACUUM (ANALYZE)` of `sessions` on the same connection at
-    /// once, throttled by `cost`; returns how long the vacuum took. The connection is closed
+    /// Ends the hold and runs `VACUUM (ANALYZE, TRUNCATE false)` of `sessions` on the same
+    /// connection at once, throttled by `cost`; returns how long the vacuum took. The connection is closed
     /// after, so its settings go with it.
     ///
     /// # Errors
@@ -129,7 +129,10 @@ impl AutovacuumHold {
         .execute(&mut self.conn)
         .await?;
         let began = Instant::now();
-        sqlx::raw_sql(&format!("VACUUM (ANALYZE) {SESSIONS}"))
+        // TRUNCATE false: giving the empty pages at the table's end back to the file system
+        // takes an ACCESS EXCLUSIVE lock, which stops every refresh while the vacuum reads
+        // those pages again (on a slow disk, seconds); new sessions fill them instead.
+        sqlx::raw_sql(&format!("VACUUM (ANALYZE, TRUNCATE false) {SESSIONS}"))
             .execute(&mut self.conn)
             .await?;
         let took = began.elapsed();
