@@ -30,9 +30,9 @@ pub struct ExpireArgs {
     pub pause_ratio: f64,
     /// Pace by the traffic: a probe (a random page read and a commit) runs every 40 ms beside
     /// the purge, and each one that takes more than this many times its idle tail doubles the
-    /// rest after each batch, each quiet one takes back a 99th of a doubling (0 = off: the pause ratio alone; else 1 to
+    /// rest after each batch, each quiet one takes back a 299th of a doubling (0 = off: the pause ratio alone; else 1 to
     /// 100). The pause ratio stays the floor.
-    #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 2.0,
+    #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 1.5,
           value_parser = parse_slowdown)]
     pub target_slowdown: f64,
     /// Rest so that the purge writes at most this many MB of WAL per second of its own (the
@@ -51,7 +51,7 @@ pub struct ExpireArgs {
     #[arg(long, env = "LATCHKEY_EXPIRE_PROGRESS_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_secs: u64,
-    /// Keep autovacuum off `sessions` while the purge runs, then run one `VACUUM (ANALYZE)`
+    /// Keep autovacuum off `sessions` while the purge runs, then run one `VACUUM (ANALYZE, TRUNCATE false)`
     /// of it throttled by --vacuum-cost-delay and --vacuum-cost-limit: for a large backlog,
     /// where autovacuum's passes over the table during the purge cost the traffic more than
     /// the purge (`docs/dba.md`, A large backlog). Autovacuum is held off by a lock on a

@@ -25,8 +25,9 @@ pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use login_session::LoginSessionStore;
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};
 pub use pace::{
-    PaceStats, Pacer, Signals, CALIBRATION_PROBES, MAX_DOUBLINGS, MAX_PACED_REST, MIN_BASELINE,
-    PROBE_EVERY, PURGE_PROBE_LOCK, QUIET_PER_SLOW, START_DOUBLINGS,
+    PaceStats, Pacer, Signals, CALIBRATION_PROBES, MAX_DOUBLINGS, MAX_PACED_REST,
+    MAX_TAIL_OVER_MEDIAN, MIN_BASELINE, PROBE_EVERY, PURGE_PROBE_LOCK, QUIET_PER_SLOW,
+    START_DOUBLINGS,
 };
 #[doc(hidden)]
 pub use sessions::{rotate_sql, FIND_SESSION_SQL, ROTATE_AUDITED_SQL, ROTATE_SQL};

@@ -4,10 +4,14 @@
 //! of `sessions` at random, writes a WAL record and commits, as a refresh does) runs every
 //! [`PROBE_EVERY`] on a connection of its own, during the batches and the rests alike. The
 //! probe's idle tail is read once, from [`CALIBRATION_PROBES`] probes right after the first
-//! full batch (the second slowest, about their 99th percentile, at least [`MIN_BASELINE`]); a
+//! full batch (the second slowest, about their 99th percentile, at most
+//! [`MAX_TAIL_OVER_MEDIAN`] times their median, at least [`MIN_BASELINE`]); a
 //! probe is *slow* when it takes more than `target_slowdown` times that. Keeping about one
 //! probe in `QUIET_PER_SLOW + 1` slow then keeps the traffic's 99th percentile within about
-//! `target_slowdown` times its idle one, as far as the probe stands for the traffic.
+//! `target_slowdown` times its idle one, as far as the probe stands for the traffic. One in
+//! 300, not one in 100: on a disk short of write operations slow commits come in stalls many
+//! times the threshold, and the refreshes, several in flight, meet about twice the probe's
+//! share of them; with one probe in 100 slow, their 99th percentile sat at the stalls'.
 //!
 //! [`Pacer`] turns the readings into a stretch on the rest after each batch, an integral
 //! rule: every slow reading doubles the stretch, every quiet one takes back a
@@ -54,7 +58,7 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(40);
 /// 99th percentile) is kept.
 pub const CALIBRATION_PROBES: usize = 100;
 /// Quiet readings that take back one doubling of the stretch.
-pub const QUIET_PER_SLOW: u32 = 99;
+pub const QUIET_PER_SLOW: u32 = 299;
 /// Doublings of the rest a probing purge starts with (a stretch of 8).
 pub const START_DOUBLINGS: u32 = 3;
 /// Most doublings of the rest (a stretch of 64).
@@ -65,6 +69,11 @@ pub const MAX_PACED_REST: Duration = Duration::from_secs(10);
 /// on any hiccup (a batch holding one of two cores); a refresh, whose tail on the same server
 /// is several milliseconds, does not notice. A probe is slow at twice this at least: a stall.
 pub const MIN_BASELINE: Duration = Duration::from_millis(2);
+/// The idle tail is taken as at most this many times the calibration's median. Calibrating
+/// takes 4 s; a stall in them (on a disk short of write operations, one WAL flush queued behind
+/// the disk's budget) made the tail 6.6 ms against a median of 0.45 ms, the threshold 10 ms,
+/// and the refreshes' p99 settled there, six times its idle value (`docs/BENCHMARKS.md`).
+pub const MAX_TAIL_OVER_MEDIAN: u32 = 4;
 
 /// What the purge read after a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,15 +175,20 @@ impl Pacer {
     }
 
     /// Records the probe's idle time from `idle` readings: the second slowest (one stray
-    /// reading is not the idle time). No readings leave the pacing by the ratio alone.
+    /// reading is not the idle time), at most [`MAX_TAIL_OVER_MEDIAN`] times their median (a
+    /// tail above that is a stall caught while calibrating, not the idle time). No readings
+    /// leave the pacing by the ratio alone.
     pub fn calibrate(&mut self, idle: &[Duration]) {
         let mut idle = idle.to_vec();
         idle.sort_unstable();
+        let median = idle.get(idle.len() / 2).copied();
         let base = idle
             .len()
             .checked_sub(2)
             .or(idle.len().checked_sub(1))
-            .map(|i| idle[i]);
+            .map(|i| idle[i])
+            .zip(median)
+            .map(|(tail, median)| tail.min(median * MAX_TAIL_OVER_MEDIAN));
         self.stats.baseline = base;
         self.slow_above = base
             .filter(|_| self.probes())

@@ -42,7 +42,7 @@ fn a_probing_purge_starts_stretched_and_earns_its_pace() {
     assert_eq!(p.batch(), 200);
     // 20 ms × 4 × 8 at the start.
     assert!(close(p.next(batch(20)), ms(640)));
-    // Each quiet reading takes back a 99th of a doubling: 99 halve the stretch.
+    // Each quiet reading takes back a QUIET_PER_SLOW-th of a doubling: that many halve the stretch.
     for _ in 0..QUIET_PER_SLOW {
         p.probed(ms(2));
     }
@@ -136,6 +136,23 @@ fn the_idle_tail_is_the_second_slowest_calibration_probe_and_at_least_the_floor(
     p.probed(Duration::from_micros(2500));
     assert!(p.rest() < before);
     assert_eq!(p.stats().slow_probes, 0);
+}
+
+#[test]
+fn a_stall_while_calibrating_is_not_the_idle_tail() {
+    // 98 probes near 0.8 ms and two caught in a stall: the tail is four times the median.
+    let mut idle = vec![Duration::from_micros(800); 98];
+    idle.extend([ms(7), ms(9)]);
+    let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
+    p.calibrate(&idle);
+    assert_eq!(p.stats().baseline, Some(Duration::from_micros(3200)));
+    assert_eq!(p.slow_above(), Some(Duration::from_micros(4800)));
+    // A tail within four times the median is kept as it is.
+    let mut idle = vec![Duration::from_micros(800); 98];
+    idle.extend([Duration::from_micros(2500), Duration::from_micros(2600)]);
+    let mut p = Pacer::new(&policy(200, 4.0, 1.5, 0));
+    p.calibrate(&idle);
+    assert_eq!(p.stats().baseline, Some(Duration::from_micros(2500)));
 }
 
 #[test]
