@@ -51,8 +51,9 @@ pub struct ExpireArgs {
     #[arg(long, env = "LATCHKEY_EXPIRE_PROGRESS_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_secs: u64,
-    /// Keep autovacuum off `sessions` while the purge runs, then run one `VACUUM (ANALYZE, TRUNCATE false)`
-    /// of it throttled by --vacuum-cost-delay and --vacuum-cost-limit: for a large backlog,
+    /// Keep autovacuum off `sessions` while the purge runs, then run one
+    /// `VACUUM (ANALYZE, TRUNCATE false)` of it throttled by --vacuum-cost-delay and
+    /// --vacuum-cost-limit: for a large backlog,
     /// where autovacuum's passes over the table during the purge cost the traffic more than
     /// the purge (`docs/dba.md`, A large backlog). Autovacuum is held off by a lock on a
     /// connection of the purge's own (straight to the server: --listen-database-url behind a

@@ -5,8 +5,8 @@
 //! pass reads every index whole: on a slow disk those passes, not the purge, push the
 //! traffic's tail past twice its idle value (`docs/BENCHMARKS.md`, Expiry). With
 //! [`AutovacuumHold`], `latchkey expire --vacuum-after` keeps autovacuum off the table while
-//! it purges and then runs one `VACUUM (ANALYZE, TRUNCATE false)` over everything it deleted, throttled by
-//! [`VacuumCost`].
+//! it purges and then runs one `VACUUM (ANALYZE, TRUNCATE false)` over everything it deleted,
+//! throttled by [`VacuumCost`].
 //!
 //! The hold is a lock, not a setting: a transaction on a connection of its own holds
 //! `SHARE UPDATE EXCLUSIVE` on `sessions`, which autovacuum needs and, finding it taken,
@@ -114,8 +114,8 @@ impl AutovacuumHold {
     }
 
     /// Ends the hold and runs `VACUUM (ANALYZE, TRUNCATE false)` of `sessions` on the same
-    /// connection at once, throttled by `cost`; returns how long the vacuum took. The connection is closed
-    /// after, so its settings go with it.
+    /// connection at once, throttled by `cost`; returns how long the vacuum took. The
+    /// connection is closed after, so its settings go with it.
     ///
     /// # Errors
     /// Database failures (the hold ends either way).
