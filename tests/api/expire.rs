@@ -674,7 +674,7 @@ async fn a_row_locked_while_the_cursor_passes_it_is_purged_by_the_final_pass() {
 }
 
 /// `postgres://…/<database>` for the CLI, on the tests' server.
-async fn url_of(db: &TestDb) -> String {
+pub(crate) async fn url_of(db: &TestDb) -> String {
     let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&db.pool)
         .await

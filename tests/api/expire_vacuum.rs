@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, PgPool};
 
+use crate::expire::url_of;
 use crate::helpers::TestDb;
 
 /// `n` expired sessions.
@@ -21,14 +22,6 @@ async fn seed_expired(pool: &PgPool, n: i32) {
     .execute(pool)
     .await
     .expect("seed");
-}
-
-async fn url_of(db: &TestDb) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&db.pool)
-        .await
-        .expect("name");
-    crate::helpers::server().url_of(&name)
 }
 
 /// `latchkey expire` with `args`, running; stdout and stderr piped. Through the pooler when
