@@ -30,9 +30,9 @@ pub struct ExpireArgs {
     pub pause_ratio: f64,
     /// Pace by the traffic: a probe (a random page read and a commit) runs every 40 ms beside
     /// the purge, and each one that takes more than this many times its idle tail doubles the
-    /// rest after each batch, each quiet one takes back a 299th of a doubling (0 = off: the pause ratio alone; else 1 to
+    /// rest after each batch, each quiet one takes back a 99th of a doubling (0 = off: the pause ratio alone; else 1 to
     /// 100). The pause ratio stays the floor.
-    #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 1.5,
+    #[arg(long, env = "LATCHKEY_EXPIRE_TARGET_SLOWDOWN", default_value_t = 2.0,
           value_parser = parse_slowdown)]
     pub target_slowdown: f64,
     /// Rest so that the purge writes at most this many MB of WAL per second of its own (the

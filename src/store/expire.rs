@@ -86,7 +86,7 @@ impl Default for ExpirePolicy {
             dry_run: false,
             pause_ratio: 4.0,
             expired_events: false,
-            target_slowdown: 1.5,
+            target_slowdown: 2.0,
             max_wal_rate: 0,
         }
     }
