@@ -58,13 +58,20 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
     } else {
         Progress::lines(Duration::from_secs(args.progress_secs))
     };
+    let deadline = (args.max_seconds > 0).then(|| started + Duration::from_secs(args.max_seconds));
     let (report, pace) = store
-        .expire_paced(&args.policy(), |r| progress.show(r))
+        .expire_paced_until(&args.policy(), deadline, |r| progress.show(r))
         .await
         .context("expiring sessions")?;
     progress.finish();
     if report.batches > 1 {
         eprintln!("{}", pace_line(&pace));
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) && !args.dry_run {
+        eprintln!(
+            "stopped: max_seconds={} reached; expired rows may remain for the next run",
+            args.max_seconds
+        );
     }
     if let Some(hold) = hold {
         let cost = args.vacuum_cost();

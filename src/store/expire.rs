@@ -231,6 +231,22 @@ impl Store {
         policy: &ExpirePolicy,
         progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<(ExpireReport, PaceStats)> {
+        self.expire_paced_until(policy, None, progress).await
+    }
+
+    /// [`Store::expire_paced`], starting no batch after `deadline` (`None`: none): a purge
+    /// cut into pieces, each ending with what it deleted. Every batch is a transaction of its
+    /// own, so a purge that stops here loses nothing, and the next one starts again from the
+    /// earliest expired row. The batch under way and the rest after it end first.
+    ///
+    /// # Errors
+    /// As [`Store::expire`].
+    pub async fn expire_paced_until(
+        &self,
+        policy: &ExpirePolicy,
+        deadline: Option<Instant>,
+        progress: impl FnMut(&ExpireReport),
+    ) -> StoreResult<(ExpireReport, PaceStats)> {
         if policy.dry_run {
             let (c, _) = self.expire_batch(policy, &ExpireCursor::START).await?;
             let most = c.expired.max(c.revoked).max(c.events);
@@ -251,11 +267,11 @@ impl Store {
         };
         let report = if lock(&probe.pacer).probes() {
             tokio::select! {
-                r = self.purge_loop(policy, &probe, progress) => r?,
+                r = self.purge_loop(policy, deadline, &probe, progress) => r?,
                 never = self.probe_loop(&probe) => match never {},
             }
         } else {
-            self.purge_loop(policy, &probe, progress).await?
+            self.purge_loop(policy, deadline, &probe, progress).await?
         };
         let stats = lock(&probe.pacer).stats();
         Ok((report, stats))
@@ -265,6 +281,7 @@ impl Store {
     async fn purge_loop(
         &self,
         policy: &ExpirePolicy,
+        deadline: Option<Instant>,
         probe: &Probe,
         mut progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<ExpireReport> {
@@ -276,6 +293,9 @@ impl Store {
         let mut from_start = true;
         let mut wal_after: Option<(u64, Instant)> = None;
         loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(report);
+            }
             let from = if from_start {
                 ExpireCursor::START
             } else {
@@ -326,7 +346,7 @@ impl Store {
             report.batches += 1;
             progress(&report);
             lock(&probe.pacer).next(Signals { took, wal_bytes });
-            probe.rest().await;
+            probe.rest(deadline).await;
         }
     }
 
@@ -356,10 +376,14 @@ struct Probe {
 
 impl Probe {
     /// Rests after a batch: at least as long as the pacer asks, re-read every [`PROBE_EVERY`]
-    /// (a stall during the rest lengthens it), and on until no probe is overdue.
-    async fn rest(&self) {
+    /// (a stall during the rest lengthens it), and on until no probe is overdue; never past
+    /// `deadline`.
+    async fn rest(&self, deadline: Option<Instant>) {
         let from = Instant::now();
         loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             let waiting = lock(&self.in_flight).map(|t| t.elapsed());
             let (rest, overdue) = {
                 let p = lock(&self.pacer);

@@ -228,6 +228,32 @@ async fn expire_deletes_expired_and_old_revoked_sessions_and_old_events_and_keep
 }
 
 #[tokio::test]
+async fn a_purge_past_its_deadline_starts_no_batch_and_a_distant_one_changes_nothing() {
+    let db = TestDb::new().await;
+    seed(&db.pool, MIX).await;
+    let all = session_ids(&db.pool).await;
+    let store = Store::new(db.pool.clone());
+    let (report, _) = store
+        .expire_paced_until(&policy(3), Some(std::time::Instant::now()), |_| {})
+        .await
+        .expect("expire");
+    assert_eq!(
+        report,
+        ExpireReport::default(),
+        "no batch after the deadline"
+    );
+    assert_eq!(session_ids(&db.pool).await, all, "nothing deleted");
+    // A deadline far off changes nothing: every batch runs.
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let (report, _) = store
+        .expire_paced_until(&policy(3), Some(later), |_| {})
+        .await
+        .expect("expire");
+    assert_eq!(report.batches, 12, "{report:?}");
+    assert_eq!(session_ids(&db.pool).await, survivors(&db.pool).await);
+}
+
+#[tokio::test]
 async fn dry_run_reports_what_would_go_and_deletes_nothing() {
     let db = TestDb::new().await;
     seed(&db.pool, MIX).await;

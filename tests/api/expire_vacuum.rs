@@ -310,3 +310,73 @@ async fn another_maintenance_command_on_the_table_makes_it_wait_then_give_up_unt
     assert!(waited >= Duration::from_secs(10), "it waited: {waited:?}");
     assert_eq!(remaining(&db.pool).await, 10, "nothing purged");
 }
+
+#[tokio::test]
+async fn a_purge_bounded_in_time_keeps_what_it_deleted_vacuums_and_the_next_run_goes_on() {
+    let db = TestDb::new().await;
+    seed_expired(&db.pool, 4000).await;
+    let url = url_of(&db).await;
+    let before = vacuum_counts(&db.pool).await;
+    // Batches of 10, each followed by a rest 100 times as long (at most 1 s), no probe: the
+    // whole purge would take 40 s and more; bounded to 2 s.
+    let began = Instant::now();
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        spawn(
+            &u,
+            &[
+                "--vacuum-after",
+                "--batch",
+                "10",
+                "--pause-ratio",
+                "100",
+                "--target-slowdown",
+                "0",
+                "--max-seconds",
+                "2",
+            ],
+        )
+        .wait_with_output()
+    })
+    .await
+    .expect("join")
+    .expect("wait");
+    let took = began.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stopped: max_seconds=2 reached"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(30), "bounded: {took:?}");
+    let expired: i64 = stdout
+        .strip_prefix("expired=")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a summary line: {stdout}"));
+    assert!(expired > 0 && expired < 4000, "stopped midway: {stdout}");
+    assert_eq!(
+        remaining(&db.pool).await,
+        4000 - expired,
+        "what it said it deleted"
+    );
+    // It still vacuumed, and let go of the table.
+    assert!(stderr.contains("vacuumed: "), "{stderr}");
+    let after = vacuum_counts(&db.pool).await;
+    assert_eq!(after.0, before.0 + 1, "one VACUUM: {before:?} → {after:?}");
+    assert!(holder(&db.pool).await.is_none(), "the hold ended");
+    // The next run, unbounded, takes the rest.
+    let out = tokio::task::spawn_blocking(move || {
+        spawn(&url, &["--batch", "1000", "--target-slowdown", "0"]).wait_with_output()
+    })
+    .await
+    .expect("join")
+    .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("stopped:"), "{stderr}");
+    assert_eq!(remaining(&db.pool).await, 0);
+}
