@@ -60,11 +60,13 @@ pub struct ExpireArgs {
     /// pooler), so a purge that dies leaves nothing set. Needs the table's owner.
     #[arg(long, env = "LATCHKEY_EXPIRE_VACUUM_AFTER")]
     pub vacuum_after: bool,
-    /// Start no batch after this many seconds (0 = until nothing is left): the purge ends
+    /// Start no batch after this many seconds (0 = until nothing is left; at most 31622400,
+    /// 366 days), counted from the command's start: the purge ends
     /// with what it deleted, says so on stderr and exits 0, and with --vacuum-after vacuums
     /// then; the next run goes on from the earliest expired row. For a backlog purged in
     /// pieces, and to keep --vacuum-after's hold short (`docs/dba.md`, A large backlog).
-    #[arg(long, env = "LATCHKEY_EXPIRE_MAX_SECONDS", default_value_t = 0)]
+    #[arg(long, env = "LATCHKEY_EXPIRE_MAX_SECONDS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=31_622_400))]
     pub max_seconds: u64,
     /// With --vacuum-after: the vacuum's `vacuum_cost_delay` in milliseconds (0 to 100).
     #[arg(long, env = "LATCHKEY_EXPIRE_VACUUM_COST_DELAY", default_value_t = 20,

@@ -237,7 +237,8 @@ impl Store {
     /// [`Store::expire_paced`], starting no batch after `deadline` (`None`: none): a purge
     /// cut into pieces, each ending with what it deleted. Every batch is a transaction of its
     /// own, so a purge that stops here loses nothing, and the next one starts again from the
-    /// earliest expired row. The batch under way and the rest after it end first.
+    /// earliest expired row. The batch under way ends first; the rest after it ends at the
+    /// deadline. The probe's idle readings after the first batch (about 4 s) are not cut.
     ///
     /// # Errors
     /// As [`Store::expire`].

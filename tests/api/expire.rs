@@ -880,6 +880,16 @@ async fn the_cli_fails_with_a_clear_message_on_bad_flags_or_an_unreachable_datab
         assert!(err.contains("--pause-ratio"), "stderr: {err}");
     }
 
+    for bound in [
+        "--max-seconds=-1",
+        "--max-seconds=31622401",
+        "--max-seconds=18446744073709551615",
+    ] {
+        let (code, _, err) = cli(&url, &["expire", bound]).await;
+        assert_eq!(code, Some(2), "{bound}");
+        assert!(err.contains("--max-seconds"), "stderr: {err}");
+    }
+
     let (code, out, err) = cli("postgres://postgres@127.0.0.1:1/nowhere", &["expire"]).await;
     assert_eq!(code, Some(1));
     assert!(out.is_empty(), "no summary on failure: {out}");
