@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::config::ExpireArgs;
 use crate::db::Pooler;
 use crate::metrics::Metrics;
-use crate::store::{AutovacuumHold, ExpirePolicy, ExpireReport, PaceStats, Store};
+use crate::store::{AutovacuumHold, ExpirePolicy, ExpireReport, PaceStats, PurgeEnd, Store};
 
 use super::{open_store, Target};
 
@@ -59,19 +59,18 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
         Progress::lines(Duration::from_secs(args.progress_secs))
     };
     let deadline = (args.max_seconds > 0).then(|| started + Duration::from_secs(args.max_seconds));
-    let (report, pace) = store
-        .expire_paced_until(&args.policy(), deadline, |r| progress.show(r))
+    // With the hold, the pass from the start waits for the vacuum (see `PurgeEnd`).
+    let end = PurgeEnd {
+        deadline,
+        final_pass: hold.is_none(),
+    };
+    let (mut report, pace) = store
+        .expire_paced_until(&args.policy(), end, |r| progress.show(r))
         .await
         .context("expiring sessions")?;
     progress.finish();
     if report.batches > 1 {
         eprintln!("{}", pace_line(&pace));
-    }
-    if deadline.is_some_and(|d| Instant::now() >= d) && !args.dry_run {
-        eprintln!(
-            "stopped: max_seconds={} reached; expired rows may remain for the next run",
-            args.max_seconds
-        );
     }
     if let Some(hold) = hold {
         let cost = args.vacuum_cost();
@@ -84,6 +83,23 @@ pub(super) async fn expire(target: &Target, args: &ExpireArgs) -> anyhow::Result
             took.as_secs_f64(),
             cost.delay_ms,
             cost.limit
+        );
+        // The index no longer lists the deleted rows: the pass from the start reads only what
+        // the batches stepped past (and what expired meanwhile), not every row gone.
+        let end = PurgeEnd {
+            deadline,
+            final_pass: true,
+        };
+        let (last, _) = store
+            .expire_paced_until(&args.policy(), end, |_| {})
+            .await
+            .context("the pass from the start after the vacuum")?;
+        report.add(&last);
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) && !args.dry_run {
+        eprintln!(
+            "stopped: max_seconds={} reached; expired rows may remain for the next run",
+            args.max_seconds
         );
     }
     let logins = store

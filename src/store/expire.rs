@@ -11,7 +11,7 @@
 //! Each batch resumes where the previous one stopped ([`ExpireCursor`]), so it does not step
 //! again over the index entries of the rows already deleted. A row that was locked when the
 //! cursor went past it is behind the cursor: the purge ends only when a batch from the start
-//! (no cursor) finds nothing.
+//! (no cursor) finds nothing, unless [`PurgeEnd::final_pass`] leaves that pass to the caller.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -157,6 +157,39 @@ pub struct ExpireReport {
     pub dry_run: bool,
 }
 
+/// Where a paced purge stops ([`Store::expire_paced_until`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeEnd {
+    /// Start no batch after this instant (`None`: none).
+    pub deadline: Option<Instant>,
+    /// When the batches from the cursor come back empty, pass once more from the start of the
+    /// indexes, for rows that were locked when the cursor went past them (the default). That
+    /// pass reads the index entries of every row the purge deleted that no vacuum has removed
+    /// yet, and visits their heap pages: `latchkey expire --vacuum-after` turns it off and
+    /// runs it after its vacuum instead, when those entries are gone.
+    pub final_pass: bool,
+}
+
+impl Default for PurgeEnd {
+    /// No deadline, with the final pass.
+    fn default() -> Self {
+        Self {
+            deadline: None,
+            final_pass: true,
+        }
+    }
+}
+
+impl ExpireReport {
+    /// Adds the totals of a later purge (the final pass run apart) to these.
+    pub fn add(&mut self, other: &ExpireReport) {
+        self.expired += other.expired;
+        self.revoked += other.revoked;
+        self.events += other.events;
+        self.batches += other.batches;
+    }
+}
+
 impl Store {
     /// One call of `latchkey_expire_batch()`: purges at most `batch_size` rows of each
     /// category, starting at `from`, in one short transaction (or counts everything on a dry
@@ -231,21 +264,24 @@ impl Store {
         policy: &ExpirePolicy,
         progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<(ExpireReport, PaceStats)> {
-        self.expire_paced_until(policy, None, progress).await
+        self.expire_paced_until(policy, PurgeEnd::default(), progress)
+            .await
     }
 
-    /// [`Store::expire_paced`], starting no batch after `deadline` (`None`: none): a purge
-    /// cut into pieces, each ending with what it deleted. Every batch is a transaction of its
-    /// own, so a purge that stops here loses nothing, and the next one starts again from the
-    /// earliest expired row. The batch under way ends first; the rest after it ends at the
-    /// deadline. The probe's idle readings after the first batch (about 4 s) are not cut.
+    /// [`Store::expire_paced`], stopping where `end` says. With a deadline it starts no batch
+    /// after it: a purge cut into pieces, each ending with what it deleted. Every batch is a
+    /// transaction of its own, so a purge that stops here loses nothing, and the next one
+    /// starts again from the earliest expired row. The batch under way ends first; the rest
+    /// after it ends at the deadline. The probe's idle readings after the first batch (about
+    /// 4 s) are not cut. Without the final pass it stops when the batches from the cursor come
+    /// back empty; a later purge (its first batch is from the start) takes what they passed.
     ///
     /// # Errors
     /// As [`Store::expire`].
     pub async fn expire_paced_until(
         &self,
         policy: &ExpirePolicy,
-        deadline: Option<Instant>,
+        end: PurgeEnd,
         progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<(ExpireReport, PaceStats)> {
         if policy.dry_run {
@@ -268,11 +304,11 @@ impl Store {
         };
         let report = if lock(&probe.pacer).probes() {
             tokio::select! {
-                r = self.purge_loop(policy, deadline, &probe, progress) => r?,
+                r = self.purge_loop(policy, end, &probe, progress) => r?,
                 never = self.probe_loop(&probe) => match never {},
             }
         } else {
-            self.purge_loop(policy, deadline, &probe, progress).await?
+            self.purge_loop(policy, end, &probe, progress).await?
         };
         let stats = lock(&probe.pacer).stats();
         Ok((report, stats))
@@ -282,7 +318,7 @@ impl Store {
     async fn purge_loop(
         &self,
         policy: &ExpirePolicy,
-        deadline: Option<Instant>,
+        end: PurgeEnd,
         probe: &Probe,
         mut progress: impl FnMut(&ExpireReport),
     ) -> StoreResult<ExpireReport> {
@@ -293,6 +329,7 @@ impl Store {
         let mut cursor = ExpireCursor::START;
         let mut from_start = true;
         let mut wal_after: Option<(u64, Instant)> = None;
+        let deadline = end.deadline;
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(report);
@@ -314,7 +351,7 @@ impl Store {
             }
             let (c, last) = self.expire_batch(&batch_policy, &from).await?;
             if c.is_empty() {
-                if from_start {
+                if from_start || !end.final_pass {
                     return Ok(report);
                 }
                 from_start = true;

@@ -20,7 +20,9 @@ mod vacuum;
 
 pub use api_keys::{ApiKeyRecord, ApiKeySummary};
 pub use coalesce::Coalescing;
-pub use expire::{ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, MAX_EXPIRE_BATCH};
+pub use expire::{
+    ExpireCounts, ExpireCursor, ExpirePolicy, ExpireReport, PurgeEnd, MAX_EXPIRE_BATCH,
+};
 pub use live::{LiveStatus, SessionState, SESSIONS_CHANNEL};
 pub use login_session::LoginSessionStore;
 pub use owner::{EventKind, OwnerKey, OwnerKeyError, RevokeReason, RevokeReasonError};

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use latchkey::store::{ExpireCursor, ExpirePolicy, ExpireReport, Store};
+use latchkey::store::{ExpireCursor, ExpirePolicy, ExpireReport, PurgeEnd, Store};
 use sqlx::{Connection, PgPool};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -234,7 +234,14 @@ async fn a_purge_past_its_deadline_starts_no_batch_and_a_distant_one_changes_not
     let all = session_ids(&db.pool).await;
     let store = Store::new(db.pool.clone());
     let (report, _) = store
-        .expire_paced_until(&policy(3), Some(std::time::Instant::now()), |_| {})
+        .expire_paced_until(
+            &policy(3),
+            PurgeEnd {
+                deadline: Some(std::time::Instant::now()),
+                ..PurgeEnd::default()
+            },
+            |_| {},
+        )
         .await
         .expect("expire");
     assert_eq!(
@@ -246,7 +253,14 @@ async fn a_purge_past_its_deadline_starts_no_batch_and_a_distant_one_changes_not
     // A deadline far off changes nothing: every batch runs.
     let later = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     let (report, _) = store
-        .expire_paced_until(&policy(3), Some(later), |_| {})
+        .expire_paced_until(
+            &policy(3),
+            PurgeEnd {
+                deadline: Some(later),
+                ..PurgeEnd::default()
+            },
+            |_| {},
+        )
         .await
         .expect("expire");
     assert_eq!(report.batches, 12, "{report:?}");
@@ -582,6 +596,8 @@ async fn expire_and_the_procedure_purge_many_batches_with_shared_keys_exactly() 
 enum Purger {
     Store,
     Procedure,
+    /// [`Store::expire_paced_until`] without its final pass ([`PurgeEnd::final_pass`]).
+    StoreWithoutFinalPass,
 }
 
 /// 40 expired sessions with distinct `expires_at`, purged in batches of 50. The first one is
@@ -648,6 +664,17 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
                     .expect("expire");
                 (r.expired, r.batches)
             }
+            Purger::StoreWithoutFinalPass => {
+                let end = PurgeEnd {
+                    final_pass: false,
+                    ..PurgeEnd::default()
+                };
+                let (r, _) = Store::new(pool)
+                    .expire_paced_until(&policy(50), end, |_| {})
+                    .await
+                    .expect("expire");
+                (r.expired, r.batches)
+            }
             Purger::Procedure => {
                 let (expired, _, _, batches): (i64, i64, i64, i64) =
                     sqlx::query_as("CALL latchkey.latchkey_expire(batch_size => 50)")
@@ -681,15 +708,34 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
         .await
         .expect("purge finished")
         .expect("task");
+    if let Purger::StoreWithoutFinalPass = purger {
+        // The batches stopped at the cursor's end: the row behind it is left to the next purge.
+        assert_eq!((expired, batches), (39, 1), "{purger:?}");
+        let left: Uuid = sqlx::query_scalar("SELECT id FROM latchkey.sessions")
+            .fetch_one(&db.pool)
+            .await
+            .expect("the row behind the cursor is still there");
+        assert_eq!(left, locked);
+        let next = Store::new(db.pool.clone())
+            .expire(&policy(50), |_| {})
+            .await
+            .expect("the next purge");
+        assert_eq!(
+            (next.expired, next.batches),
+            (1, 1),
+            "it starts from the start"
+        );
+    } else {
+        assert_eq!(expired, 40, "{purger:?}");
+        assert_eq!(
+            batches, 2,
+            "{purger:?}: 1 cursor batch + the one from the start"
+        );
+    }
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM latchkey.sessions").await,
         0,
         "{purger:?}: the row released behind the cursor was not purged"
-    );
-    assert_eq!(expired, 40, "{purger:?}");
-    assert_eq!(
-        batches, 2,
-        "{purger:?}: 1 cursor batch + the one from the start"
     );
 }
 
@@ -697,6 +743,11 @@ async fn purge_with_a_row_released_behind_the_cursor(purger: Purger) {
 async fn a_row_locked_while_the_cursor_passes_it_is_purged_by_the_final_pass() {
     purge_with_a_row_released_behind_the_cursor(Purger::Store).await;
     purge_with_a_row_released_behind_the_cursor(Purger::Procedure).await;
+}
+
+#[tokio::test]
+async fn without_the_final_pass_the_purge_leaves_the_row_behind_the_cursor_to_the_next() {
+    purge_with_a_row_released_behind_the_cursor(Purger::StoreWithoutFinalPass).await;
 }
 
 /// `postgres://…/<database>` for the CLI, on the tests' server.

@@ -380,3 +380,77 @@ async fn a_purge_bounded_in_time_keeps_what_it_deleted_vacuums_and_the_next_run_
     assert!(!stderr.contains("stopped:"), "{stderr}");
     assert_eq!(remaining(&db.pool).await, 0);
 }
+
+#[tokio::test]
+async fn a_row_locked_while_the_batches_pass_it_is_purged_by_the_pass_after_the_vacuum() {
+    let db = TestDb::new().await;
+    // The earliest to expire, alone among live sessions on its heap page (a batch takes the
+    // expired rows of its seeds' pages: this one only a pass from the start reaches once the
+    // cursor is past it), then 4000 more.
+    sqlx::query(
+        "INSERT INTO latchkey.sessions (id, kind, owner_key, token_hash, expires_at, absolute_expires_at)
+         SELECT md5('page' || i)::uuid, 'stateful', 'user:' || md5('owner')::uuid,
+                sha256(convert_to('page' || i, 'UTF8')),
+                now() + CASE WHEN i = 0 THEN interval '-1 hour' ELSE interval '1 day' END,
+                now() + interval '2 days'
+         FROM generate_series(0, 300) AS i",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("seed the page");
+    seed_expired(&db.pool, 4000).await;
+    let expired = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM latchkey.sessions WHERE expires_at <= now()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count")
+    };
+    let url = url_of(&db).await;
+    // Held by another transaction when the purge starts: the first batch skips it.
+    let mut holder = PgConnection::connect(&url).await.expect("connect");
+    let mut tx = holder.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM latchkey.sessions WHERE id = md5('page0')::uuid FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock one row");
+    let child = spawn(
+        &url,
+        &["--vacuum-after", "--batch", "20", "--pause-ratio", "5"],
+    );
+    wait_for_the_hold(&db.pool, 4301).await;
+    // Released behind the cursor while the batches go on (4000 rows, 20 a batch: seconds).
+    tx.rollback().await.expect("release the row");
+    // Queued behind the hold for the lock the vacuum needs: granted when the batches end and
+    // the hold lets go, before the vacuum, which then waits for this transaction.
+    let mut between = PgConnection::connect(&url).await.expect("connect");
+    let mut tx = between.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE latchkey.sessions IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .expect("the lock after the hold");
+    assert_eq!(
+        expired(db.pool.clone()).await,
+        1,
+        "no pass from the start before the vacuum: the row behind the cursor is still there"
+    );
+    tx.rollback().await.expect("let the vacuum go");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("vacuumed: "), "{stderr}");
+    assert!(stdout.starts_with("expired=4001 "), "{stdout}");
+    assert_eq!(
+        expired(db.pool.clone()).await,
+        0,
+        "the pass from the start after the vacuum took it"
+    );
+    assert_eq!(remaining(&db.pool).await, 300, "the live sessions stay");
+}
