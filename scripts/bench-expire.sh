@@ -60,6 +60,10 @@ VACUUM_AFTER="${VACUUM_AFTER:-}"
 # backends waited for (the refresh clients, the purge, the server's own processes), most
 # frequent first: where the traffic's tail goes.
 WAITS="${WAITS:-0}"
+# PIECE_SECS=N runs each purge as `latchkey expire --max-seconds N`, again and again while it
+# says it stopped at its bound: a backlog cut into pieces (with ":hold", each piece vacuums
+# before the next begins). The refreshes are measured over all the pieces together.
+PIECE_SECS="${PIECE_SECS:-}"
 case "$ORDER" in
   scattered) expiry="(i % 86400) * interval '1 second'" ;;
   clustered) expiry="(i::bigint * 86400 / $N) * interval '1 second'" ;;
@@ -169,6 +173,13 @@ latency() {
   cat "$work/$1".* | awk -v a="$2" -v b="$3" '{ t = $5 * 1000 + $6 / 1000; if (t >= a && t <= b) print $3 / 1000 }' | stats
 }
 
+# latency() over several "from:to" windows ($2…) together.
+latency_in() {
+  local log="$1"; shift
+  cat "$work/$log".* | awk -v w="$*" 'BEGIN { n = split(w, ws, " "); for (i = 1; i <= n; i++) { split(ws[i], p, ":"); a[i] = p[1]; b[i] = p[2] } }
+    { t = $5 * 1000 + $6 / 1000; for (i = 1; i <= n; i++) if (t >= a[i] && t <= b[i]) { print $3 / 1000; break } }' | stats
+}
+
 # p50/p99/max of the latencies (ms) on stdin, one per line.
 stats() {
   sort -n | awk '{ v[NR] = $1 } END {
@@ -226,11 +237,33 @@ SQL
     waits=$!
   fi
   t0=$(now_ms)
-  summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}" 2>"$work/expire$round.err")
+  # Each piece's batches and its vacuum (with --vacuum-after) as "from:to" windows (epoch ms);
+  # without PIECE_SECS there is one piece.
+  piece_flags=()
+  [ -z "$PIECE_SECS" ] || piece_flags=(--max-seconds "$PIECE_SECS")
+  : >"$work/expire$round.err"
+  batch_windows=() vacuum_windows=() pieces=0
+  while :; do
+    pieces=$((pieces + 1))
+    p0=$(now_ms)
+    summary=$(DATABASE_URL="$url" "$bin" expire "${flags[@]}" "${piece_flags[@]}" 2>"$work/piece.err")
+    p1=$(now_ms)
+    cat "$work/piece.err" >>"$work/expire$round.err"
+    # With --vacuum-after, the vacuum's time: the piece's batches ended that long before p1
+    # (give or take the pass from the start after the vacuum: when the batches skipped no
+    # row, one empty batch).
+    v=$(sed -n 's/^vacuumed: seconds=\([0-9.]*\).*/\1/p' "$work/piece.err" | awk '{ printf "%d", $1 * 1000 }')
+    if [ -n "$v" ]; then
+      batch_windows+=("$p0:$((p1 - v))") vacuum_windows+=("$((p1 - v)):$p1")
+    else
+      batch_windows+=("$p0:$p1")
+    fi
+    [ -n "$PIECE_SECS" ] && grep -q '^stopped:' "$work/piece.err" || break
+    echo "  piece $pieces: $summary" >&2
+  done
   t1=$(now_ms)
   cat "$work/expire$round.err" >&2
-  # With --vacuum-after, the vacuum's time: the purge's batches ended that long before t1.
-  vac_ms=$(sed -n 's/^vacuumed: seconds=\([0-9.]*\).*/\1/p' "$work/expire$round.err" | awk '{ printf "%d", $1 * 1000 }')
+  vac_ms=${v:-}
   if [ "$WAITS" = 1 ]; then
     kill "$waits" 2>/dev/null || true; wait "$waits" 2>/dev/null || true
     echo "  waits (samples of 20 ms, active backends):"
@@ -238,15 +271,17 @@ SQL
   fi
   kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   ms=$((t1 - t0))
-  echo "latchkey expire ${flags[*]}: $summary"
+  echo "latchkey expire ${flags[*]}${PIECE_SECS:+ in pieces of ${PIECE_SECS}s ($pieces)}: $summary"
   echo "  batched purge:         $N rows in ${ms} ms = $(( N * 1000 / (ms > 0 ? ms : 1) )) rows/s"
   during=$(latency "purge$round" "$t0" "$t1")
   echo "  refresh during purge:  $during"
   if [ -n "$vac_ms" ]; then
-    batches=$(latency "purge$round" "$t0" "$((t1 - vac_ms))")
-    vacuum=$(latency "purge$round" "$((t1 - vac_ms))" "$t1")
+    batches=$(latency_in "purge$round" "${batch_windows[@]}")
+    vacuum=$(latency_in "purge$round" "${vacuum_windows[@]}")
     echo "    batches alone:       $batches"
-    echo "    VACUUM alone:        $vacuum (${vac_ms} ms)"
+    vac_total=0
+    for w in "${vacuum_windows[@]}"; do vac_total=$((vac_total + ${w#*:} - ${w%%:*})); done
+    echo "    VACUUM alone:        $vacuum (${#vacuum_windows[@]} vacuums, ${vac_total} ms)"
   fi
   echo "== idle again: ${IDLE_SECS}s" >&2
   load_start "$IDLE_SECS" "after$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
