@@ -44,6 +44,20 @@ fn spawn(url: &str, args: &[&str]) -> Child {
         .expect("run latchkey")
 }
 
+/// Waits for a `latchkey expire` started by [`spawn`] to end: whether it succeeded, its
+/// stdout and its stderr.
+async fn finish(child: Child) -> (bool, String, String) {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The lock autovacuum needs, tried as autovacuum tries it (without waiting): whether it
 /// would get the table now.
 async fn autovacuum_would_get_the_table(url: &str) -> bool {
@@ -128,15 +142,8 @@ async fn the_purge_holds_autovacuum_off_the_table_then_vacuums_it_once() {
         !autovacuum_would_get_the_table(&url).await,
         "while the purge runs, autovacuum would skip sessions"
     );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stdout, stderr) = finish(child).await;
+    assert!(ok, "{stderr}");
     assert!(stdout.starts_with("expired=4000 "), "{stdout}");
     let line = stderr
         .lines()
@@ -320,33 +327,23 @@ async fn a_purge_bounded_in_time_keeps_what_it_deleted_vacuums_and_the_next_run_
     // Batches of 10, each followed by a rest 100 times as long (at most 1 s), no probe: the
     // whole purge would take 40 s and more; bounded to 2 s.
     let began = Instant::now();
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        spawn(
-            &u,
-            &[
-                "--vacuum-after",
-                "--batch",
-                "10",
-                "--pause-ratio",
-                "100",
-                "--target-slowdown",
-                "0",
-                "--max-seconds",
-                "2",
-            ],
-        )
-        .wait_with_output()
-    })
-    .await
-    .expect("join")
-    .expect("wait");
-    let took = began.elapsed();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let child = spawn(
+        &url,
+        &[
+            "--vacuum-after",
+            "--batch",
+            "10",
+            "--pause-ratio",
+            "100",
+            "--target-slowdown",
+            "0",
+            "--max-seconds",
+            "2",
+        ],
     );
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stdout, stderr) = finish(child).await;
+    let took = began.elapsed();
+    assert!(ok, "{stderr}");
     assert!(
         stderr.contains("stopped: max_seconds=2 reached"),
         "{stderr}"
@@ -369,14 +366,8 @@ async fn a_purge_bounded_in_time_keeps_what_it_deleted_vacuums_and_the_next_run_
     assert_eq!(after.0, before.0 + 1, "one VACUUM: {before:?} → {after:?}");
     assert!(holder(&db.pool).await.is_none(), "the hold ended");
     // The next run, unbounded, takes the rest.
-    let out = tokio::task::spawn_blocking(move || {
-        spawn(&url, &["--batch", "1000", "--target-slowdown", "0"]).wait_with_output()
-    })
-    .await
-    .expect("join")
-    .expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (ok, _, stderr) = finish(spawn(&url, &["--batch", "1000", "--target-slowdown", "0"])).await;
+    assert!(ok, "{stderr}");
     assert!(!stderr.contains("stopped:"), "{stderr}");
     assert_eq!(remaining(&db.pool).await, 0);
 }
@@ -436,15 +427,8 @@ async fn a_row_locked_while_the_batches_pass_it_is_purged_by_the_pass_after_the_
         "no pass from the start before the vacuum: the row behind the cursor is still there"
     );
     tx.rollback().await.expect("let the vacuum go");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stdout, stderr) = finish(child).await;
+    assert!(ok, "{stderr}");
     assert!(stderr.contains("vacuumed: "), "{stderr}");
     assert!(stdout.starts_with("expired=4001 "), "{stdout}");
     assert_eq!(
