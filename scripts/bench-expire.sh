@@ -169,11 +169,9 @@ load_start() {
 }
 
 # p50/p99/max latency (ms) of the logged transactions that ended between $2 and $3 (epoch ms).
-latency() {
-  cat "$work/$1".* | awk -v a="$2" -v b="$3" '{ t = $5 * 1000 + $6 / 1000; if (t >= a && t <= b) print $3 / 1000 }' | stats
-}
+latency() { latency_in "$1" "$2:$3"; }
 
-# latency() over several "from:to" windows ($2…) together.
+# The same over several "from:to" windows ($2…) together.
 latency_in() {
   local log="$1"; shift
   cat "$work/$log".* | awk -v w="$*" 'BEGIN { n = split(w, ws, " "); for (i = 1; i <= n; i++) { split(ws[i], p, ":"); a[i] = p[1]; b[i] = p[2] } }
