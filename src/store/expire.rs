@@ -383,7 +383,7 @@ impl Store {
             report.events += c.events;
             report.batches += 1;
             progress(&report);
-            lock(&probe.pacer).next(Signals { took, wal_bytes });
+            lock(&probe.pacer).record(Signals { took, wal_bytes });
             probe.rest(deadline).await;
         }
     }

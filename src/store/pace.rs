@@ -270,8 +270,8 @@ impl Pacer {
         self.stats
     }
 
-    /// Records a batch that produced `s`; returns the rest after it at the current stretch.
-    pub fn next(&mut self, s: Signals) -> Duration {
+    /// Records a batch that produced `s`; [`Pacer::rest`] is then the rest after it.
+    pub fn record(&mut self, s: Signals) {
         #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
         let own = s.wal_bytes.map(|bytes| {
             let traffic = self.traffic_rate.unwrap_or(0.0) * s.took.as_secs_f64();
@@ -288,7 +288,6 @@ impl Pacer {
             _ => Duration::ZERO,
         };
         self.last_took = s.took;
-        self.rest()
     }
 
     /// The rest after the last batch at the current stretch: the longest of the fixed

@@ -32,6 +32,12 @@ fn calibrated() -> Pacer {
     p
 }
 
+/// Records a batch that produced `s` and returns the rest after it.
+fn rest_after(p: &mut Pacer, s: Signals) -> Duration {
+    p.record(s);
+    p.rest()
+}
+
 fn close(a: Duration, b: Duration) -> bool {
     a.abs_diff(b) < Duration::from_micros(50)
 }
@@ -41,7 +47,7 @@ fn a_probing_purge_starts_stretched_and_earns_its_pace() {
     let mut p = calibrated();
     assert_eq!(p.batch(), 200);
     // 20 ms × 4 × 8 at the start.
-    assert!(close(p.next(batch(20)), ms(640)));
+    assert!(close(rest_after(&mut p, batch(20)), ms(640)));
     // Each quiet reading takes back a QUIET_PER_SLOW-th of a doubling: that many halve the stretch.
     for _ in 0..QUIET_PER_SLOW {
         p.probed(ms(2));
@@ -67,7 +73,7 @@ fn each_slow_reading_doubles_the_rest_up_to_the_cap() {
     for _ in 0..3 * QUIET_PER_SLOW {
         p.probed(ms(2));
     }
-    assert!(close(p.next(batch(20)), ms(80)));
+    assert!(close(rest_after(&mut p, batch(20)), ms(80)));
     // Slow: over 1.5 × 2 ms.
     p.probed(ms(4));
     assert!(close(p.rest(), ms(160)), "{:?}", p.rest());
@@ -81,13 +87,13 @@ fn each_slow_reading_doubles_the_rest_up_to_the_cap() {
     assert_eq!(p.stats().slow_probes, 12);
     assert_eq!(p.stats().largest_stretch, 64);
     // And the rest at 10 s, whatever the batch took.
-    assert_eq!(p.next(batch(500)), MAX_PACED_REST);
+    assert_eq!(rest_after(&mut p, batch(500)), MAX_PACED_REST);
 }
 
 #[test]
 fn one_slow_reading_in_two_hundred_holds_the_stretch_where_it_is() {
     let mut p = calibrated();
-    p.next(batch(20));
+    p.record(batch(20));
     let before = p.rest();
     for _ in 0..5 {
         p.probed(ms(10));
@@ -104,7 +110,7 @@ fn a_probe_that_waited_counts_for_every_probe_it_stood_for() {
     for _ in 0..3 * QUIET_PER_SLOW {
         p.probed(ms(2));
     }
-    p.next(batch(20));
+    p.record(batch(20));
     // 130 ms: the probes of 0, 40, 80 and 120 ms would all have been slow.
     p.probed(ms(130));
     assert_eq!(p.stats().slow_probes, 4);
@@ -114,7 +120,7 @@ fn a_probe_that_waited_counts_for_every_probe_it_stood_for() {
 #[test]
 fn a_stall_during_the_rest_lengthens_it() {
     let mut p = calibrated();
-    let first = p.next(batch(20));
+    let first = rest_after(&mut p, batch(20));
     p.probed(ms(9));
     assert!(p.rest() > first, "{:?} after {first:?}", p.rest());
 }
@@ -131,7 +137,7 @@ fn the_idle_tail_is_the_second_slowest_calibration_probe_and_at_least_the_floor(
     p.calibrate(&[Duration::from_micros(100); CALIBRATION_PROBES]);
     assert_eq!(p.slow_above(), Some(MIN_BASELINE.mul_f64(1.5)));
     // 2.5 ms is 25 × the idle time but under 1.5 × 2 ms: quiet.
-    p.next(batch(20));
+    p.record(batch(20));
     let before = p.rest();
     p.probed(Duration::from_micros(2500));
     assert!(p.rest() < before);
@@ -166,7 +172,7 @@ fn before_the_calibration_readings_count_for_nothing() {
     // No calibration readings (a probe failed): the ratio alone, nothing reads.
     p.calibrate(&[]);
     assert_eq!(p.slow_above(), None);
-    assert_eq!(p.next(batch(20)), ms(80));
+    assert_eq!(rest_after(&mut p, batch(20)), ms(80));
 }
 
 #[test]
@@ -175,7 +181,7 @@ fn without_a_target_only_the_ratio_paces() {
     assert!(!p.probes());
     p.calibrate(&[ms(2); CALIBRATION_PROBES]);
     assert_eq!(p.slow_above(), None);
-    assert_eq!(p.next(batch(20)), ms(80));
+    assert_eq!(rest_after(&mut p, batch(20)), ms(80));
     p.probed(ms(100));
     assert_eq!(p.rest(), ms(80));
     assert_eq!(p.stats().slow_probes, 0);
@@ -187,7 +193,7 @@ fn with_a_ratio_of_zero_a_stretch_still_rests() {
     let mut p = Pacer::new(&policy(200, 0.0, 1.5, 0));
     p.calibrate(&[ms(2); CALIBRATION_PROBES]);
     // 20 ms × 1 × 8 at the start.
-    assert!(close(p.next(batch(20)), ms(160)));
+    assert!(close(rest_after(&mut p, batch(20)), ms(160)));
     for _ in 0..3 * QUIET_PER_SLOW {
         p.probed(ms(2));
     }
@@ -198,19 +204,25 @@ fn with_a_ratio_of_zero_a_stretch_still_rests() {
 fn the_wal_budget_sets_the_rest_when_it_is_the_longest() {
     // 8 MB of WAL against 4 MB/s: the batch and its rest must span 2 s.
     let mut p = Pacer::new(&policy(200, 4.0, 0.0, 4_000_000));
-    let rest = p.next(Signals {
-        took: ms(500),
-        wal_bytes: Some(8_000_000),
-    });
+    let rest = rest_after(
+        &mut p,
+        Signals {
+            took: ms(500),
+            wal_bytes: Some(8_000_000),
+        },
+    );
     assert_eq!(rest, ms(1500));
     // Little WAL: the ratio's floor wins.
-    let rest = p.next(Signals {
-        took: ms(20),
-        wal_bytes: Some(4_000),
-    });
+    let rest = rest_after(
+        &mut p,
+        Signals {
+            took: ms(20),
+            wal_bytes: Some(4_000),
+        },
+    );
     assert_eq!(rest, ms(80));
     // No reading: no budget applied.
-    assert_eq!(p.next(batch(20)), ms(80));
+    assert_eq!(rest_after(&mut p, batch(20)), ms(80));
 }
 
 #[test]
@@ -220,7 +232,7 @@ fn nonsense_settings_fall_back_to_no_pacing() {
     assert!(!p.probes());
     p.probed(ms(100));
     assert_eq!(p.batch(), 1);
-    assert_eq!(p.next(batch(20)), Duration::ZERO);
+    assert_eq!(rest_after(&mut p, batch(20)), Duration::ZERO);
 }
 
 fn batch_wrote(took: u64, wal_bytes: u64) -> Signals {
@@ -238,11 +250,14 @@ fn the_traffics_wal_read_during_the_rests_is_not_counted_as_the_purges() {
     p.traffic_wal(1_000_000, ms(1000));
     // 2.5 MB during a batch of 500 ms: 0.5 MB of it the traffic's, 2 MB the purge's, which
     // the budget spreads over 2 s: 1.5 s of rest after the batch.
-    let rest = p.next(batch_wrote(500, 2_500_000));
+    let rest = rest_after(&mut p, batch_wrote(500, 2_500_000));
     assert!(rest.abs_diff(ms(1500)) < ms(1), "{rest:?}");
     assert_eq!(p.stats().own_wal, 2_000_000);
     // Windows too short to tell are ignored; the traffic alone never makes the purge rest.
     p.traffic_wal(50_000_000, ms(5));
-    assert_eq!(p.next(batch_wrote(500, 400_000)), Duration::ZERO);
+    assert_eq!(
+        rest_after(&mut p, batch_wrote(500, 400_000)),
+        Duration::ZERO
+    );
     assert!(!Pacer::new(&policy(200, 0.0, 0.0, 0)).reads_wal());
 }
