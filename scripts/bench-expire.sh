@@ -22,6 +22,9 @@ PURGES="${PURGES:-200:4 200:4:fixed 1000:0:fixed}"
 RATE="${RATE:-400}"        # refresh statements per second offered by pgbench
 CLIENTS="${CLIENTS:-4}"
 IDLE_SECS="${IDLE_SECS:-30}"
+# The idle window after each purge lasts AFTER_SECS (default IDLE_SECS): long enough, it holds
+# autovacuum's first pass over the table once a purge with ":hold" lets it back in.
+AFTER_SECS="${AFTER_SECS:-$IDLE_SECS}"
 # The same load, unmeasured, for WARMUP_SECS after each load and before its first idle window:
 # right after the load's CHECKPOINT each refresh's first change to a page logs the whole page,
 # which slows the traffic by itself for a minute or so (0 = none).
@@ -281,8 +284,8 @@ SQL
     for w in "${vacuum_windows[@]}"; do vac_total=$((vac_total + ${w#*:} - ${w%%:*})); done
     echo "    VACUUM alone:        $vacuum (${#vacuum_windows[@]} vacuums, ${vac_total} ms)"
   fi
-  echo "== idle again: ${IDLE_SECS}s" >&2
-  load_start "$IDLE_SECS" "after$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
+  echo "== idle again: ${AFTER_SECS}s" >&2
+  load_start "$AFTER_SECS" "after$round"; t0=$(now_ms); wait "$pid"; t1=$(now_ms)
   after=$(latency "after$round" "$t0" "$t1")
   echo "refresh idle after:      $after"
   idle=$(cat "$work/idle$round".* "$work/after$round".* | awk '{ print $3 / 1000 }' | stats)
