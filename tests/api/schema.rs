@@ -369,6 +369,7 @@ async fn sessions_carries_its_own_autovacuum_settings_and_keeps_its_fillfactor()
         options,
         [
             "autovacuum_analyze_scale_factor=0.02",
+            "autovacuum_vacuum_cost_delay=20",
             "autovacuum_vacuum_insert_scale_factor=0.02",
             "autovacuum_vacuum_scale_factor=0.02",
             "fillfactor=80",
